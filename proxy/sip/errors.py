@@ -1,0 +1,24 @@
+"""The one exception of the sans-IO SIP layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SipParseError(ValueError):
+    """A message (or part of one) that violates RFC 3261 grammar.
+
+    Carries the status and reason phrase to answer with (like h11's
+    ``error_status_hint``) and, when the start line and headers could be read,
+    the partially parsed message so that a transport can still build a
+    response to it (RFC 3261 §8.2: a 400 needs Via, From, To, Call-ID, CSeq).
+    """
+
+    def __init__(self, reason: str, status: int = 400, partial: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.partial = partial
+
+    def __repr__(self) -> str:
+        return f"SipParseError({self.status}, {self.reason!r})"

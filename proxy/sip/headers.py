@@ -1,0 +1,178 @@
+"""Header names and the structured header values the core needs (Via, CSeq, lists)."""
+
+from __future__ import annotations
+
+from .errors import SipParseError
+from .uri import format_params, parse_params, split_hostport
+
+#: RFC 3261 §7.3.3 compact forms (plus RFC 3515 r, RFC 3892 b, RFC 4028 x, RFC 3841 y... as registered)
+COMPACT_FORMS: dict[str, str] = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "f": "from",
+    "t": "to",
+    "v": "via",
+    "k": "supported",
+    "s": "subject",
+    "c": "content-type",
+    "o": "event",
+    "u": "allow-events",
+    "r": "refer-to",
+    "b": "referred-by",
+    "x": "session-expires",
+    "y": "identity",
+}
+
+_KEY_CACHE: dict[str, str] = {}
+
+
+def header_key(name: str) -> str:
+    """Canonical lookup key of a header name: lower-case long form."""
+    key = _KEY_CACHE.get(name)
+    if key is None:
+        low = name.lower()
+        key = COMPACT_FORMS.get(low, low)
+        if len(_KEY_CACHE) < 4096:  # bounded: names come from the network
+            _KEY_CACHE[name] = key
+    return key
+
+
+def split_list(value: str) -> list[str]:
+    """Split a comma-separated header value, respecting quotes and ``<...>`` (§7.3.1)."""
+    if "," not in value:
+        return [value.strip()]
+    if '"' not in value and "<" not in value:
+        return [v.strip() for v in value.split(",")]
+    out: list[str] = []
+    start = 0
+    quoted = False
+    angle = False
+    i = 0
+    n = len(value)
+    while i < n:
+        c = value[i]
+        if quoted:
+            if c == "\\":
+                i += 2
+                continue
+            if c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == "<":
+            angle = True
+        elif c == ">":
+            angle = False
+        elif c == "," and not angle:
+            out.append(value[start:i].strip())
+            start = i + 1
+        i += 1
+    if quoted:
+        raise SipParseError("Unterminated quoted string in header value")
+    out.append(value[start:].strip())
+    return out
+
+
+_PROTOCOLS: dict[str, tuple[str, str]] = {
+    f"SIP/2.0/{t}": ("SIP/2.0", t) for t in ("UDP", "TCP", "TLS", "SCTP", "WS", "WSS")
+}
+
+
+class Via:
+    """One Via value: ``SIP/2.0/UDP host:port;branch=...;received=...;rport`` (§20.42, RFC 3581)."""
+
+    __slots__ = ("protocol", "transport", "host", "port", "params")
+
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int | None,
+        params: dict[str, str | None],
+        protocol: str = "SIP/2.0",
+    ) -> None:
+        self.protocol = protocol
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = params
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        """Parse one Via value."""
+        proto, sp, rest = text.partition(" ")
+        if not sp:
+            proto, sp, rest = text.strip().partition(" ")
+            if not sp:
+                raise SipParseError("Malformed Via header")
+        known = _PROTOCOLS.get(proto)
+        if known is None:
+            name, s1, rest_p = proto.partition("/")
+            version, s2, transport = rest_p.partition("/")
+            if not s1 or not s2 or not transport or name.upper() != "SIP":
+                raise SipParseError("Malformed Via protocol")
+            known = (f"{name}/{version}", transport.upper())
+        sent_by, _, ptext = rest.partition(";")
+        host, port = split_hostport(sent_by.strip(), "Via")
+        params = parse_params(ptext, "Via")
+        if len(params) > 1:
+            ttl = params.get("ttl")
+            if ttl is not None and (not ttl.isdigit() or int(ttl) > 255):
+                raise SipParseError("Invalid Via ttl")
+            rport = params.get("rport")
+            if rport is not None and (not rport.isdigit() or int(rport) > 65535):
+                raise SipParseError("Invalid Via rport")
+        return cls(known[1], host, port, params, known[0])
+
+    @property
+    def branch(self) -> str | None:
+        """The branch parameter, or None."""
+        return self.params.get("branch")
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        """(host, port) the sender put in the Via."""
+        return self.host, self.port
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+    def __repr__(self) -> str:
+        return f"Via({str(self)!r})"
+
+
+class CSeq:
+    """``CSeq: 4711 INVITE`` (§20.16)."""
+
+    __slots__ = ("number", "method")
+
+    def __init__(self, number: int, method: str) -> None:
+        self.number = number
+        self.method = method
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        """Parse a CSeq value; the number must be a 32-bit unsigned integer (§8.1.1.5)."""
+        num, _, method = text.strip().partition(" ")
+        method = method.strip()
+        if not num.isdigit() or not method or " " in method:
+            raise SipParseError("Malformed CSeq header")
+        number = int(num)
+        if number >= 2**31 or len(num) > 10:
+            raise SipParseError("CSeq number out of range")
+        return cls(number, method)
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+    def __repr__(self) -> str:
+        return f"CSeq({self.number}, {self.method!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CSeq) and (self.number, self.method) == (other.number, other.method)
+
+    def __hash__(self) -> int:
+        return hash((self.number, self.method))

@@ -1,0 +1,354 @@
+"""SIP messages: header order and raw values kept; parsed views computed on demand and cached."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from .errors import SipParseError
+from .headers import CSeq, Via, header_key, split_list
+from .uri import NameAddr, SipUri
+
+T = TypeVar("T")
+
+#: RFC 3261 §21 reason phrases for the statuses sipmask itself generates.
+REASONS: dict[int, str] = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    410: "Gone", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 422: "Session Interval Too Small",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
+    483: "Too Many Hops", 484: "Address Incomplete", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Server Time-out", 505: "Version Not Supported", 513: "Message Too Large",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+
+class Headers:
+    """Ordered header fields. Names keep their spelling; lookup is case-insensitive and
+    knows compact forms. Values are kept raw (trimmed) so unknown headers pass untouched."""
+
+    __slots__ = ("_names", "_keys", "_values", "_cache")
+
+    def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
+        self._names: list[str] = []
+        self._keys: list[str] = []
+        self._values: list[str] = []
+        self._cache: dict[str, Any] = {}
+        if items:
+            for name, value in items:
+                self._names.append(name)
+                self._keys.append(header_key(name))
+                self._values.append(value)
+
+    @classmethod
+    def _from_lists(cls, names: list[str], keys: list[str], values: list[str]) -> Headers:
+        h = cls.__new__(cls)
+        h._names = names
+        h._keys = keys
+        h._values = values
+        h._cache = {}
+        return h
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(zip(self._names, self._values))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: str) -> bool:
+        return header_key(name) in self._keys
+
+    def items(self) -> list[tuple[str, str]]:
+        """All ``(name, value)`` pairs in order."""
+        return list(zip(self._names, self._values))
+
+    def keyed(self) -> Iterator[tuple[str, str, str]]:
+        """``(canonical_key, name, value)`` triples in order."""
+        return iter(zip(self._keys, self._names, self._values))
+
+    def get(self, name: str) -> str | None:
+        """First value of the header, or None."""
+        try:
+            return self._values[self._keys.index(header_key(name))]
+        except ValueError:
+            return None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every line of the header, in order."""
+        key = header_key(name)
+        return [v for k, v in zip(self._keys, self._values) if k == key]
+
+    def values(self, name: str) -> list[str]:
+        """Every comma-separated value of a list header across all its lines (§7.3.1)."""
+        out: list[str] = []
+        for v in self.get_all(name):
+            out.extend(split_list(v))
+        return out
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every occurrence with one line, at the position of the first (or at the end)."""
+        key = header_key(name)
+        self._cache.clear()
+        for i, k in enumerate(self._keys):
+            if k == key:
+                self._names[i] = name
+                self._values[i] = value
+                j = i + 1
+                while j < len(self._keys):
+                    if self._keys[j] == key:
+                        del self._keys[j], self._names[j], self._values[j]
+                    else:
+                        j += 1
+                return
+        self._names.append(name)
+        self._keys.append(key)
+        self._values.append(value)
+
+    def add(self, name: str, value: str, first: bool = False) -> None:
+        """Add a line: at the top (before the first line of the same header) or at the end."""
+        key = header_key(name)
+        self._cache.clear()
+        if first:
+            pos = self._keys.index(key) if key in self._keys else 0
+            self._names.insert(pos, name)
+            self._keys.insert(pos, key)
+            self._values.insert(pos, value)
+        else:
+            self._names.append(name)
+            self._keys.append(key)
+            self._values.append(value)
+
+    def remove(self, name: str) -> int:
+        """Remove every line of the header; returns how many were removed."""
+        key = header_key(name)
+        if key not in self._keys:
+            return 0
+        self._cache.clear()
+        keep = [i for i, k in enumerate(self._keys) if k != key]
+        removed = len(self._keys) - len(keep)
+        self._names = [self._names[i] for i in keep]
+        self._keys = [self._keys[i] for i in keep]
+        self._values = [self._values[i] for i in keep]
+        return removed
+
+    def cached(self, slot: str, compute: Callable[[], T]) -> T:
+        """Memoise a parsed view until the headers change."""
+        cache = self._cache
+        if slot in cache:
+            return cache[slot]  # type: ignore[no-any-return]
+        value = compute()
+        cache[slot] = value
+        return value
+
+    def copy(self) -> Headers:
+        """A shallow copy (strings are immutable)."""
+        return Headers._from_lists(list(self._names), list(self._keys), list(self._values))
+
+    def render(self, body_length: int) -> list[str]:
+        """Header lines with Content-Length set to the body's real length (added when absent)."""
+        lines: list[str] = []
+        seen_length = False
+        for k, n, v in zip(self._keys, self._names, self._values):
+            if k == "content-length":
+                if seen_length:
+                    continue
+                seen_length = True
+                v = str(body_length)
+            lines.append(f"{n}: {v}")
+        if not seen_length:
+            lines.append(f"Content-Length: {body_length}")
+        return lines
+
+
+def _require(headers: Headers, name: str) -> str:
+    value = headers.get(name)
+    if value is None:
+        raise SipParseError(f"Missing {name} header")
+    return value
+
+
+class Message:
+    """Common part of :class:`Request` and :class:`Response`."""
+
+    __slots__ = ("headers", "body")
+
+    headers: Headers
+    body: bytes
+
+    # -- parsed views (cached in Headers until it changes) -------------------------------------
+    @property
+    def call_id(self) -> str:
+        """The Call-ID value."""
+        return _require(self.headers, "call-id")
+
+    @property
+    def cseq(self) -> CSeq:
+        """The parsed CSeq."""
+        h = self.headers
+        return h.cached("cseq", lambda: CSeq.parse(_require(h, "cseq")))
+
+    @property
+    def from_(self) -> NameAddr:
+        """The parsed From header."""
+        h = self.headers
+        return h.cached("from", lambda: NameAddr.parse(_require(h, "from")))
+
+    @property
+    def to(self) -> NameAddr:
+        """The parsed To header."""
+        h = self.headers
+        return h.cached("to", lambda: NameAddr.parse(_require(h, "to")))
+
+    @property
+    def from_tag(self) -> str | None:
+        """The From tag."""
+        return self.from_.params.get("tag")
+
+    @property
+    def to_tag(self) -> str | None:
+        """The To tag."""
+        return self.to.params.get("tag")
+
+    @property
+    def via(self) -> list[Via]:
+        """Every Via value, topmost first."""
+        h = self.headers
+        return h.cached("via", lambda: [Via.parse(v) for v in h.values("via")])
+
+    @property
+    def top_via(self) -> Via:
+        """The topmost Via (§8.2.6 / §17.2.3 key)."""
+        h = self.headers
+
+        def compute() -> Via:
+            first = h.get("via")
+            if first is None:
+                raise SipParseError("Missing Via header")
+            top = first.split(",", 1)[0] if "," in first else first
+            return Via.parse(top)
+
+        return h.cached("top_via", compute)
+
+    @property
+    def branch(self) -> str | None:
+        """Branch of the top Via."""
+        return self.top_via.params.get("branch")
+
+    def contacts(self) -> list[NameAddr]:
+        """Parsed Contact values (``*`` is returned as a NameAddr with uri ``*``)."""
+        h = self.headers
+        return h.cached(
+            "contact",
+            lambda: [NameAddr("*") if v == "*" else NameAddr.parse(v) for v in h.values("contact")],
+        )
+
+    def serialise(self) -> bytes:
+        """The wire form. Content-Length always reflects the body."""
+        raise NotImplementedError
+
+
+class Request(Message):
+    """A SIP request (§7.1)."""
+
+    __slots__ = ("method", "uri", "version", "_ruri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        self.method = method
+        self.uri = uri
+        self.version = version
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+        self._ruri: SipUri | None = None
+
+    @property
+    def request_uri(self) -> SipUri:
+        """The Request-URI, parsed (cached while ``uri`` is unchanged)."""
+        r = self._ruri
+        if r is None or str(r) != self.uri:
+            r = self._ruri = SipUri.parse(self.uri)
+        return r
+
+    def serialise(self) -> bytes:
+        body = self.body
+        lines = self.headers.render(len(body))
+        head = f"{self.method} {self.uri} {self.version}\r\n" + "\r\n".join(lines) + "\r\n\r\n"
+        return head.encode("utf-8", "surrogateescape") + body
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    """A SIP response (§7.2)."""
+
+    __slots__ = ("status", "reason", "version")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        self.status = status
+        self.reason = reason if reason is not None else REASONS.get(status, "Unknown")
+        self.version = version
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+
+    def serialise(self) -> bytes:
+        body = self.body
+        lines = self.headers.render(len(body))
+        head = f"{self.version} {self.status} {self.reason}\r\n" + "\r\n".join(lines) + "\r\n\r\n"
+        return head.encode("utf-8", "surrogateescape") + body
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+_RESPONSE_COPY = ("via", "from", "to", "call-id", "cseq")
+
+
+def build_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    extra: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> Response:
+    """A response to ``request`` per RFC 3261 §8.2.6: Via (all), From, To, Call-ID and CSeq
+    copied verbatim; a To tag added when given and the request had none (§8.2.6.2)."""
+    items: list[tuple[str, str]] = []
+    for key, name, value in request.headers.keyed():
+        if key in _RESPONSE_COPY:
+            if key == "to" and to_tag and status != 100 and not _has_tag(request, value):
+                value = f"{value};tag={to_tag}"
+            items.append((name, value))
+    if status == 100:
+        ts = request.headers.get("timestamp")
+        if ts is not None:  # §8.2.6.1
+            items.append(("Timestamp", ts))
+    if extra:
+        items.extend(extra)
+    return Response(status, reason, Headers(items), body)
+
+
+def _has_tag(request: Request, raw_to: str) -> bool:
+    try:
+        return request.to_tag is not None
+    except SipParseError:
+        return "tag=" in raw_to.lower()
