@@ -65,7 +65,9 @@ _PHONE = (
 )
 
 PHONE_PATTERN: Final[re.Pattern[str]] = re.compile(
-    "|".join(
+    # The leading lookahead rejects most positions with one character-class test.
+    "(?=[0-9+(sStTa-fA-F])(?:"
+    + "|".join(
         (
             _SIP_USER,
             _TEL,
@@ -73,13 +75,16 @@ PHONE_PATTERN: Final[re.Pattern[str]] = re.compile(
             _PHONE,
         )
     )
+    + ")"
 )
 """The compiled detector. Matches with group ``sip``/``tel``/``phone`` are candidates."""
 
 _NON_DIGITS = re.compile(r"\D+")
 _SPACES = re.compile(r"(\s+)")
 _NUMERIC_USER = re.compile(r"\+?[0-9()\-. ]+")
-_HAS_CANDIDATE = re.compile(r"\d|[sS][iI][pP][sS]?:|[tT][eE][lL]:").search
+# Cheap pre-check: no digit and no colon means no number and no URI.
+_HAS_CANDIDATE = re.compile(r"[\d:]").search
+_CACHED_LEN: Final = 256
 
 
 def _digit_count(text: str) -> int:
@@ -164,7 +169,7 @@ class Redactor:
             can confirm a guessed number against a token).
     """
 
-    __slots__ = ("_key", "_token_for", "_sub")
+    __slots__ = ("_key", "_token_for", "_sub", "_cached_redact")
 
     def __init__(self, key: bytes) -> None:
         if not isinstance(key, (bytes, bytearray)) or not key:
@@ -172,6 +177,8 @@ class Redactor:
         self._key = bytes(key)
         self._token_for: Callable[[str, str], str] = lru_cache(maxsize=8192)(self._make_token)
         self._sub = PHONE_PATTERN.sub
+        # Log lines repeat the same short values (URIs, call ids) many times.
+        self._cached_redact: Callable[[str], str] = lru_cache(maxsize=4096)(self._redact_uncached)
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -221,6 +228,11 @@ class Redactor:
         """Return *text* with every phone number and URI user part replaced by a token."""
         if not _HAS_CANDIDATE(text):
             return text
+        if len(text) <= _CACHED_LEN:
+            return self._cached_redact(text)
+        return self._sub(self._replace, text)
+
+    def _redact_uncached(self, text: str) -> str:
         return self._sub(self._replace, text)
 
     def redact(self, value: Any) -> Any:

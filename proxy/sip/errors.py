@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .message import Request, Response
 
 
 class SipParseError(ValueError):
@@ -14,11 +17,13 @@ class SipParseError(ValueError):
     response to it (RFC 3261 §8.2: a 400 needs Via, From, To, Call-ID, CSeq).
     """
 
-    def __init__(self, reason: str, status: int = 400, partial: Any = None) -> None:
+    def __init__(
+        self, reason: str, status: int = 400, partial: Request | Response | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
-        self.partial = partial
+        self.partial: Request | Response | None = partial
 
     def __repr__(self) -> str:
         return f"SipParseError({self.status}, {self.reason!r})"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .errors import SipParseError
-from .uri import format_params, parse_params, split_hostport
+from .uri import format_params, is_digits, parse_params, split_hostport
 
 #: RFC 3261 §7.3.3 compact forms (plus RFC 3515 r, RFC 3892 b, RFC 4028 x, RFC 3841 y... as registered)
 COMPACT_FORMS: dict[str, str] = {
@@ -101,29 +101,16 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        """Parse one Via value."""
+        """Parse one Via value (raises :class:`SipParseError` naming the problem)."""
         proto, sp, rest = text.partition(" ")
-        if not sp:
-            proto, sp, rest = text.strip().partition(" ")
-            if not sp:
-                raise SipParseError("Malformed Via header")
-        known = _PROTOCOLS.get(proto)
+        known = _PROTOCOLS.get(proto) if sp else None
         if known is None:
-            name, s1, rest_p = proto.partition("/")
-            version, s2, transport = rest_p.partition("/")
-            if not s1 or not s2 or not transport or name.upper() != "SIP":
-                raise SipParseError("Malformed Via protocol")
-            known = (f"{name}/{version}", transport.upper())
+            known, rest = _parse_sent_protocol(text)
         sent_by, _, ptext = rest.partition(";")
         host, port = split_hostport(sent_by.strip(), "Via")
         params = parse_params(ptext, "Via")
-        if len(params) > 1:
-            ttl = params.get("ttl")
-            if ttl is not None and (not ttl.isdigit() or int(ttl) > 255):
-                raise SipParseError("Invalid Via ttl")
-            rport = params.get("rport")
-            if rport is not None and (not rport.isdigit() or int(rport) > 65535):
-                raise SipParseError("Invalid Via rport")
+        if params:
+            _check_via_params(params)
         return cls(known[1], host, port, params, known[0])
 
     @property
@@ -144,6 +131,62 @@ class Via:
         return f"Via({str(self)!r})"
 
 
+def _parse_sent_protocol(text: str) -> tuple[tuple[str, str], str]:
+    """Slow path of ``SIP / 2.0 / UDP host``: LWS is allowed around the slashes (§25.1 SLASH)."""
+    name, s1, rest = text.strip().partition("/")
+    version, s2, rest = rest.partition("/")
+    rest = rest.lstrip(" \t")
+    end = 0
+    while end < len(rest) and rest[end] not in " \t":
+        end += 1
+    transport = rest[:end]
+    name = name.strip()
+    version = version.strip()
+    if not (s1 and s2 and transport and name.upper() == "SIP" and version) or end == len(rest):
+        raise SipParseError("Malformed Via protocol")
+    if not _is_token(version) or not _is_token(transport):
+        raise SipParseError("Malformed Via protocol")
+    return (f"{name}/{version}", transport.upper()), rest[end:].lstrip(" \t")
+
+
+_TOKEN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_IP_CHARS = frozenset("0123456789abcdefABCDEF:.")
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and _TOKEN.issuperset(text)
+
+
+def _check_via_params(params: dict[str, str | None]) -> None:
+    """§20.42 / RFC 3581 value rules of the Via parameters the core relies on."""
+    branch = params.get("branch", "")
+    if branch is None or (branch and not _is_token(branch)):
+        raise SipParseError("Invalid Via branch")
+    if "ttl" in params:
+        ttl = params["ttl"]
+        if ttl is None or not is_digits(ttl) or len(ttl) > 3 or int(ttl) > 255:
+            raise SipParseError("Invalid Via ttl")
+    if "rport" in params:  # RFC 3581: "rport" alone in requests, "rport=port" once filled in
+        rport = params["rport"]
+        if rport is not None and (not is_digits(rport) or len(rport) > 5 or int(rport) > 65535):
+            raise SipParseError("Invalid Via rport")
+    if "received" in params:  # IPv4address / IPv6address (brackets tolerated)
+        received = params["received"]
+        if not received or not _IP_CHARS.issuperset(received.strip("[]")):
+            raise SipParseError("Invalid Via received")
+    if "maddr" in params:
+        maddr = params["maddr"]
+        if not maddr:
+            raise SipParseError("Invalid Via maddr")
+        split_hostport(maddr, "Via maddr")
+
+
+_METHODS = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
+     "REFER", "MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH")
+)
+
+
 class CSeq:
     """``CSeq: 4711 INVITE`` (§20.16)."""
 
@@ -155,13 +198,18 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
-        """Parse a CSeq value; the number must be a 32-bit unsigned integer (§8.1.1.5)."""
+        """Parse a CSeq value; the number must fit a 32-bit unsigned integer (§8.1.1.5)."""
         num, _, method = text.strip().partition(" ")
-        method = method.strip()
-        if not num.isdigit() or not method or " " in method:
+        if method[:1] == " ":
+            method = method.lstrip(" ")
+        if not (num.isdigit() and num.isascii()) or (
+            method not in _METHODS and not _is_token(method)
+        ):
             raise SipParseError("Malformed CSeq header")
-        number = int(num)
-        if number >= 2**31 or len(num) > 10:
+        # §8.1.1.5: "MUST be expressible as a 32-bit unsigned integer" (a UAC starts below 2**31
+        # but may count past it); the length check keeps int() off huge digit strings
+        number = int(num) if len(num) <= 10 else 2**32
+        if number >= 2**32:
             raise SipParseError("CSeq number out of range")
         return cls(number, method)
 

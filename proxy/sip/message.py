@@ -180,6 +180,8 @@ class Message:
     body: bytes
 
     # -- parsed views (cached in Headers until it changes) -------------------------------------
+    # The transaction layer reads top_via, cseq and the tags of every message: these read the
+    # cache dict directly rather than through Headers.cached (a closure per call, measured).
     @property
     def call_id(self) -> str:
         """The Call-ID value."""
@@ -189,19 +191,28 @@ class Message:
     def cseq(self) -> CSeq:
         """The parsed CSeq."""
         h = self.headers
-        return h.cached("cseq", lambda: CSeq.parse(_require(h, "cseq")))
+        value: CSeq | None = h._cache.get("cseq")
+        if value is None:
+            value = h._cache["cseq"] = CSeq.parse(_require(h, "cseq"))
+        return value
 
     @property
     def from_(self) -> NameAddr:
         """The parsed From header."""
         h = self.headers
-        return h.cached("from", lambda: NameAddr.parse(_require(h, "from")))
+        value: NameAddr | None = h._cache.get("from")
+        if value is None:
+            value = h._cache["from"] = NameAddr.parse(_require(h, "from"))
+        return value
 
     @property
     def to(self) -> NameAddr:
         """The parsed To header."""
         h = self.headers
-        return h.cached("to", lambda: NameAddr.parse(_require(h, "to")))
+        value: NameAddr | None = h._cache.get("to")
+        if value is None:
+            value = h._cache["to"] = NameAddr.parse(_require(h, "to"))
+        return value
 
     @property
     def from_tag(self) -> str | None:
@@ -223,15 +234,15 @@ class Message:
     def top_via(self) -> Via:
         """The topmost Via (§8.2.6 / §17.2.3 key)."""
         h = self.headers
-
-        def compute() -> Via:
+        value: Via | None = h._cache.get("top_via")
+        if value is None:
             first = h.get("via")
             if first is None:
                 raise SipParseError("Missing Via header")
-            top = first.split(",", 1)[0] if "," in first else first
-            return Via.parse(top)
-
-        return h.cached("top_via", compute)
+            if "," in first:  # several values on the first line (§7.3.1)
+                first = split_list(first)[0] if '"' in first else first.split(",", 1)[0]
+            value = h._cache["top_via"] = Via.parse(first)
+        return value
 
     @property
     def branch(self) -> str | None:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from .errors import SipParseError
 from .headers import CSeq, header_key
-from .message import Headers, Message, Request, Response
+from .message import Headers, Request, Response
+from .uri import is_digits
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
+#: mandatory headers that are not lists (§20): a second line is a 400
+_ONCE = ("from", "to", "call-id", "cseq")
 _MAX_HEADERS = 256
 _KNOWN_METHODS = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
@@ -19,15 +22,15 @@ _KNOWN_METHODS = frozenset(
 )
 #: header name as written -> canonical key, for names already validated as tokens
 _NAME_CACHE: dict[str, str] = {}
+_NAME_CACHE_MAX = 2048  # bounded: names come from the network
+_PRETTY = {
+    "via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq",
+    "max-forwards": "Max-Forwards",
+}
 
 
 def _is_token(text: str) -> bool:
-    if not text:
-        return False
-    for c in text:
-        if c not in _TOKEN_CHARS:
-            return False
-    return True
+    return bool(text) and _TOKEN_CHARS.issuperset(text)
 
 
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
@@ -45,74 +48,77 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         raise SipParseError(f"Malformed message ({type(exc).__name__})") from None
 
 
-def _parse(data: bytes, stream: bool) -> Request | Response:
+def _split_head(data: bytes) -> tuple[list[str], int]:
+    """Header lines (start line first, not yet unfolded) and the offset of the body."""
     start = 0
+    if data[:1] in (b"\r", b"\n"):  # §7.5: ignore CRLFs preceding the start line
+        start = len(data) - len(data.lstrip(b"\r\n"))
+    end = data.find(b"\r\n\r\n", start)
+    if end >= 0:
+        head = data[start:end].decode("utf-8", "surrogateescape")
+        lines = head.split("\r\n")
+        nl = len(lines) - 1
+        # as many CRs and LFs as line breaks: no bare LF (so no earlier "\n\n") nor bare CR
+        if head.count("\n") == nl and head.count("\r") == nl and "\x00" not in head:
+            return lines, end + 4
+    return _split_head_slow(data, start)
+
+
+def _split_head_slow(data: bytes, start: int) -> tuple[list[str], int]:
+    """Bare-LF or mixed line ends (tolerated, §7.5 asks for CRLF) and the errors."""
     n = len(data)
-    # §7.5: ignore CRLFs preceding the start line
-    while start < n and data[start] in (13, 10):
-        start += 1
     if start >= n:
         raise SipParseError("Empty message")
     end = data.find(b"\r\n\r\n", start)
-    if end >= 0:
+    lf_end = data.find(b"\n\n", start, end + 1 if end >= 0 else n)
+    if lf_end >= 0:
+        head = data[start:lf_end].decode("utf-8", "surrogateescape")
+        body_start = lf_end + 2
+    elif end >= 0:
+        head = data[start:end].decode("utf-8", "surrogateescape")
         body_start = end + 4
-        head = data[start:end].decode("utf-8", "surrogateescape")
-        lines = head.split("\r\n")
     else:
-        end = data.find(b"\n\n", start)
-        if end < 0:
-            raise SipParseError("Missing empty line after headers")
-        body_start = end + 2
-        head = data[start:end].decode("utf-8", "surrogateescape")
-        lines = [ln.rstrip("\r") for ln in head.split("\n")]
+        raise SipParseError("Missing empty line after headers")
+    if "\x00" in head:
+        raise SipParseError("NUL character in message headers")
+    lines = [ln[:-1] if ln[-1:] == "\r" else ln for ln in head.split("\n")]
+    for ln in lines:
+        if "\r" in ln:
+            raise SipParseError("Bare CR in message headers")
+    return lines, body_start
 
-    message = _parse_start_line(lines[0])
-    names: list[str] = []
-    keys: list[str] = []
-    values: list[str] = []
-    name_cache = _NAME_CACHE
-    for line in lines[1:] if len(lines) > 1 else ():
-        name, colon, value = line.partition(":")
-        key = name_cache.get(name) if colon else None
-        if key is None:
-            # slow path: folding, odd spacing, unseen names; validated once then cached
-            if not line:
-                continue
-            c0 = line[0]
-            if c0 == " " or c0 == "\t":
-                # §7.3.1 line folding: continuation of the previous header value
-                if not values:
-                    raise SipParseError("Folded line before first header")
-                values[-1] = f"{values[-1]} {line.strip()}".strip()
-                continue
-            if not colon:
-                raise SipParseError("Malformed header line (no colon)", partial=_partial(message, names, keys, values))
-            name = name.rstrip(" \t")
-            if not _is_token(name):
-                raise SipParseError("Invalid header name", partial=_partial(message, names, keys, values))
-            key = header_key(name)
-            if len(name_cache) < 2048:  # bounded: names come from the network
-                name_cache[name] = key
-        names.append(name)
-        keys.append(key)
-        values.append(value.strip())
-    if len(names) > _MAX_HEADERS:
-        raise SipParseError("Too many headers", status=400)
+
+def _parse(data: bytes, stream: bool) -> Request | Response:
+    lines, body_start = _split_head(data)
+    message, version_error = _parse_start_line(lines[0])
+    del lines[0]
+    try:
+        # fast path: every line is "Name: value" with a name seen (and validated) before
+        pairs = [ln.split(":", 1) for ln in lines]
+        name_cache = _NAME_CACHE
+        keys = [name_cache[name] for name, _ in pairs]
+    except (KeyError, ValueError):
+        # slow path: folding, odd spacing, unseen names, lines without a colon
+        names, keys, values = _parse_header_lines(lines, message)
+    else:
+        names = [p[0] for p in pairs]
+        values = [v.strip() for _, v in pairs]
     headers = Headers._from_lists(names, keys, values)
     message.headers = headers
+    if len(names) > _MAX_HEADERS:
+        raise SipParseError("Too many headers", partial=message)
+    if version_error:
+        # §8.2.1 / §21.5.25: answered with 505, which the headers just read make possible
+        raise SipParseError("Version Not Supported", status=505, partial=message)
 
     # body by Content-Length (§18.3, §20.14)
-    cl_text = headers.get("content-length")
-    available = n - body_start
-    if cl_text is None:
+    available = len(data) - body_start
+    if "content-length" not in keys:
         if stream:
             raise SipParseError("Missing Content-Length on stream transport", partial=message)
         message.body = data[body_start:] if available else b""
     else:
-        cl_text = cl_text.strip()
-        if not cl_text.isdigit() or len(cl_text) > 9:
-            raise SipParseError("Invalid Content-Length", partial=message)
-        length = int(cl_text)
+        length = _content_length_value(headers, message)
         if length > available:
             raise SipParseError("Content-Length larger than message", partial=message)
         message.body = data[body_start : body_start + length] if length else b""
@@ -121,45 +127,104 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
     return message
 
 
-def _partial(message: Message, names: list[str], keys: list[str], values: list[str]) -> Message:
+def _parse_header_lines(
+    lines: list[str], message: Request | Response
+) -> tuple[list[str], list[str], list[str]]:
+    names: list[str] = []
+    keys: list[str] = []
+    values: list[str] = []
+    name_cache = _NAME_CACHE
+    for line in lines:
+        if not line:
+            continue
+        c0 = line[0]
+        if c0 == " " or c0 == "\t":
+            # §7.3.1 line folding: continuation of the previous header value
+            if not values:
+                raise SipParseError("Folded line before first header")
+            values[-1] = f"{values[-1]} {line.strip()}".strip()
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise SipParseError(
+                "Malformed header line (no colon)", partial=_partial(message, names, keys, values)
+            )
+        name = name.rstrip(" \t")  # §7.3.1: whitespace allowed before the colon
+        key = name_cache.get(name)
+        if key is None:
+            if not _is_token(name):
+                raise SipParseError(
+                    "Invalid header name", partial=_partial(message, names, keys, values)
+                )
+            key = header_key(name)
+            if len(name_cache) < _NAME_CACHE_MAX:
+                name_cache[name] = key
+        names.append(name)
+        keys.append(key)
+        values.append(value.strip())
+    return names, keys, values
+
+
+def _partial(
+    message: Request | Response, names: list[str], keys: list[str], values: list[str]
+) -> Request | Response:
     message.headers = Headers._from_lists(list(names), list(keys), list(values))
-    if isinstance(message, Request | Response):
-        message.body = b""
+    message.body = b""
     return message
 
 
-def _parse_start_line(line: str) -> Request | Response:
-    if line.startswith("SIP/"):
+def _content_length_value(headers: Headers, message: Request | Response) -> int:
+    keys = headers._keys
+    cl_text = headers._values[keys.index("content-length")]
+    if keys.count("content-length") > 1 and any(
+        v != cl_text for v in headers.get_all("content-length")
+    ):
+        raise SipParseError("Conflicting Content-Length headers", partial=message)
+    if not (cl_text.isdigit() and cl_text.isascii()) or len(cl_text) > 9:
+        raise SipParseError("Invalid Content-Length", partial=message)
+    return int(cl_text)
+
+
+def _parse_start_line(line: str) -> tuple[Request | Response, bool]:
+    """The message with empty headers, and whether its SIP version is unsupported (505)."""
+    if line[:4].upper() == "SIP/":
         version, sp, rest = line.partition(" ")
         code, _, reason = rest.partition(" ")
-        if not sp or len(code) != 3 or not code.isdigit() or code[0] == "0":
+        if not sp or len(code) != 3 or not is_digits(code) or not "100" <= code <= "699":
             raise SipParseError("Malformed status line")
-        if version != "SIP/2.0":
+        if version != "SIP/2.0" and version.upper() != "SIP/2.0":  # §7.1: case-insensitive
             raise SipParseError("Unsupported SIP version", status=505)
-        return Response(int(code), reason, Headers(), b"", version)
+        return Response(int(code), reason, Headers(), b"", version), False
     parts = line.split(" ")
     if len(parts) != 3:
         raise SipParseError("Malformed request line")
     method, uri, version = parts
     if method not in _KNOWN_METHODS and not _is_token(method):
         raise SipParseError("Invalid method in request line")
-    if not version.startswith("SIP/"):
-        raise SipParseError("Malformed request line")
-    if version != "SIP/2.0":
-        req = Request(method, uri, Headers(), b"", version)
-        raise SipParseError("Version Not Supported", status=505, partial=req)
-    if not uri or ":" not in uri:
+    # the Request-URI itself is parsed on first access (Request.request_uri, 416 for a
+    # scheme we do not serve); here it only has to look like an absolute URI
+    if ":" not in uri or not uri.isascii() or not uri.isprintable():
         raise SipParseError("Malformed Request-URI")
-    return Request(method, uri, Headers(), b"", version)
+    if version == "SIP/2.0":
+        return Request(method, uri, Headers(), b"", version), False
+    if version[:4].upper() != "SIP/":
+        raise SipParseError("Malformed request line")
+    # §7.1: the version string is case-insensitive
+    return Request(method, uri, Headers(), b"", version), version.upper() != "SIP/2.0"
 
 
 def _validate(message: Request | Response) -> None:
-    """§8.1.1: the mandatory headers exist and the ones every layer reads parse."""
+    """§8.1.1: the mandatory headers exist once and the ones every layer reads parse."""
     headers = message.headers
     keys = headers._keys
-    for key in _MANDATORY:
-        if key not in keys:
-            raise SipParseError(f"Missing {_PRETTY[key]} header", partial=message)
+    # one C-level pass in the usual case (each exactly once); name the problem otherwise
+    if tuple(map(keys.count, _ONCE)) != (1, 1, 1, 1) or "via" not in keys:
+        for key in _MANDATORY:
+            if key not in keys:
+                raise SipParseError(f"Missing {_PRETTY[key]} header", partial=message)
+        for key in _ONCE:
+            if keys.count(key) > 1:
+                raise SipParseError(f"Multiple {_PRETTY[key]} headers", partial=message)
     values = headers._values
     # CSeq is read for every message by every layer: parse it now. Via, From and To are
     # parsed on first access (cached); a malformed one raises SipParseError there, which the
@@ -169,17 +234,21 @@ def _validate(message: Request | Response) -> None:
     except SipParseError as exc:
         exc.partial = message
         raise
-    if not headers.get("call-id"):
+    if not values[keys.index("call-id")]:
         raise SipParseError("Empty Call-ID header", partial=message)
     if isinstance(message, Request):
         if cseq.method != message.method:
+            # §8.2 / RFC 4475 §3.1.2.12: CSeq method must match the request method
             raise SipParseError("CSeq method does not match request method", partial=message)
-        mf = headers.get("max-forwards")
-        if mf is not None and (not mf.isdigit() or len(mf) > 3):
-            raise SipParseError("Invalid Max-Forwards header", partial=message)
+        if "max-forwards" in keys:
+            if keys.count("max-forwards") > 1:
+                raise SipParseError("Multiple Max-Forwards headers", partial=message)
+            mf = values[keys.index("max-forwards")]
+            if not is_digits(mf) or len(mf) > 3 or int(mf) > 255:
+                raise SipParseError("Invalid Max-Forwards header", partial=message)
 
 
-_PRETTY = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+_PARTIAL_PING = (b"\r", b"\r\n", b"\r\n\r")
 
 
 class KeepAlive:
@@ -202,10 +271,11 @@ class StreamFramer:
     the stream cannot be resynchronised after that, so the transport closes it.
     """
 
-    __slots__ = ("_buf", "max_size")
+    __slots__ = ("_buf", "_scanned", "max_size")
 
     def __init__(self, max_size: int = 65535) -> None:
         self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf already searched for the end of the headers
         self.max_size = max_size
 
     def feed(self, data: bytes) -> list[bytes | KeepAlive]:
@@ -220,23 +290,27 @@ class StreamFramer:
                     del buf[:4]
                     out.append(KEEPALIVE)
                     continue
-                if buf in (b"\r", b"\r\n", b"\r\n\r"):
+                if bytes(buf) in _PARTIAL_PING:
                     break  # wait: may become a double-CRLF ping
                 del buf[:1]
+                self._scanned = 0
                 continue
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
+            head_end, body_start = _find_head_end(buf, self._scanned)
+            if head_end < 0:
                 if len(buf) > self.max_size:
                     raise SipParseError("Message too large", status=513)
+                self._scanned = max(0, len(buf) - 3)  # a terminator may straddle two feeds
                 break
-            length = _content_length(bytes(buf[:end]))
-            total = end + 4 + length
+            length = _content_length(bytes(buf[:head_end]))
+            total = body_start + length
             if total > self.max_size:
                 raise SipParseError("Message too large", status=513)
             if len(buf) < total:
+                self._scanned = head_end  # resume the search there: same answer, less work
                 break
             out.append(bytes(buf[:total]))
             del buf[:total]
+            self._scanned = 0
         return out
 
     @property
@@ -245,8 +319,19 @@ class StreamFramer:
         return len(self._buf)
 
 
+def _find_head_end(buf: bytearray, start: int) -> tuple[int, int]:
+    """(end of headers, start of body) in ``buf``, or (-1, -1); CRLF or bare-LF line ends."""
+    end = buf.find(b"\r\n\r\n", start)
+    lf_end = buf.find(b"\n\n", start, end + 1 if end >= 0 else len(buf))
+    if lf_end >= 0:
+        return lf_end, lf_end + 2
+    if end >= 0:
+        return end, end + 4
+    return -1, -1
+
+
 def _content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n")[1:]:
+    for line in head.split(b"\n")[1:]:
         name, colon, value = line.partition(b":")
         if not colon:
             continue

@@ -14,6 +14,12 @@ from .errors import SipParseError
 _SCHEMES = ("sip", "sips", "tel")
 
 
+def is_digits(text: str) -> bool:
+    """``1*DIGIT`` in ASCII: ``str.isdigit`` alone also accepts "²" or "٣" (which ``int`` rejects
+    or silently converts)."""
+    return text.isdigit() and text.isascii()
+
+
 def parse_params(text: str, what: str) -> dict[str, str | None]:
     """Parse ``;name=value;flag`` (leading ';' already removed) into an ordered dict.
 
@@ -71,6 +77,9 @@ def split_hostport(text: str, what: str) -> tuple[str, int | None]:
         if end < 0:
             raise SipParseError(f"Unterminated IPv6 reference in {what}")
         host = text[: end + 1]
+        inner = host[1:-1]
+        if ":" not in inner or not _IPV6_CHARS.issuperset(inner):
+            raise SipParseError(f"Invalid IPv6 reference in {what}")
         rest = text[end + 1 :]
         if not rest:
             return host, None
@@ -82,7 +91,7 @@ def split_hostport(text: str, what: str) -> tuple[str, int | None]:
         if not colon:
             return _check_host(host, what), None
         _check_host(host, what)
-    if not port_text.isdigit() or len(port_text) > 5:
+    if not is_digits(port_text) or len(port_text) > 5:
         raise SipParseError(f"Invalid port in {what}")
     port = int(port_text)
     if port > 65535:
@@ -90,19 +99,25 @@ def split_hostport(text: str, what: str) -> tuple[str, int | None]:
     return host, port
 
 
-_HOST_BAD = frozenset(" \t<>\"@;?,/\\")
+_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+#: hostname / IPv4address (§25.1), plus "_" which real DNS names carry
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
 
 
 def _check_host(host: str, what: str) -> str:
     if not host:
         raise SipParseError(f"Missing host in {what}")
-    if not _HOST_BAD.isdisjoint(host):
+    if not _HOST_CHARS.issuperset(host):
         raise SipParseError(f"Invalid character in host of {what}")
     return host
 
 
 class SipUri:
-    """A parsed ``sip:``/``sips:``/``tel:`` URI. ``str()`` gives the raw text back when unmodified."""
+    """A parsed ``sip:``/``sips:``/``tel:`` URI. ``str()`` gives the raw text back.
+
+    Treat a parsed URI as a value: change it with :meth:`copy` (which serialises afresh), not
+    by assigning attributes or editing ``params`` in place, which ``str()`` would not reflect.
+    """
 
     __slots__ = ("scheme", "user", "password", "host", "port", "params", "headers", "_raw")
 
@@ -133,6 +148,8 @@ class SipUri:
         scheme_l = scheme.lower()
         if not colon or scheme_l not in _SCHEMES:
             raise SipParseError("Unsupported URI scheme", status=416)
+        if " " in rest or not rest.isprintable():  # whitespace, controls, undecodable bytes
+            raise SipParseError("Invalid character in URI")
         if scheme_l == "tel":
             number, _, ptext = rest.partition(";")
             if not number:
@@ -243,6 +260,10 @@ class NameAddr:
             uri, semi, ptext = text.partition(";")
             rest = ";" + ptext if semi else ""
             angle = False
+            # §20.10: an addr-spec holding a comma, question mark or space (or a display name
+            # without <>) is not a valid address; two addresses in From/To end up here too
+            if " " in uri or "," in uri or "?" in uri or "\t" in uri:
+                raise SipParseError("Invalid addr-spec in address (needs <URI>)")
         if not uri:
             raise SipParseError("Empty URI in address")
         if rest:

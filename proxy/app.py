@@ -1,0 +1,161 @@
+"""Wires config -> transports -> transaction layer -> B2BUA -> pairing store; lifecycle and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from .b2bua.core import B2bua
+from .b2bua.policy import RulesError, load_rules
+from .config import Config
+from .observability.logging import configure_logging
+from .observability.redaction import Redactor
+from .pairing.cache import PairingCache
+from .pairing.crypto import NumberVault
+from .pairing.service import PairingService
+from .pairing.sqlite_store import SqliteStore
+from .sip.ids import SecretIds
+from .sip.transaction import TimerConfig, TransactionLayer
+from .transport import SipTransports
+from .transport.stack import SipStack
+
+_CDR_FLUSH_S = 0.2
+
+
+@dataclass
+class App:
+    """A running sipmask: everything `sipmask run` starts, kept for shutdown and tests."""
+
+    config: Config
+    log: Any
+    service: PairingService
+    transports: SipTransports
+    stack: SipStack
+    b2bua: B2bua
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def reload_rules(self) -> None:
+        """SIGHUP: re-read the header policy; a bad file keeps the old policy and says why."""
+        try:
+            rules = load_rules(self.config.rules_file)
+        except RulesError as exc:
+            self.log.error("rules.reload_failed", error=str(exc))
+            return
+        self.b2bua.set_rules(rules)
+        self.log.info("rules.reloaded", file=str(self.config.rules_file))
+
+    async def close(self) -> None:
+        """Stop timers and listeners, flush CDRs, close the store."""
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self.stack.close()
+        await self.transports.close()
+        self.service.flush()
+        self.service.store.close()
+
+
+async def start(config: Config) -> App:
+    """Start sipmask on the running loop and return the handle."""
+    loop = asyncio.get_running_loop()
+    vault = NumberVault.from_key_file(config.store.key_file)
+    configure_logging(config.log.level, config.log.format, redactor=Redactor(vault._token_key))
+    log = structlog.get_logger("sipmask")
+    store = SqliteStore(config.store.path, vault)
+    service = PairingService(store, PairingCache(), time.time)
+    loaded = service.start()
+    rules = load_rules(config.rules_file)
+
+    sip = config.sip
+    layer = TransactionLayer(TimerConfig(sip.t1, sip.t2, sip.t4), SecretIds(os.urandom))
+    stack_box: list[SipStack] = []
+
+    def on_message(message: Any, source: Any) -> None:
+        stack_box[0].on_message(message, source)
+
+    def on_send_error(dest: Any) -> None:
+        stack_box[0].on_send_error(dest)
+
+    tls_server = tls_client = None
+    if any(ls.transport == "tls" for ls in sip.listen):
+        from .transport import make_client_context, make_server_context
+
+        assert sip.tls_cert and sip.tls_key
+        tls_server = make_server_context(sip.tls_cert, sip.tls_key, sip.tls_ca)
+        tls_client = make_client_context(sip.tls_ca, verify=sip.tls_ca is not None)
+    transports = SipTransports(
+        on_message,
+        max_message_size=sip.max_message_size,
+        tcp_idle_timeout=sip.tcp_idle_timeout_s,
+        tls_server_context=tls_server,
+        tls_client_context=tls_client,
+        on_send_error=on_send_error,
+    )
+    stack = SipStack(layer, transports.send, loop)
+    stack_box.append(stack)
+    bound: dict[str, tuple[str, int]] = {}
+    for spec in sip.listen:
+        host, port = await transports.listen(spec.transport, spec.host, spec.port)
+        bound.setdefault(spec.transport, (host, port))
+        log.info("sip.listening", transport=spec.transport, host=host, port=port)
+
+    advertise = sip.advertise_host
+
+    def local_address(transport: str) -> tuple[str, int]:
+        host, port = bound.get(transport) or next(iter(bound.values()))
+        host = advertise or host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return host, port
+
+    offset = time.time() - loop.time()
+    b2bua = B2bua(
+        layer=layer,
+        config=config,
+        rules=rules,
+        pairings=service,
+        ids=layer.ids if hasattr(layer, "ids") else SecretIds(os.urandom),
+        local_address=local_address,
+        tokenize=vault.token,
+        log=log,
+        wall_clock=lambda now: now + offset,
+    )
+    stack.attach(b2bua)
+    app = App(config, log, service, transports, stack, b2bua)
+    app.tasks.append(asyncio.create_task(_every(config.store.poll_interval_s, service.poll, log)))
+    app.tasks.append(asyncio.create_task(_every(_CDR_FLUSH_S, service.flush, log)))
+    app.tasks.append(asyncio.create_task(_every(5.0, service.expire, log)))
+    log.info("sipmask.started", pairings=loaded, db=config.store.path)
+    return app
+
+
+async def _every(interval: float, fn: Any, log: Any) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not die
+            log.error("housekeeping.failed", task=getattr(fn, "__name__", "?"), error=type(exc).__name__)
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads the header policy."""
+    app = await start(config)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, app.reload_rules)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, app.stopping.set)
+    await app.stopping.wait()
+    app.log.info("sipmask.stopping", active_calls=app.b2bua.active_calls)
+    await app.close()

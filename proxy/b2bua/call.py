@@ -1,0 +1,114 @@
+"""Per-call state: one Call bridging an A leg (the caller's dialog, sipmask is UAS) and a
+B leg (a new dialog toward the callee, sipmask is UAC)."""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..pairing.model import Match
+    from ..sip.dialog import Dialog
+    from ..sip.message import Request
+    from ..sip.transaction import Address, ClientTransaction, ServerTransaction
+    from .timers import TimerHandle
+
+
+class CallState(enum.Enum):
+    """Where the call is, from the caller's point of view."""
+
+    CALLING = "calling"  # B INVITE sent, nothing back yet
+    EARLY = "early"  # a provisional from B relayed to A
+    ANSWERED = "answered"  # 2xx relayed to A, waiting for A's ACK
+    CONFIRMED = "confirmed"  # A's ACK relayed to B
+    ENDED = "ended"
+
+
+class Leg:
+    """One side of the bridge."""
+
+    __slots__ = (
+        "call", "name", "dialog", "transport", "source", "local_tag", "call_id", "contact",
+        "server_invite", "client_invite", "pending_ack", "server_pending",
+    )
+
+    def __init__(self, call: Call, name: str, transport: str, source: Address, call_id: str, local_tag: str) -> None:
+        self.call = call
+        self.name = name  # "a" or "b"
+        self.dialog: Dialog | None = None
+        self.transport = transport
+        self.source = source  # where this leg's peer sends from / we send to first
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.contact = ""
+        # re-INVITE bookkeeping for glare (RFC 3261 §14.2) and ACK relaying
+        self.server_invite: ServerTransaction | None = None  # INVITE from this leg not yet finally answered
+        self.client_invite: ClientTransaction | None = None  # INVITE we sent to this leg not yet finally answered
+        # CSeq of an INVITE from this leg whose 2xx we relayed -> (client txn on peer leg, its CSeq)
+        self.pending_ack: dict[int, tuple[ClientTransaction, int]] = {}
+        # server transactions of this leg waiting for the peer's answer (answered 487 on teardown)
+        self.server_pending: set[ServerTransaction] = set()
+
+    @property
+    def peer(self) -> Leg:
+        """The other leg of the same call."""
+        call = self.call
+        return call.b if self is call.a else call.a
+
+    def __repr__(self) -> str:
+        return f"<Leg {self.name} of {self.call.id}>"
+
+
+class Call:
+    """A bridged call. Holds no real number beyond what routing needs in memory."""
+
+    __slots__ = (
+        "id", "a", "b", "state", "a_invite", "a_txn", "b_invite", "b_txn", "match",
+        "caller_token", "callee_token", "gateways", "gateway_index", "provisional_seen",
+        "cancel_pending", "started_at", "answered_at", "ended_at", "code", "cause", "outcome",
+        "timers", "session_interval", "final_sent", "b_acked", "pairing_id", "log", "__weakref__",
+    )
+
+    def __init__(self, call_id: str, a_invite: Request, a_txn: ServerTransaction, match: Match, now: float) -> None:
+        self.id = call_id
+        self.a_invite = a_invite
+        self.a_txn = a_txn
+        self.match = match
+        self.pairing_id = match.session_id
+        self.state = CallState.CALLING
+        self.a: Leg = None  # type: ignore[assignment]  # set right after construction
+        self.b: Leg = None  # type: ignore[assignment]
+        self.b_invite: Request | None = None
+        self.b_txn: ClientTransaction | None = None
+        self.caller_token = ""
+        self.callee_token = ""
+        self.gateways: tuple[Any, ...] = ()
+        self.gateway_index = 0
+        self.provisional_seen = False
+        self.cancel_pending = False
+        self.started_at = now
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self.code = 0
+        self.cause = ""
+        self.outcome = ""
+        self.timers: dict[str, TimerHandle] = {}
+        self.session_interval = 0
+        self.final_sent = False
+        self.b_acked = False
+        self.log: Any = None
+
+    def cancel_timer(self, name: str) -> None:
+        """Cancel one named timer if armed."""
+        handle = self.timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def cancel_timers(self) -> None:
+        """Cancel every timer of the call."""
+        for handle in self.timers.values():
+            handle.cancel()
+        self.timers.clear()
+
+    def __repr__(self) -> str:
+        return f"<Call {self.id} {self.state.value}>"

@@ -1,0 +1,338 @@
+"""Header and SDP policy: which headers cross from one B2BUA leg to the other.
+
+The policy is a whitelist read from a rules file (``rules/default.toml``): a header crosses only
+if it is named in ``headers.pass`` (or is an X- header with ``pass_x_headers``, or
+User-Agent/Server with ``pass_user_agent``). Headers the B2BUA writes itself
+(:data:`GENERATED_HEADERS`) never cross. Compact forms (RFC 3261 §7.3.3 and later RFCs) count
+as their long names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = [
+    "COMPACT_FORMS",
+    "DEFAULT_DROP",
+    "DEFAULT_PASS",
+    "GENERATED_HEADERS",
+    "HeaderPolicy",
+    "Rules",
+    "RulesError",
+    "SdpPolicy",
+    "default_rules",
+    "load_rules",
+]
+
+COMPACT_FORMS: Final[Mapping[str, str]] = {
+    "i": "call-id",  # RFC 3261
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "f": "from",
+    "t": "to",
+    "v": "via",
+    "k": "supported",
+    "s": "subject",
+    "c": "content-type",
+    "o": "event",  # RFC 6665
+    "u": "allow-events",
+    "r": "refer-to",  # RFC 3515
+    "b": "referred-by",  # RFC 3892
+    "x": "session-expires",  # RFC 4028
+    "y": "identity",  # RFC 8224
+    "a": "accept-contact",  # RFC 3841
+    "j": "reject-contact",
+    "d": "request-disposition",
+    "n": "identity-info",  # RFC 4474
+}
+"""Compact header letters (lower case) and the long names (lower case) they stand for."""
+
+GENERATED_HEADERS: Final = frozenset(
+    {
+        "via", "from", "to", "call-id", "cseq", "contact", "max-forwards", "route",
+        "record-route", "content-length", "p-asserted-identity",
+    }
+)
+"""Headers the B2BUA always writes for each leg itself (lower case); never copied."""
+
+DEFAULT_PASS: Final = (
+    "Accept", "Accept-Encoding", "Accept-Language", "Allow", "Allow-Events",
+    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Type", "Event",
+    "Expires", "Info-Package", "Min-Expires", "Min-SE", "MIME-Version", "Priority", "RAck",
+    "Reason", "Recv-Info", "Require", "Retry-After", "RSeq", "Session-Expires", "Subject",
+    "Subscription-State", "Supported", "Timestamp", "Unsupported", "Warning", "Date",
+    "Privacy", "Proxy-Require",
+)
+"""The default ``headers.pass`` list (same as ``rules/default.toml``)."""
+
+DEFAULT_DROP: Final = (
+    "Remote-Party-ID", "P-Preferred-Identity", "Diversion", "History-Info", "Referred-By",
+    "Reply-To", "Call-Info", "Organization", "Identity", "Identity-Info",
+    "P-Called-Party-ID", "P-Associated-URI", "P-Served-User",
+    "User-Agent", "Server", "Alert-Info", "Error-Info",
+    "P-Charging-Vector", "P-Charging-Function-Addresses", "P-Access-Network-Info",
+    "P-Visited-Network-ID", "Path", "Service-Route", "Geolocation", "Geolocation-Routing",
+    "Refer-To", "Replaces", "Join", "Target-Dialog", "In-Reply-To",
+    "Authorization", "Proxy-Authorization", "WWW-Authenticate", "Proxy-Authenticate",
+    "Authentication-Info",
+    "Accept-Contact", "Reject-Contact", "Request-Disposition",
+)
+"""The default ``headers.drop`` list (same as ``rules/default.toml``)."""
+
+_USER_AGENT_HEADERS: Final = frozenset({"user-agent", "server"})
+# RFC 3261 §25.1: header names are tokens.
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+
+
+class RulesError(Exception):
+    """A problem in a rules file, naming the file, the key and what was expected."""
+
+    def __init__(self, file: str | None, key: str | None, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        where = ": ".join(part for part in (file, key) if part)
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+def canonical_name(name: str) -> str:
+    """The lower-case long form of a header name (``k`` -> ``supported``)."""
+    lowered = name.strip().lower()
+    return COMPACT_FORMS.get(lowered, lowered)
+
+
+def _normalise(names: Iterable[str], what: str) -> frozenset[str]:
+    out = set()
+    for name in names:
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name.strip()):
+            raise ValueError(f"{what}: invalid header name {name!r}")
+        out.add(canonical_name(name))
+    return frozenset(out)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderPolicy:
+    """Which headers cross between legs. Names are stored lower case, compact forms expanded.
+
+    Args:
+        pass_headers: headers that cross unchanged.
+        drop_headers: headers that never cross (documentation of intent; must not overlap
+            ``pass_headers``).
+        pass_x_headers: let X- headers not named in either list cross.
+        pass_user_agent: let User-Agent and Server cross (this flag alone decides for them).
+
+    Raises:
+        ValueError: an invalid name, a name in both lists, or a generated header in
+            ``pass_headers``.
+    """
+
+    pass_headers: frozenset[str] = frozenset()
+    drop_headers: frozenset[str] = frozenset()
+    pass_x_headers: bool = False
+    pass_user_agent: bool = False
+    _allowed: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        passed = _normalise(self.pass_headers, "pass")
+        dropped = _normalise(self.drop_headers, "drop")
+        both = passed & dropped
+        if both:
+            raise ValueError(f"in both pass and drop: {', '.join(sorted(both))}")
+        generated = passed & GENERATED_HEADERS
+        if generated:
+            raise ValueError(
+                f"always generated by sipmask, cannot pass: {', '.join(sorted(generated))}"
+            )
+        allowed = passed - _USER_AGENT_HEADERS
+        if self.pass_user_agent:
+            allowed |= _USER_AGENT_HEADERS
+        object.__setattr__(self, "pass_headers", passed)
+        object.__setattr__(self, "drop_headers", dropped)
+        object.__setattr__(self, "_allowed", frozenset(allowed))
+
+    def allows(self, name: str) -> bool:
+        """Whether header *name* (any case, compact or long form) crosses to the other leg."""
+        lowered = name.lower()
+        if len(lowered) == 1:
+            lowered = COMPACT_FORMS.get(lowered, lowered)
+        if lowered in self._allowed:
+            return True
+        return (
+            self.pass_x_headers
+            and lowered.startswith("x-")
+            and lowered not in self.drop_headers
+        )
+
+    def filter(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The ``(name, value)`` pairs that cross, in their original order and spelling."""
+        allowed = self._allowed
+        if self.pass_x_headers:
+            return [(n, v) for n, v in headers if self.allows(n)]
+        compact = COMPACT_FORMS
+        out = []
+        for name, value in headers:
+            lowered = name.lower()
+            if len(lowered) == 1:
+                lowered = compact.get(lowered, lowered)
+            if lowered in allowed:
+                out.append((name, value))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SdpPolicy:
+    """How SDP bodies are sanitised when they cross legs.
+
+    Args:
+        sanitise: rewrite ``o=`` username and ``s=`` (media lines are untouched).
+        origin_username: the ``o=`` username to write (no spaces).
+        session_name: the ``s=`` value to write (non-empty, one line).
+    """
+
+    sanitise: bool = True
+    origin_username: str = "-"
+    session_name: str = "-"
+
+    def __post_init__(self) -> None:
+        if not self.origin_username or any(c.isspace() for c in self.origin_username):
+            raise ValueError("origin_username: expected a non-empty token without spaces")
+        if not self.session_name or "\r" in self.session_name or "\n" in self.session_name:
+            raise ValueError("session_name: expected a non-empty single line")
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """Everything a rules file decides."""
+
+    headers: HeaderPolicy
+    sdp: SdpPolicy
+
+
+def default_rules() -> Rules:
+    """The policy of ``rules/default.toml``, built in code (no file needed)."""
+    return Rules(
+        headers=HeaderPolicy(
+            pass_headers=frozenset(DEFAULT_PASS),
+            drop_headers=frozenset(DEFAULT_DROP),
+            pass_x_headers=False,
+            pass_user_agent=False,
+        ),
+        sdp=SdpPolicy(sanitise=True, origin_username="-", session_name="-"),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+_SECTIONS: Final = ("headers", "sdp")
+_HEADER_KEYS: Final = ("pass", "drop", "pass_x_headers", "pass_user_agent")
+_SDP_KEYS: Final = ("sanitise", "origin_username", "session_name")
+
+
+def _unknown(file: str, table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            path = f"{where}.{key}" if where else key
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f'; did you mean "{close[0]}"?' if close else f"; known: {', '.join(allowed)}"
+            raise RulesError(file, path, f"unknown key{hint}")
+
+
+def _names(file: str, value: Any, key: str) -> list[str]:
+    if not isinstance(value, list):
+        raise RulesError(file, key, f"expected a list of header names, got {type(value).__name__}")
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name.strip()):
+            raise RulesError(file, f"{key}[{i}]", f"expected a header name, got {name!r}")
+    return value
+
+
+def _flag(file: str, table: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, bool):
+        raise RulesError(file, f"{where}.{key}", f"expected true or false, got {value!r}")
+    return value
+
+
+def _text(file: str, table: Mapping[str, Any], key: str, where: str, default: str) -> str:
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, str):
+        raise RulesError(file, f"{where}.{key}", f"expected a string, got {value!r}")
+    return value
+
+
+def _section(file: str, raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise RulesError(file, name, f"expected a table [{name}]")
+    return value
+
+
+def _headers(file: str, raw: Mapping[str, Any]) -> HeaderPolicy:
+    table = _section(file, raw, "headers")
+    _unknown(file, table, _HEADER_KEYS, "headers")
+    passed = _names(file, table["pass"], "headers.pass") if "pass" in table else DEFAULT_PASS
+    dropped = _names(file, table["drop"], "headers.drop") if "drop" in table else DEFAULT_DROP
+    pass_lower = {canonical_name(n): i for i, n in enumerate(passed)}
+    for i, name in enumerate(dropped):
+        if canonical_name(name) in pass_lower:
+            raise RulesError(file, f"headers.drop[{i}]",
+                             f"{name!r} is also in headers.pass; a header is passed or dropped")
+    for name, i in pass_lower.items():
+        if name in GENERATED_HEADERS:
+            raise RulesError(file, f"headers.pass[{i}]",
+                             f"{passed[i]!r} is always generated by sipmask and cannot be passed")
+    return HeaderPolicy(
+        pass_headers=frozenset(passed),
+        drop_headers=frozenset(dropped),
+        pass_x_headers=_flag(file, table, "pass_x_headers", "headers", False),
+        pass_user_agent=_flag(file, table, "pass_user_agent", "headers", False),
+    )
+
+
+def _sdp(file: str, raw: Mapping[str, Any]) -> SdpPolicy:
+    table = _section(file, raw, "sdp")
+    _unknown(file, table, _SDP_KEYS, "sdp")
+    sanitise = _flag(file, table, "sanitise", "sdp", True)
+    origin = _text(file, table, "origin_username", "sdp", "-")
+    session = _text(file, table, "session_name", "sdp", "-")
+    if not origin or any(c.isspace() for c in origin):
+        raise RulesError(file, "sdp.origin_username",
+                         f"expected a non-empty token without spaces, got {origin!r}")
+    if not session or "\r" in session or "\n" in session:
+        raise RulesError(file, "sdp.session_name",
+                         f"expected a non-empty single line, got {session!r}")
+    return SdpPolicy(sanitise=sanitise, origin_username=origin, session_name=session)
+
+
+def load_rules(path: str | Path) -> Rules:
+    """Read and validate a rules file. Keys left out take the defaults of ``default_rules()``.
+
+    Raises:
+        RulesError: unreadable file, bad TOML, unknown key, wrong type, a header name that is
+            invalid, in both lists, or always generated by sipmask.
+    """
+    file = str(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as exc:
+        raise RulesError(file, None, f"cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(file, None, f"invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise RulesError(file, None, "invalid TOML: not UTF-8 text") from None
+    _unknown(file, raw, _SECTIONS, "")
+    return Rules(headers=_headers(file, raw), sdp=_sdp(file, raw))

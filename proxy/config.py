@@ -1,0 +1,672 @@
+"""sipmask configuration: one TOML file plus ``SIPMASK_*`` environment overrides.
+
+Every key is optional; with no file sipmask listens on ``udp:127.0.0.1:5060``, trusts calls
+from loopback only and keeps its pairings in ``./sipmask.db``. Errors name the file, the key
+(a dotted path such as ``routes[0].gateways[1]``) and the expected form::
+
+    sipmask.toml: routes[0].gateways[1]: expected "udp|tcp|tls:HOST:PORT", got "foo"
+
+Unknown keys are errors, with a "did you mean" suggestion, so a typo never silently falls back
+to a default. Relative paths written in the file are taken relative to the file's directory;
+relative paths from the environment or defaults are relative to the working directory.
+
+Environment (applied after the file): ``SIPMASK_CONFIG`` (file, when no path is passed),
+``SIPMASK_LOG_LEVEL``, ``SIPMASK_LOG_FORMAT``, ``SIPMASK_STORE_PATH``, ``SIPMASK_LISTEN``
+(comma-separated listen specs). The key reference with examples is ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import phonenumbers
+
+__all__ = [
+    "CallsConfig",
+    "Config",
+    "ConfigError",
+    "DEFAULT_RULES_FILE",
+    "Gateway",
+    "ListenSpec",
+    "LogConfig",
+    "RouteConfig",
+    "SipConfig",
+    "StoreConfig",
+    "TrunkConfig",
+    "load_config",
+    "parse_address",
+]
+
+DEFAULT_RULES_FILE: Final = Path(__file__).resolve().parent.parent / "rules" / "default.toml"
+"""The header policy shipped with sipmask (``rules/default.toml`` in the repository)."""
+
+TRANSPORTS: Final = ("udp", "tcp", "tls")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS: Final = ("auto", "json", "console")
+REFER_MODES: Final = ("reject", "pass")
+STORE_BACKENDS: Final = ("sqlite", "redis")
+_ADDRESS_FORM: Final = '"udp|tcp|tls:HOST:PORT"'
+_ENV_FILE: Final = "environment"
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+_PREFIX = re.compile(r"\+?[0-9]*")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """A configuration problem, naming where it is and what was expected.
+
+    Attributes:
+        file: the config file as given (or "environment" for a bad ``SIPMASK_*`` variable).
+        key: the dotted key path (``routes[0].gateways[1]``), or None for file-level problems.
+        problem: what is wrong, without the location prefix.
+    """
+
+    def __init__(self, file: str | None, key: str | None, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        where = ": ".join(part for part in (file, key) if part)
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+# --------------------------------------------------------------------------------------------
+# Typed configuration
+# --------------------------------------------------------------------------------------------
+
+
+def _format_hostport(transport: str, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{transport}:{shown}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSpec:
+    """A local socket to listen on: ``udp:127.0.0.1:5060`` or ``tls:[::1]:5061``.
+
+    ``host`` holds an IPv6 address without brackets.
+    """
+
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return _format_hostport(self.transport, self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """A next hop of an outbound route, written like a listen spec."""
+
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return _format_hostport(self.transport, self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class SipConfig:
+    """``[sip]``: sockets, timers (RFC 3261 §17 T1/T2/T4) and TLS material."""
+
+    listen: tuple[ListenSpec, ...] = (ListenSpec("udp", "127.0.0.1", 5060),)
+    advertise_host: str | None = None
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tcp_idle_timeout_s: float = 300.0
+    max_message_size: int = 65535
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkConfig:
+    """``[[trunks]]``: a peer that may send calls, recognised by source address."""
+
+    name: str
+    sources: tuple[IPNetwork, ...]
+    trust_pai: bool = False
+    default_region: str = "US"
+
+    def contains(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Whether *ip* is inside one of this trunk's source networks."""
+        return any(ip.version == net.version and ip in net for net in self.sources)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """``[[routes]]``: where B legs go for numbers starting with ``prefix``."""
+
+    prefix: str
+    gateways: tuple[Gateway, ...]
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallsConfig:
+    """``[calls]``: rejection codes, call timers, session timers and REFER handling."""
+
+    unknown_code: int = 404
+    unknown_reason: str = "Not Found"
+    untrusted_code: int = 403
+    ring_timeout_s: float = 60.0
+    max_duration_s: float = 14400.0
+    session_expires_s: int = 0
+    min_se_s: int = 90
+    refer: str = "reject"
+    max_calls: int = 0
+    failover_timeout_s: float = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """``[store]``: where pairings live and the key file that encrypts real numbers."""
+
+    backend: str = "sqlite"
+    path: str = "sipmask.db"
+    key_file: str = "sipmask.key"
+    redis_url: str | None = None
+    poll_interval_s: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """``[log]``: level and output format."""
+
+    level: str = "info"
+    format: str = "auto"
+
+
+def _default_trunks() -> tuple[TrunkConfig, ...]:
+    return (
+        TrunkConfig(
+            name="loopback",
+            sources=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration. Build it with :func:`load_config`."""
+
+    sip: SipConfig = field(default_factory=SipConfig)
+    trunks: tuple[TrunkConfig, ...] = field(default_factory=_default_trunks)
+    routes: tuple[RouteConfig, ...] = ()
+    calls: CallsConfig = field(default_factory=CallsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    rules_file: Path = DEFAULT_RULES_FILE
+    source: Path | None = None
+
+    def trunk_for(self, ip: str) -> TrunkConfig | None:
+        """The first trunk whose sources contain *ip*, or None (also for a malformed ip)."""
+        try:
+            addr = ipaddress.ip_address(ip.strip("[]").split("%", 1)[0])
+        except ValueError:
+            return None
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        for trunk in self.trunks:
+            if trunk.contains(addr):
+                return trunk
+        return None
+
+    def route_for(self, number: str) -> RouteConfig | None:
+        """The route with the longest prefix matching *number* (``+`` ignored on both sides).
+
+        A route with prefix ``""`` matches every number; None when nothing matches.
+        """
+        digits = number[1:] if number.startswith("+") else number
+        best: RouteConfig | None = None
+        best_len = -1
+        for route in self.routes:
+            prefix = route.prefix[1:] if route.prefix.startswith("+") else route.prefix
+            if len(prefix) > best_len and digits.startswith(prefix):
+                best, best_len = route, len(prefix)
+        return best
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing helpers: each takes the raw value and its key path and raises ConfigError
+# --------------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class _Ctx:
+    """Where values come from: the file name for messages and the base for relative paths."""
+
+    def __init__(self, file: str, base: Path | None) -> None:
+        self.file = file
+        self.base = base
+
+    def error(self, key: str | None, problem: str) -> ConfigError:
+        return ConfigError(self.file, key, problem)
+
+    def path(self, value: str) -> str:
+        if self.base is None or os.path.isabs(value):
+            return value
+        return str(self.base / value)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _check_keys(ctx: _Ctx, table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    for key in table:
+        if key in allowed:
+            continue
+        path = f"{where}.{key}" if where else key
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f'; did you mean "{close[0]}"?' if close else f"; known keys: {', '.join(allowed)}"
+        raise ctx.error(path, f"unknown key{hint}")
+
+
+def _table(ctx: _Ctx, value: Any, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ctx.error(key, f"expected a table, got {_show(value)}")
+    return value
+
+
+def _str(ctx: _Ctx, value: Any, key: str, *, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise ctx.error(key, f"expected a string, got {_show(value)}")
+    if not empty and not value.strip():
+        raise ctx.error(key, "expected a non-empty string")
+    if "\r" in value or "\n" in value:
+        raise ctx.error(key, "expected a single line, got a line break")
+    return value
+
+
+def _choice(ctx: _Ctx, value: Any, key: str, choices: Sequence[str]) -> str:
+    text = _str(ctx, value, key).strip().lower()
+    if text not in choices:
+        raise ctx.error(key, f"expected one of {', '.join(choices)}, got {_show(value)}")
+    return text
+
+
+def _bool(ctx: _Ctx, value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ctx.error(key, f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _int(ctx: _Ctx, value: Any, key: str, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ctx.error(key, f"expected an integer, got {_show(value)}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise ctx.error(key, f"expected an integer {rng}, got {value}")
+    return value
+
+
+def _positive(ctx: _Ctx, value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ctx.error(key, f"expected a positive number of seconds, got {_show(value)}")
+    if not math.isfinite(value) or value <= 0:
+        raise ctx.error(key, f"expected a positive number of seconds, got {value}")
+    return float(value)
+
+
+def _list(ctx: _Ctx, value: Any, key: str, item: Callable[[Any, str], T]) -> tuple[T, ...]:
+    if not isinstance(value, list):
+        raise ctx.error(key, f"expected a list, got {_show(value)}")
+    return tuple(item(v, f"{key}[{i}]") for i, v in enumerate(value))
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.fullmatch(host))
+
+
+def parse_address(text: str) -> tuple[str, str, int]:
+    """Split ``"udp:HOST:PORT"`` (IPv6 as ``udp:[::1]:5060``) into (transport, host, port).
+
+    Raises:
+        ValueError: with the reason, when *text* is not of that form.
+    """
+    transport, sep, rest = text.strip().partition(":")
+    transport = transport.lower()
+    if not sep or transport not in TRANSPORTS:
+        raise ValueError("transport must be udp, tcp or tls")
+    if rest.startswith("["):
+        host, close, tail = rest[1:].partition("]")
+        if not close or not tail.startswith(":"):
+            raise ValueError("missing port")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError("bad IPv6 address in brackets") from None
+        port_text = tail[1:]
+    else:
+        host, sep, port_text = rest.rpartition(":")
+        if not sep:
+            raise ValueError("missing port")
+        if ":" in host:
+            raise ValueError("IPv6 addresses need brackets")
+        if not _valid_host(host):
+            raise ValueError("bad host")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError("port must be 1..65535")
+    return transport, host, int(port_text)
+
+
+def _address(ctx: _Ctx, value: Any, key: str) -> tuple[str, str, int]:
+    if not isinstance(value, str):
+        raise ctx.error(key, f"expected {_ADDRESS_FORM}, got {_show(value)}")
+    try:
+        return parse_address(value)
+    except ValueError as exc:
+        raise ctx.error(key, f"expected {_ADDRESS_FORM}, got {_show(value)} ({exc})") from None
+
+
+def _listen(ctx: _Ctx, value: Any, key: str) -> ListenSpec:
+    return ListenSpec(*_address(ctx, value, key))
+
+
+def _gateway(ctx: _Ctx, value: Any, key: str) -> Gateway:
+    return Gateway(*_address(ctx, value, key))
+
+
+def _network(ctx: _Ctx, value: Any, key: str) -> IPNetwork:
+    if not isinstance(value, str):
+        raise ctx.error(key, f'expected an address or CIDR like "10.0.0.0/8", got {_show(value)}')
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ctx.error(
+            key, f'expected an address or CIDR like "10.0.0.0/8", got {_show(value)}'
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+_SIP_KEYS: Final = (
+    "listen", "advertise_host", "t1", "t2", "t4", "tls_cert", "tls_key", "tls_ca",
+    "tcp_idle_timeout_s", "max_message_size",
+)
+_TRUNK_KEYS: Final = ("name", "sources", "trust_pai", "default_region")
+_ROUTE_KEYS: Final = ("prefix", "gateways", "name")
+_CALLS_KEYS: Final = (
+    "unknown_code", "unknown_reason", "untrusted_code", "ring_timeout_s", "max_duration_s",
+    "session_expires_s", "min_se_s", "refer", "max_calls", "failover_timeout_s",
+)
+_STORE_KEYS: Final = ("backend", "path", "key_file", "redis_url", "poll_interval_s")
+_LOG_KEYS: Final = ("level", "format")
+_TOP_KEYS: Final = ("sip", "trunks", "routes", "calls", "store", "log", "rules_file")
+
+
+def _parse_sip(ctx: _Ctx, raw: Mapping[str, Any]) -> SipConfig:
+    _check_keys(ctx, raw, _SIP_KEYS, "sip")
+    d = SipConfig()
+    kw: dict[str, Any] = {}
+    if "listen" in raw:
+        listen = _list(ctx, raw["listen"], "sip.listen", lambda v, k: _listen(ctx, v, k))
+        if not listen:
+            raise ctx.error("sip.listen", f"expected at least one {_ADDRESS_FORM}")
+        kw["listen"] = listen
+    if "advertise_host" in raw:
+        host = _str(ctx, raw["advertise_host"], "sip.advertise_host").strip()
+        if not _valid_host(host.strip("[]")):
+            raise ctx.error("sip.advertise_host", f"expected a host name or IP, got {_show(host)}")
+        kw["advertise_host"] = host.strip("[]")
+    for name in ("t1", "t2", "t4", "tcp_idle_timeout_s"):
+        if name in raw:
+            kw[name] = _positive(ctx, raw[name], f"sip.{name}")
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        if name in raw:
+            kw[name] = ctx.path(_str(ctx, raw[name], f"sip.{name}"))
+    if "max_message_size" in raw:
+        kw["max_message_size"] = _int(ctx, raw["max_message_size"], "sip.max_message_size",
+                                      1024, 1 << 24)
+    sip = replace(d, **kw)
+    if sip.t1 >= sip.t2:
+        raise ctx.error("sip.t1", f"expected t1 < t2 (RFC 3261 §17), got t1={sip.t1} t2={sip.t2}")
+    return sip
+
+
+def _parse_trunk(ctx: _Ctx, value: Any, key: str) -> TrunkConfig:
+    raw = _table(ctx, value, key)
+    _check_keys(ctx, raw, _TRUNK_KEYS, key)
+    if "name" not in raw:
+        raise ctx.error(f"{key}.name", "missing; every trunk needs a name")
+    if "sources" not in raw:
+        raise ctx.error(f"{key}.sources", 'missing; expected a list like ["203.0.113.0/24"]')
+    name = _str(ctx, raw["name"], f"{key}.name").strip()
+    sources = _list(ctx, raw["sources"], f"{key}.sources", lambda v, k: _network(ctx, v, k))
+    if not sources:
+        raise ctx.error(f"{key}.sources", "expected at least one address or CIDR")
+    trust_pai = _bool(ctx, raw["trust_pai"], f"{key}.trust_pai") if "trust_pai" in raw else False
+    region = "US"
+    if "default_region" in raw:
+        region = _str(ctx, raw["default_region"], f"{key}.default_region").strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ctx.error(
+                f"{key}.default_region",
+                f'expected a two-letter region like "US" or "GB", got {_show(raw["default_region"])}',
+            )
+    return TrunkConfig(name=name, sources=sources, trust_pai=trust_pai, default_region=region)
+
+
+def _parse_route(ctx: _Ctx, value: Any, key: str) -> RouteConfig:
+    raw = _table(ctx, value, key)
+    _check_keys(ctx, raw, _ROUTE_KEYS, key)
+    prefix = ""
+    if "prefix" in raw:
+        prefix = _str(ctx, raw["prefix"], f"{key}.prefix", empty=True).strip()
+        if not _PREFIX.fullmatch(prefix):
+            raise ctx.error(
+                f"{key}.prefix", f'expected digits with an optional "+", got {_show(raw["prefix"])}'
+            )
+    if "gateways" not in raw:
+        raise ctx.error(f"{key}.gateways", f"missing; expected a list of {_ADDRESS_FORM}")
+    gateways = _list(ctx, raw["gateways"], f"{key}.gateways", lambda v, k: _gateway(ctx, v, k))
+    if not gateways:
+        raise ctx.error(f"{key}.gateways", f"expected at least one {_ADDRESS_FORM}")
+    name = _str(ctx, raw["name"], f"{key}.name", empty=True) if "name" in raw else ""
+    return RouteConfig(prefix=prefix, gateways=gateways, name=name)
+
+
+def _parse_calls(ctx: _Ctx, raw: Mapping[str, Any]) -> CallsConfig:
+    _check_keys(ctx, raw, _CALLS_KEYS, "calls")
+    kw: dict[str, Any] = {}
+    for name in ("unknown_code", "untrusted_code"):
+        if name in raw:
+            kw[name] = _int(ctx, raw[name], f"calls.{name}", 400, 699)
+    if "unknown_reason" in raw:
+        kw["unknown_reason"] = _str(ctx, raw["unknown_reason"], "calls.unknown_reason").strip()
+    for name in ("ring_timeout_s", "max_duration_s", "failover_timeout_s"):
+        if name in raw:
+            kw[name] = _positive(ctx, raw[name], f"calls.{name}")
+    if "min_se_s" in raw:
+        kw["min_se_s"] = _int(ctx, raw["min_se_s"], "calls.min_se_s", 90)  # RFC 4028 §4
+    if "session_expires_s" in raw:
+        kw["session_expires_s"] = _int(ctx, raw["session_expires_s"], "calls.session_expires_s", 0)
+    if "refer" in raw:
+        kw["refer"] = _choice(ctx, raw["refer"], "calls.refer", REFER_MODES)
+    if "max_calls" in raw:
+        kw["max_calls"] = _int(ctx, raw["max_calls"], "calls.max_calls", 0)
+    calls = replace(CallsConfig(), **kw)
+    if 0 < calls.session_expires_s < calls.min_se_s:
+        raise ctx.error(
+            "calls.session_expires_s",
+            f"expected 0 (off) or at least min_se_s ({calls.min_se_s}), got "
+            f"{calls.session_expires_s}",
+        )
+    return calls
+
+
+def _parse_store(ctx: _Ctx, raw: Mapping[str, Any]) -> StoreConfig:
+    _check_keys(ctx, raw, _STORE_KEYS, "store")
+    kw: dict[str, Any] = {}
+    if "backend" in raw:
+        kw["backend"] = _choice(ctx, raw["backend"], "store.backend", STORE_BACKENDS)
+    for name in ("path", "key_file"):
+        if name in raw:
+            kw[name] = ctx.path(_str(ctx, raw[name], f"store.{name}").strip())
+    if "redis_url" in raw:
+        url = _str(ctx, raw["redis_url"], "store.redis_url").strip()
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ctx.error(
+                "store.redis_url",
+                f'expected "redis://HOST:PORT/DB", "rediss://..." or "unix://PATH", got {_show(url)}',
+            )
+        kw["redis_url"] = url
+    if "poll_interval_s" in raw:
+        kw["poll_interval_s"] = _positive(ctx, raw["poll_interval_s"], "store.poll_interval_s")
+    store = replace(StoreConfig(), **kw)
+    if store.backend == "redis" and store.redis_url is None:
+        raise ctx.error("store.redis_url", 'required when backend = "redis"')
+    return store
+
+
+def _parse_log(ctx: _Ctx, raw: Mapping[str, Any]) -> LogConfig:
+    _check_keys(ctx, raw, _LOG_KEYS, "log")
+    kw: dict[str, Any] = {}
+    if "level" in raw:
+        kw["level"] = _log_level(ctx, raw["level"], "log.level")
+    if "format" in raw:
+        kw["format"] = _choice(ctx, raw["format"], "log.format", LOG_FORMATS)
+    return replace(LogConfig(), **kw)
+
+
+def _log_level(ctx: _Ctx, value: Any, key: str) -> str:
+    if isinstance(value, str) and value.strip().lower() == "warn":
+        return "warning"
+    return _choice(ctx, value, key, LOG_LEVELS)
+
+
+def _parse(ctx: _Ctx, raw: Mapping[str, Any], source: Path | None) -> Config:
+    _check_keys(ctx, raw, _TOP_KEYS, "")
+    kw: dict[str, Any] = {"source": source}
+    if "sip" in raw:
+        kw["sip"] = _parse_sip(ctx, _table(ctx, raw["sip"], "sip"))
+    if "trunks" in raw:
+        trunks = _list(ctx, raw["trunks"], "trunks", lambda v, k: _parse_trunk(ctx, v, k))
+        seen: set[str] = set()
+        for i, trunk in enumerate(trunks):
+            if trunk.name in seen:
+                raise ctx.error(f"trunks[{i}].name", f"duplicate trunk name {_show(trunk.name)}")
+            seen.add(trunk.name)
+        if trunks:
+            kw["trunks"] = trunks
+    if "routes" in raw:
+        routes = _list(ctx, raw["routes"], "routes", lambda v, k: _parse_route(ctx, v, k))
+        prefixes: set[str] = set()
+        for i, route in enumerate(routes):
+            prefix = route.prefix.lstrip("+")
+            if prefix in prefixes:
+                raise ctx.error(f"routes[{i}].prefix", f"duplicate prefix {_show(route.prefix)}")
+            prefixes.add(prefix)
+        kw["routes"] = routes
+    if "calls" in raw:
+        kw["calls"] = _parse_calls(ctx, _table(ctx, raw["calls"], "calls"))
+    if "store" in raw:
+        kw["store"] = _parse_store(ctx, _table(ctx, raw["store"], "store"))
+    if "log" in raw:
+        kw["log"] = _parse_log(ctx, _table(ctx, raw["log"], "log"))
+    if "rules_file" in raw:
+        rules = Path(ctx.path(_str(ctx, raw["rules_file"], "rules_file").strip()))
+        if not rules.is_file():
+            raise ctx.error("rules_file", f"no such file: {rules}")
+        kw["rules_file"] = rules
+    return Config(**kw)
+
+
+def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
+    ctx = _Ctx(_ENV_FILE, None)
+    if (level := env.get("SIPMASK_LOG_LEVEL")) is not None:
+        config = replace(config, log=replace(config.log,
+                                             level=_log_level(ctx, level, "SIPMASK_LOG_LEVEL")))
+    if (fmt := env.get("SIPMASK_LOG_FORMAT")) is not None:
+        config = replace(config, log=replace(
+            config.log, format=_choice(ctx, fmt, "SIPMASK_LOG_FORMAT", LOG_FORMATS)))
+    if (path := env.get("SIPMASK_STORE_PATH")) is not None:
+        config = replace(config, store=replace(
+            config.store, path=_str(ctx, path, "SIPMASK_STORE_PATH").strip()))
+    if (listen := env.get("SIPMASK_LISTEN")) is not None:
+        specs = tuple(
+            _listen(ctx, item.strip(), f"SIPMASK_LISTEN[{i}]")
+            for i, item in enumerate(listen.split(","))
+            if item.strip()
+        )
+        if not specs:
+            raise ctx.error("SIPMASK_LISTEN", f"expected comma-separated {_ADDRESS_FORM}")
+        config = replace(config, sip=replace(config.sip, listen=specs))
+    return config
+
+
+def _check_tls(config: Config, file: str) -> None:
+    if not any(spec.transport == "tls" for spec in config.sip.listen):
+        return
+    for name in ("tls_cert", "tls_key"):
+        if getattr(config.sip, name) is None:
+            raise ConfigError(file, f"sip.{name}", "required when listening on tls (a PEM file)")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> Config:
+    """Load and validate the configuration.
+
+    Args:
+        path: the TOML file. None means ``$SIPMASK_CONFIG`` if set, else all defaults.
+        env: the environment to read ``SIPMASK_*`` overrides from.
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, unknown key or invalid value.
+    """
+    if path is None:
+        path = env.get("SIPMASK_CONFIG") or None
+    if path is None:
+        config = Config()
+        file = _ENV_FILE
+    else:
+        file = os.fspath(path)
+        source = Path(file)
+        try:
+            with open(source, "rb") as fh:
+                raw = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(file, None, f"cannot read: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(file, None, f"invalid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(file, None, "invalid TOML: not UTF-8 text") from None
+        ctx = _Ctx(file, source.resolve().parent)
+        config = _parse(ctx, raw, source.resolve())
+    config = _apply_env(config, env)
+    _check_tls(config, file)
+    return config

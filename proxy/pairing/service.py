@@ -1,0 +1,155 @@
+"""The pairing service: the store for durability, the cache for the per-call lookup.
+
+The running proxy owns one `PairingService`. It calls `start()` once, `poll()` every ~0.5 s
+(so a pairing added by the CLI in another process becomes routable), `lookup()` for every
+INVITE, `touch()` when a call uses a session, `record_cdr()` when a call ends, and `flush()`
+every ~200 ms and at shutdown. Touches and CDRs are buffered so a call never waits on a disk
+write; a crash loses at most one flush interval of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .cache import PairingCache
+from .model import Cdr, Match, Participant, Session
+from .normalize import try_normalize
+from .sqlite_store import SqliteStore
+
+__all__ = ["PairingService"]
+
+Clock = Callable[[], float]
+
+
+class PairingService:
+    """Glue between `SqliteStore` (durable, shared between processes) and `PairingCache`."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        cache: PairingCache | None = None,
+        clock: Clock = time.time,
+        *,
+        region: str = "US",
+    ) -> None:
+        """`clock` returns epoch seconds (it must agree with `expires_at`); `region` is used
+        by `resolve` to read national numbers."""
+        self.store = store
+        self.cache = cache if cache is not None else PairingCache()
+        self.clock = clock
+        self.region = region
+        self._seq = 0
+        self._pending_cdrs: list[Cdr] = []
+        self._pending_touches: dict[str, float] = {}
+
+    # -- cache upkeep --------------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Load the active sessions into the cache; return how many."""
+        sessions, self._seq = self.store.load_active(self.clock())
+        self.cache.load(sessions)
+        return len(self.cache)
+
+    def poll(self) -> int:
+        """Apply every change made to the store since the last poll (by any process); return
+        how many sessions changed."""
+        applied = 0
+        while True:
+            sessions, self._seq = self.store.changes_since(self._seq)
+            for session in sessions:
+                self.cache.apply(session)
+            applied += len(sessions)
+            if not sessions:
+                return applied
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Mark sessions past their deadline expired in the store and drop them from memory."""
+        now = self.clock() if now is None else now
+        self.flush()  # inactivity deadlines must see the latest touches
+        expired = self.store.expire_due(now)
+        self.cache.expire_due(now)
+        self.poll()
+        return expired
+
+    def purge(self, retention_s: float, now: float | None = None) -> tuple[int, int]:
+        """Delete sessions closed or expired, and CDRs ended, more than `retention_s` ago.
+        Return (sessions deleted, CDRs deleted)."""
+        now = self.clock() if now is None else now
+        return self.store.purge(older_than=now - retention_s)
+
+    # -- per call ------------------------------------------------------------------------------
+
+    def lookup(self, caller: str, dialed: str, now: float | None = None) -> Match | None:
+        """The Match for `caller` (E.164) dialing `dialed` (E.164), or None."""
+        return self.cache.lookup(caller, dialed, self.clock() if now is None else now)
+
+    def resolve(self, caller: str, dialed: str, now: float | None = None) -> Match | None:
+        """Like `lookup`, for numbers as they appear in SIP (normalised first; unparsable
+        numbers simply do not match)."""
+        caller_e164 = try_normalize(caller, self.region)
+        dialed_e164 = try_normalize(dialed, self.region)
+        if caller_e164 is None or dialed_e164 is None:
+            return None
+        return self.lookup(caller_e164, dialed_e164, now)
+
+    def touch(self, session_id: str, now: float | None = None) -> None:
+        """Record a call on a session: restarts its inactivity TTL now, in the store at flush."""
+        now = self.clock() if now is None else now
+        if self.cache.touch(session_id, now):
+            self._pending_touches[session_id] = now
+
+    def record_cdr(self, cdr: Cdr) -> None:
+        """Buffer a CDR; it reaches the store at the next `flush`."""
+        self._pending_cdrs.append(cdr)
+
+    def flush(self) -> int:
+        """Write buffered touches and CDRs; return the number of CDRs written. On a store error
+        the batch is kept for the next flush and the error propagates."""
+        touches, self._pending_touches = self._pending_touches, {}
+        cdrs, self._pending_cdrs = self._pending_cdrs, []
+        try:
+            self.store.touch_many(touches)
+        except Exception:
+            touches.update(self._pending_touches)
+            self._pending_touches = touches
+            self._pending_cdrs[:0] = cdrs
+            raise
+        try:
+            return self.store.record_cdrs(cdrs)
+        except Exception:
+            self._pending_cdrs[:0] = cdrs
+            raise
+
+    @property
+    def pending(self) -> int:
+        """Number of CDRs waiting for `flush`."""
+        return len(self._pending_cdrs)
+
+    # -- administration ------------------------------------------------------------------------
+
+    def create(
+        self,
+        a: Participant,
+        b: Participant,
+        *,
+        expires_at: float | None = None,
+        ttl_s: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        mode: str = "voice",
+        now: float | None = None,
+    ) -> Session:
+        """Create a session in the store and make it routable at once."""
+        session = self.store.create_session(
+            a, b, expires_at=expires_at, ttl_s=ttl_s, metadata=metadata, mode=mode,
+            now=self.clock() if now is None else now,
+        )
+        self.cache.apply(session)
+        return session
+
+    def close(self, session_id: str, now: float | None = None) -> Session:
+        """Close a session in the store and stop routing it at once."""
+        session = self.store.close_session(session_id, self.clock() if now is None else now)
+        self.cache.apply(session)
+        return session

@@ -1,0 +1,197 @@
+"""RFC 3261 §12 dialogs: creation on either side, in-dialog requests, CSeq and target refresh.
+
+A :class:`Dialog` is a plain record plus the §12 rules; it sends nothing itself. Route set and
+targets are kept as raw header values / URI strings so they pass through untouched.
+"""
+
+from __future__ import annotations
+
+from .message import Headers, Request, Response
+from .uri import NameAddr
+
+#: methods whose requests (and 2xx responses) refresh the remote target (§12.2, RFC 3311)
+TARGET_REFRESH_METHODS = frozenset(("INVITE", "UPDATE"))
+
+
+def _without_tag(value: NameAddr) -> str:
+    params = {k: v for k, v in value.params.items() if k != "tag"}
+    return str(NameAddr(value.uri, value.display, params, value.angle))
+
+
+def _first_contact(message: Request | Response) -> str | None:
+    contacts = message.contacts()
+    return contacts[0].uri if contacts else None
+
+
+def _is_loose(route: str) -> bool:
+    return "lr" in NameAddr.parse(route).sip_uri().params
+
+
+class Dialog:
+    """One dialog (§12): identified by Call-ID, local tag and remote tag."""
+
+    __slots__ = (
+        "call_id", "local_tag", "remote_tag", "local_uri", "remote_uri", "local_cseq",
+        "remote_cseq", "remote_target", "route_set", "secure", "state",
+    )
+
+    def __init__(
+        self,
+        call_id: str,
+        local_tag: str,
+        remote_tag: str,
+        local_uri: str,
+        remote_uri: str,
+        local_cseq: int,
+        remote_cseq: int | None,
+        remote_target: str,
+        route_set: list[str],
+        secure: bool = False,
+        state: str = "early",
+    ) -> None:
+        self.call_id = call_id
+        self.local_tag = local_tag
+        #: "" while the peer has not sent a tag (§12.1.2: "the null value")
+        self.remote_tag = remote_tag
+        #: From (UAC) / To (UAS) of the dialog-creating request, without tag
+        self.local_uri = local_uri
+        self.remote_uri = remote_uri
+        self.local_cseq = local_cseq
+        self.remote_cseq = remote_cseq
+        self.remote_target = remote_target
+        #: Route header values, in the order to put them in requests
+        self.route_set = route_set
+        self.secure = secure
+        #: "early" | "confirmed" | "terminated"
+        self.state = state
+
+    # ------------------------------------------------------------------ creation (§12.1)
+
+    @classmethod
+    def uac(cls, request: Request, response: Response) -> Dialog:
+        """§12.1.2: the dialog a UAC gets from a 101-199 with a To tag or a 2xx."""
+        return cls(
+            call_id=request.call_id,
+            local_tag=request.from_tag or "",
+            remote_tag=response.to_tag or "",
+            local_uri=_without_tag(request.from_),
+            remote_uri=_without_tag(request.to),
+            local_cseq=request.cseq.number,
+            remote_cseq=None,
+            # remote target: the response's Contact (a provisional may lack one: keep the R-URI)
+            remote_target=_first_contact(response) or request.uri,
+            # route set: the response's Record-Route, reversed
+            route_set=list(reversed(response.headers.values("record-route"))),
+            # §12.1.2: secure when the request went over TLS to a sips: Request-URI
+            secure=request.uri[:5].lower() == "sips:",
+            state="confirmed" if 200 <= response.status < 300 else "early",
+        )
+
+    @classmethod
+    def uas(cls, request: Request, local_tag: str, response: Response | None = None) -> Dialog:
+        """§12.1.1: the dialog a UAS creates when it answers with a 101-199 or a 2xx
+        (``response``, None meaning early); ``local_tag`` is the To tag it puts in responses."""
+        return cls(
+            call_id=request.call_id,
+            local_tag=local_tag,
+            remote_tag=request.from_tag or "",
+            local_uri=_without_tag(request.to),
+            remote_uri=_without_tag(request.from_),
+            # §12.1.1: the local sequence number starts empty; the first request uses 1
+            local_cseq=0,
+            remote_cseq=request.cseq.number,
+            remote_target=_first_contact(request) or "",
+            # route set: the request's Record-Route, in order
+            route_set=request.headers.values("record-route"),
+            secure=request.uri[:5].lower() == "sips:",
+            state="confirmed" if response is not None and 200 <= response.status < 300 else "early",
+        )
+
+    def confirm(self, response: Response, *, uac: bool = True) -> None:
+        """§12.1.2 / §13.2.2.4: an early dialog becomes confirmed by a 2xx. On the UAC side
+        the route set and remote target are recomputed from the 2xx."""
+        if uac:
+            self.route_set = list(reversed(response.headers.values("record-route")))
+            self.remote_target = _first_contact(response) or self.remote_target
+        self.state = "confirmed"
+
+    @property
+    def id(self) -> tuple[str, str, str]:
+        """§12: (Call-ID, local tag, remote tag)."""
+        return (self.call_id, self.local_tag, self.remote_tag)
+
+    # ------------------------------------------------------------------ UAC behaviour (§12.2.1)
+
+    def create_request(
+        self,
+        method: str,
+        via: str,
+        contact: str | None,
+        *,
+        max_forwards: int = 70,
+        cseq: int | None = None,
+    ) -> Request:
+        """§12.2.1.1: a request within the dialog. The CSeq number is incremented, except for
+        ACK and CANCEL, which reuse the INVITE's (pass it as ``cseq``; default: the current
+        local CSeq). ``cseq`` given for another method sets the local CSeq to it."""
+        if method in ("ACK", "CANCEL"):
+            number = cseq if cseq is not None else self.local_cseq
+        else:
+            number = cseq if cseq is not None else self.local_cseq + 1
+            self.local_cseq = number
+        request_uri, routes = self._request_uri_and_routes()
+        items: list[tuple[str, str]] = [("Via", via), ("Max-Forwards", str(max_forwards))]
+        items.extend(("Route", route) for route in routes)
+        items.append(("From", f"{self.local_uri};tag={self.local_tag}"))
+        to = f"{self.remote_uri};tag={self.remote_tag}" if self.remote_tag else self.remote_uri
+        items.append(("To", to))
+        items.append(("Call-ID", self.call_id))
+        items.append(("CSeq", f"{number} {method}"))
+        if contact is not None:
+            items.append(("Contact", contact))
+        return Request(method, request_uri, Headers(items))
+
+    def _request_uri_and_routes(self) -> tuple[str, list[str]]:
+        route_set = self.route_set
+        if not route_set:
+            return self.remote_target, []
+        if _is_loose(route_set[0]):
+            # §12.2.1.1 loose routing: R-URI = remote target, Route = route set
+            return self.remote_target, list(route_set)
+        # §12.2.1.1 strict routing: R-URI = first route (URI only), Route = the rest + remote target
+        first = NameAddr.parse(route_set[0]).uri
+        return first, [*route_set[1:], f"<{self.remote_target}>"]
+
+    def next_hop(self) -> str:
+        """The URI to send the next request to (§8.1.2): the first route when there is a route
+        set (with strict routing that is also the Request-URI), else the remote target."""
+        if self.route_set:
+            return NameAddr.parse(self.route_set[0]).uri
+        return self.remote_target
+
+    # ------------------------------------------------------------------ UAS behaviour (§12.2.2)
+
+    def receive_request(self, request: Request) -> int | None:
+        """§12.2.2: check and record the remote CSeq. Returns 500 (the status the TU answers)
+        when the number is lower than the last one seen; ACK and CANCEL are not checked."""
+        if request.method in ("ACK", "CANCEL"):
+            return None
+        number = request.cseq.number
+        if self.remote_cseq is not None and number < self.remote_cseq:
+            return 500
+        self.remote_cseq = number
+        return None
+
+    def target_refresh(self, message: Request | Response) -> None:
+        """§12.2: a re-INVITE or UPDATE (or its 2xx) with a Contact replaces the remote target."""
+        if isinstance(message, Response):
+            if not 200 <= message.status < 300 or message.cseq.method not in TARGET_REFRESH_METHODS:
+                return
+        elif message.method not in TARGET_REFRESH_METHODS:
+            return
+        target = _first_contact(message)
+        if target is not None:
+            self.remote_target = target
+
+    def __repr__(self) -> str:
+        return f"<Dialog {self.call_id} {self.local_tag}/{self.remote_tag} {self.state}>"

@@ -1,0 +1,426 @@
+"""The transaction layer (RFC 3261 §17): matching, Via stamping, timers, the four machines.
+
+Sans-IO: ``receive()``/``handle_timers()`` take a ``now`` and return events; what must be sent
+is queued and drained with ``take_outgoing()``; ``next_deadline()`` says when to wake up.
+Timers live in one heap of ``(deadline, seq, transaction, timer)`` with lazy deletion: a
+transaction remembers the sequence number of each armed timer, a popped entry whose number
+no longer matches was disarmed and is skipped.
+"""
+
+from __future__ import annotations
+
+from heapq import heappop, heappush
+
+from ..errors import SipParseError
+from ..headers import Via, split_list
+from ..ids import MAGIC_COOKIE, IdGenerator
+from ..message import Headers, Request, Response, build_response
+from .builders import top_via_value
+from .machines import CLIENT_INVITE, CLIENT_NON_INVITE, SERVER_INVITE, SERVER_NON_INVITE
+from .model import (
+    Address,
+    ClientTransaction,
+    Event,
+    Input,
+    MessageRejected,
+    RequestReceived,
+    ResponseReceived,
+    Send,
+    ServerTransaction,
+    TimerConfig,
+    TransactionState,
+    TransactionTerminated,
+    response_input,
+)
+
+_TERMINATED = TransactionState.TERMINATED
+_ACCEPTED = TransactionState.ACCEPTED
+_NON_2XX_ACKABLE = (TransactionState.COMPLETED, TransactionState.CONFIRMED)
+
+Key = tuple[object, ...]
+AnyTransaction = ClientTransaction | ServerTransaction
+
+
+class TransactionLayer:
+    """All client and server transactions of one SIP element."""
+
+    __slots__ = (
+        "timers", "ids", "auto_trying", "_clients", "_servers", "_merged", "_acks_2xx",
+        "_heap", "_seq", "_out", "_events", "_counts",
+    )
+
+    def __init__(self, timers: TimerConfig, ids: IdGenerator, *, auto_trying: bool = True) -> None:
+        self.timers = timers
+        self.ids = ids
+        #: send ``100 Trying`` as soon as an INVITE server transaction is created (§17.2.1)
+        self.auto_trying = auto_trying
+        #: client transactions by (top Via branch, method) — §17.1.3
+        self._clients: dict[Key, ClientTransaction] = {}
+        #: server transactions by (branch, sent-by host, port, method) — §17.2.3 — or by the
+        #: RFC 2543 tuple for branches without the magic cookie
+        self._servers: dict[Key, ServerTransaction] = {}
+        #: server transactions of requests without a To tag by (From tag, Call-ID, CSeq) — §8.2.2.2
+        self._merged: dict[Key, ServerTransaction] = {}
+        #: INVITE server transactions by (Call-ID, CSeq number, From tag): the ACK for a 2xx
+        #: carries a new branch, so it is matched this way (RFC 6026 §7.1)
+        self._acks_2xx: dict[Key, ServerTransaction] = {}
+        self._heap: list[tuple[float, int, AnyTransaction, Input]] = []
+        self._seq = 0
+        self._out: list[Send] = []
+        self._events: list[Event] = []
+        self._counts = {"client_invite": 0, "client_non_invite": 0, "server_invite": 0, "server_non_invite": 0}
+
+    # ------------------------------------------------------------------ public API (TU side)
+
+    def receive(self, message: Request | Response, source: Address, now: float) -> list[Event]:
+        """Feed a parsed message from the transport. Never raises: malformed messages become
+        :class:`MessageRejected` (requests answered with 400 where possible)."""
+        try:
+            if isinstance(message, Response):
+                self._receive_response(message, now)
+            else:
+                self._receive_request(message, source, now)
+        except (SipParseError, ValueError, IndexError) as exc:
+            self._reject(message, source, exc)
+        return self._drain()
+
+    def send_request(self, request: Request, dest: Address, now: float) -> ClientTransaction:
+        """Start a client transaction. The request carries its top Via with a fresh branch."""
+        method = request.method
+        if method == "ACK":
+            raise ValueError("ACK is not sent in a transaction: use send_ack() or send_stateless()")
+        branch = request.branch or ""
+        key: Key = (branch, method)
+        if key in self._clients:
+            raise ValueError(f"branch {branch!r} already used by a live {method} client transaction")
+        invite = method == "INVITE"
+        txn = ClientTransaction(request, branch, dest, TransactionState.CALLING if invite else TransactionState.TRYING)
+        txn._key = key
+        self._clients[key] = txn
+        self._counts["client_invite" if invite else "client_non_invite"] += 1
+        self._send(request, dest)
+        t1 = self.timers.t1
+        if not txn.reliable:
+            # §17.1.1.2 Timer A / §17.1.2.2 Timer E: retransmit over unreliable transports
+            txn._interval = t1
+            self._arm(txn, Input.TIMER_A if invite else Input.TIMER_E, t1, now)
+        # §17.1.1.2 Timer B / §17.1.2.2 Timer F: 64*T1 transaction timeout
+        self._arm(txn, Input.TIMER_B if invite else Input.TIMER_F, 64 * t1, now)
+        return txn
+
+    def send_response(self, transaction: ServerTransaction, response: Response, now: float) -> None:
+        """Send a response within a server transaction. Responses the machine does not accept
+        in its state (e.g. a second final response to a non-INVITE, anything once terminated)
+        are discarded, as §17.2 prescribes."""
+        self._drive_server(transaction, response_input(response.status), response, None, now)
+
+    def send_ack(self, transaction: ClientTransaction, ack: Request, dest: Address) -> None:
+        """Send the TU's ACK for a 2xx (§13.2.2.4) now; while the client INVITE transaction is
+        in Accepted, every retransmission of that 2xx (same To tag) re-sends it (RFC 6026)."""
+        send = Send(ack, dest)
+        self._out.append(send)
+        transaction._acks[ack.to_tag or ""] = send
+
+    def send_stateless(self, message: Request | Response, dest: Address) -> None:
+        """Queue a message outside any transaction."""
+        self._out.append(Send(message, dest))
+
+    def abandon(self, transaction: ClientTransaction) -> None:
+        """Stop retransmitting and free a client transaction silently (no events)."""
+        if transaction.state is not _TERMINATED:
+            transaction.state = _TERMINATED
+            self._unregister(transaction)
+
+    def transport_error(self, dest: Address, now: float) -> list[Event]:
+        """The transport could not send to ``dest``: client transactions waiting for a final
+        response from it fail (§17.1.1.2, §17.1.2.2) with ``TransactionTimeout(timer="transport")``."""
+        for txn in [t for t in self._clients.values() if t.dest == dest]:
+            self._drive_client(txn, Input.TRANSPORT_ERROR, None, now)
+        return self._drain()
+
+    def handle_timers(self, now: float) -> list[Event]:
+        """Fire every timer due at ``now``."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, seq, txn, timer = heappop(heap)
+            if txn._timers.get(timer) != seq:
+                continue  # disarmed (lazy deletion)
+            del txn._timers[timer]
+            if isinstance(txn, ClientTransaction):
+                self._drive_client(txn, timer, None, now)
+            else:
+                self._drive_server(txn, timer, None, None, now)
+        return self._drain()
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timers`` must next be called, or None."""
+        heap = self._heap
+        while heap:
+            deadline, seq, txn, timer = heap[0]
+            if txn._timers.get(timer) == seq:
+                return deadline
+            heappop(heap)
+        return None
+
+    def take_outgoing(self) -> list[Send]:
+        """Everything queued to send, in order."""
+        out = self._out
+        self._out = []
+        return out
+
+    def find_server_invite(self, request: Request) -> ServerTransaction | None:
+        """The live INVITE server transaction ``request`` (a CANCEL, say) matches per §9.2/§17.2.3."""
+        try:
+            return self._servers.get(self._server_key(request, request.top_via, "INVITE"))
+        except (SipParseError, ValueError):
+            return None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Live transactions by kind (metrics, leak tests)."""
+        return dict(self._counts)
+
+    # ------------------------------------------------------------------ Effects (for machines)
+
+    def _send(self, message: Request | Response, dest: Address) -> None:
+        self._out.append(Send(message, dest))
+
+    def _arm(self, txn: AnyTransaction, timer: Input, delay: float, now: float) -> None:
+        self._seq = seq = self._seq + 1
+        txn._timers[timer] = seq
+        heappush(self._heap, (now + delay, seq, txn, timer))
+
+    def _disarm(self, txn: AnyTransaction, *timers: Input) -> None:
+        for timer in timers:
+            txn._timers.pop(timer, None)
+
+    def _emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    # ------------------------------------------------------------------ machines
+
+    def _drive_client(self, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
+        table = CLIENT_INVITE if txn.is_invite else CLIENT_NON_INVITE
+        entry = table.get((txn.state, inp))
+        if entry is None:
+            return
+        state, action = entry
+        txn.state = state
+        action(self, txn, inp, msg, now)
+        if state is _TERMINATED:
+            self._terminate(txn)
+
+    def _drive_server(
+        self,
+        txn: ServerTransaction,
+        inp: Input,
+        msg: Request | Response | None,
+        source: Address | None,
+        now: float,
+    ) -> None:
+        table = SERVER_INVITE if txn.is_invite else SERVER_NON_INVITE
+        entry = table.get((txn.state, inp))
+        if entry is None:
+            return
+        state, action = entry
+        txn.state = state
+        action(self, txn, inp, msg, source, now)
+        if state is _TERMINATED:
+            self._terminate(txn)
+
+    def _terminate(self, txn: AnyTransaction) -> None:
+        self._unregister(txn)
+        self._events.append(TransactionTerminated(txn))
+
+    def _unregister(self, txn: AnyTransaction) -> None:
+        txn._timers.clear()
+        if isinstance(txn, ClientTransaction):
+            if self._clients.get(txn._key) is txn:
+                del self._clients[txn._key]
+            self._counts["client_invite" if txn.is_invite else "client_non_invite"] -= 1
+            return
+        if self._servers.get(txn._key) is txn:
+            del self._servers[txn._key]
+        if txn._merge_key is not None and self._merged.get(txn._merge_key) is txn:
+            del self._merged[txn._merge_key]
+        if txn._ack_key is not None and self._acks_2xx.get(txn._ack_key) is txn:
+            del self._acks_2xx[txn._ack_key]
+        self._counts["server_invite" if txn.is_invite else "server_non_invite"] -= 1
+
+    def _drain(self) -> list[Event]:
+        events = self._events
+        if events:
+            self._events = []
+        return events
+
+    # ------------------------------------------------------------------ incoming responses
+
+    def _receive_response(self, response: Response, now: float) -> None:
+        # §17.1.3: branch of the top Via + CSeq method
+        via = response.top_via
+        cseq = response.cseq
+        if cseq.method == "INVITE":
+            _ = response.to_tag  # parse now: the machine reads it (malformed -> rejected, not raised)
+        txn = self._clients.get((via.params.get("branch") or "", cseq.method))
+        if txn is None:
+            # §13.2.2.4 / RFC 6026: a 2xx whose transaction is gone still reaches the TU
+            if cseq.method == "INVITE" and 200 <= response.status < 300:
+                self._events.append(ResponseReceived(response, None))
+            return
+        self._drive_client(txn, response_input(response.status), response, now)
+
+    # ------------------------------------------------------------------ incoming requests
+
+    def _server_key(self, request: Request, via: Via, method: str, to_tag: str | None = "") -> Key:
+        """§17.2.3 matching key; ``method`` is INVITE for ACK and for a CANCEL's target (§9.2)."""
+        branch = via.params.get("branch") or ""
+        if branch.startswith(MAGIC_COOKIE):
+            return (branch, via.host, via.port, method)
+        # §17.2.3 RFC 2543 fallback: Request-URI, To tag, From tag, Call-ID, CSeq, top Via
+        if to_tag == "":
+            to_tag = request.to_tag
+        return (
+            "", request.uri, to_tag, request.from_tag, request.call_id, request.cseq.number, method,
+            top_via_value(request.headers),
+        )
+
+    def _receive_request(self, request: Request, source: Address, now: float) -> None:
+        # Parse everything matching reads first: a malformed header raises before any change.
+        via = request.top_via
+        from_tag = request.from_tag
+        to_tag = request.to_tag
+        call_id = request.call_id
+        cseq = request.cseq
+        method = request.method
+        if method == "ACK":
+            self._receive_ack(request, via, source, now)
+            return
+        key = self._server_key(request, via, method, to_tag)
+        txn = self._servers.get(key)
+        if txn is not None:
+            # §17.2.1 / §17.2.2: a retransmission
+            self._drive_server(txn, Input.REQUEST, request, source, now)
+            return
+        merge_key: Key | None = None
+        if to_tag is None:
+            merge_key = (from_tag, call_id, cseq.number, cseq.method)
+            if merge_key in self._merged:
+                # §8.2.2.2: same From tag, Call-ID and CSeq as a live transaction, other branch
+                via = self._stamp_via(request, via, source)
+                loop = build_response(request, 482, to_tag=self.ids.tag())
+                self._send(loop, _response_dest(via, source))
+                return
+        via = self._stamp_via(request, via, source)
+        invite = method == "INVITE"
+        txn = ServerTransaction(
+            request,
+            via.params.get("branch") or "",
+            source,
+            _response_dest(via, source),
+            TransactionState.PROCEEDING if invite else TransactionState.TRYING,
+        )
+        txn._key = key
+        self._servers[key] = txn
+        if merge_key is not None:
+            txn._merge_key = merge_key
+            self._merged[merge_key] = txn
+        if invite:
+            txn._ack_key = (call_id, cseq.number, from_tag)
+            self._acks_2xx[txn._ack_key] = txn
+        self._counts["server_invite" if invite else "server_non_invite"] += 1
+        cancelled = None
+        if method == "CANCEL":
+            # §9.2: the INVITE a CANCEL targets is matched as if the CANCEL were that INVITE
+            cancelled = self._servers.get(self._server_key(request, via, "INVITE", to_tag))
+        self._events.append(RequestReceived(request, source, txn, cancelled))
+        if invite and self.auto_trying:
+            # §17.2.1: answer 100 Trying at once (Timestamp copied, §8.2.6.1)
+            self._drive_server(txn, Input.PROVISIONAL, build_response(request, 100), None, now)
+
+    def _receive_ack(self, ack: Request, via: Via, source: Address, now: float) -> None:
+        servers = self._servers
+        txn = servers.get(self._server_key(ack, via, "INVITE"))
+        if txn is None and not (via.params.get("branch") or "").startswith(MAGIC_COOKIE):
+            # §17.2.3 RFC 2543: the ACK's To tag is the response's, the INVITE may have had none
+            txn = servers.get(self._server_key(ack, via, "INVITE", None))
+            if txn is not None:
+                sent = txn.last_response
+                if sent is None or sent.to_tag != ack.to_tag:
+                    txn = None
+        if txn is not None and txn.state in _NON_2XX_ACKABLE:
+            # §17.2.1: ACK for our 300-699 -> Confirmed (absorbed)
+            self._drive_server(txn, Input.ACK, ack, source, now)
+            return
+        via = self._stamp_via(ack, via, source)
+        if txn is None or txn.state is not _ACCEPTED:
+            # RFC 6026 §7.1: an ACK for a 2xx carries its own branch
+            txn = self._acks_2xx.get((ack.call_id, ack.cseq.number, ack.from_tag))
+        if txn is not None and txn.state is _ACCEPTED:
+            self._drive_server(txn, Input.ACK, ack, source, now)
+        else:
+            # §17.2.3: an ACK matching no transaction goes to the TU (an ACK for a 2xx)
+            self._events.append(RequestReceived(ack, source, None))
+
+    def _stamp_via(self, request: Request, via: Via, source: Address) -> Via:
+        """§18.2.1 ``received`` when the sent-by host is not the source address; RFC 3581 §4
+        ``rport`` filled with the source port (and then ``received`` always)."""
+        params = via.params
+        host = via.host
+        if host[:1] == "[":
+            host = host[1:-1]
+        fill_rport = "rport" in params and not params["rport"]
+        if host == source.host and not fill_rport:
+            return via
+        new_params = dict(params)
+        new_params["received"] = source.host
+        if fill_rport:
+            new_params["rport"] = str(source.port)
+        stamped = Via(via.transport, via.host, via.port, new_params, via.protocol)
+        _replace_top_via(request.headers, stamped)
+        return stamped
+
+    def _reject(self, message: Request | Response, source: Address, exc: Exception) -> None:
+        reason = exc.reason if isinstance(exc, SipParseError) else "Bad Request"
+        status = exc.status if isinstance(exc, SipParseError) else 400
+        if isinstance(message, Request) and message.method != "ACK" and "via" in message.headers:
+            try:
+                # §8.2 / §21.4.1: answer what we could not read; to the source address, as
+                # the top Via may be what was unreadable
+                answer = build_response(message, status, reason, to_tag=self.ids.tag())
+            except (SipParseError, ValueError):
+                pass
+            else:
+                self._send(answer, source)
+        self._events.append(MessageRejected(reason, source))
+
+
+def _replace_top_via(headers: Headers, via: Via) -> None:
+    # Headers keeps parallel lists; rewriting the one value in place keeps header order
+    # (Headers.set would fold every Via line into one).
+    index = headers._keys.index("via")
+    first = headers._values[index]
+    if "," in first:
+        parts = split_list(first)
+        parts[0] = str(via)
+        headers._values[index] = ", ".join(parts)
+    else:
+        headers._values[index] = str(via)
+    headers._cache.pop("via", None)
+    headers._cache["top_via"] = via
+
+
+def _response_dest(via: Via, source: Address) -> Address:
+    """§18.2.2: reliable -> the connection the request came on; UDP -> ``received`` (the
+    source host) and ``rport`` if present, else the sent-by port or 5060. ``maddr`` is not
+    honoured (multicast is not used by sipmask's peers)."""
+    if source.transport != "udp":
+        return source
+    params = via.params
+    host = params.get("received") or via.host
+    if host[:1] == "[":
+        host = host[1:-1]
+    rport = params.get("rport")
+    port = int(rport) if rport else (via.port or 5060)
+    if host == source.host and port == source.port:
+        return source
+    return Address("udp", host, port)

@@ -1,0 +1,208 @@
+"""Values of the transaction layer: addresses, timer settings, states, inputs, transactions, events."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from ..message import Request, Response
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a message came from or goes to. ``transport`` is ``"udp"``, ``"tcp"`` or ``"tls"``."""
+
+    transport: str
+    host: str
+    port: int
+
+    @property
+    def reliable(self) -> bool:
+        """RFC 3261 §17: TCP/TLS are reliable; only UDP needs retransmissions."""
+        return self.transport != "udp"
+
+
+@dataclass(frozen=True, slots=True)
+class TimerConfig:
+    """RFC 3261 §17.1.1.1 / Table 4: T1 (RTT estimate), T2 (max non-INVITE interval), T4."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A message the transport must send to ``dest``."""
+
+    message: Request | Response
+    dest: Address
+
+
+class TransactionState(enum.Enum):
+    """States of the four machines (RFC 3261 §17 Figures 5-8, RFC 6026 Figures 5 and 7)."""
+
+    CALLING = "Calling"
+    TRYING = "Trying"
+    PROCEEDING = "Proceeding"
+    COMPLETED = "Completed"
+    CONFIRMED = "Confirmed"
+    ACCEPTED = "Accepted"
+    TERMINATED = "Terminated"
+
+
+@enum.unique
+class Input(enum.Enum):
+    """What drives a machine: a response class, a request, a timer (value = its RFC letter)
+    or a transport error."""
+
+    PROVISIONAL = "1xx"
+    SUCCESS = "2xx"
+    FAILURE = "300-699"
+    REQUEST = "request"  # server: retransmission of the request that created the transaction
+    ACK = "ACK"  # server INVITE: ACK matched to the transaction
+    TRANSPORT_ERROR = "transport"
+    TIMER_A = "A"
+    TIMER_B = "B"
+    TIMER_D = "D"
+    TIMER_E = "E"
+    TIMER_F = "F"
+    TIMER_G = "G"
+    TIMER_H = "H"
+    TIMER_I = "I"
+    TIMER_J = "J"
+    TIMER_K = "K"
+    TIMER_L = "L"
+    TIMER_M = "M"
+    #: RFC 3261 §13.3.1.4: the UAS re-sends its 2xx (T1 doubling, capped at T2) until the ACK
+    RETRANSMIT_2XX = "2xx retransmission"
+
+
+def response_input(status: int) -> Input:
+    """The machine input for a response status."""
+    if status < 200:
+        return Input.PROVISIONAL
+    if status < 300:
+        return Input.SUCCESS
+    return Input.FAILURE
+
+
+class Transaction:
+    """Common part of client and server transactions."""
+
+    __slots__ = (
+        "request", "branch", "method", "is_invite", "state", "last_response", "tu_data",
+        "reliable", "_timers", "_interval", "_key",
+    )
+
+    def __init__(self, request: Request, branch: str, reliable: bool, state: TransactionState) -> None:
+        self.request = request
+        self.branch = branch
+        self.method = request.method
+        self.is_invite = request.method == "INVITE"
+        self.state = state
+        self.last_response: Response | None = None
+        #: a free slot for the transaction user (the B2BUA keeps its leg/call here)
+        self.tu_data: Any = None
+        self.reliable = reliable
+        #: armed timers: input -> sequence number of the live heap entry (lazy deletion)
+        self._timers: dict[Input, int] = {}
+        #: current retransmission interval of Timer A / E / G / the 2xx retransmission
+        self._interval = 0.0
+        self._key: tuple[object, ...] = ()
+
+
+class ClientTransaction(Transaction):
+    """RFC 3261 §17.1: a request we sent and the responses to it."""
+
+    __slots__ = ("dest", "_acks", "_error_ack")
+
+    def __init__(self, request: Request, branch: str, dest: Address, state: TransactionState) -> None:
+        super().__init__(request, branch, dest.transport != "udp", state)
+        self.dest = dest
+        #: RFC 6026: the TU's ACK for each 2xx, by To tag, re-sent on every retransmitted 2xx
+        self._acks: dict[str, Send] = {}
+        #: §17.1.1.3: the ACK the layer built for a 300-699 response
+        self._error_ack: Request | None = None
+
+    def __repr__(self) -> str:
+        return f"<ClientTransaction {self.method} {self.branch} {self.state.name}>"
+
+
+class ServerTransaction(Transaction):
+    """RFC 3261 §17.2: a request we received and the responses we send to it."""
+
+    __slots__ = ("source", "response_dest", "acked", "_merge_key", "_ack_key")
+
+    def __init__(
+        self,
+        request: Request,
+        branch: str,
+        source: Address,
+        response_dest: Address,
+        state: TransactionState,
+    ) -> None:
+        super().__init__(request, branch, source.transport != "udp", state)
+        self.source = source
+        #: §18.2.2: where responses go (the connection, or received/rport of the top Via)
+        self.response_dest = response_dest
+        #: RFC 6026: an ACK for our 2xx has arrived (stops 2xx retransmissions, no Timer L alarm)
+        self.acked = False
+        self._merge_key: tuple[object, ...] | None = None
+        self._ack_key: tuple[object, ...] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ServerTransaction {self.method} {self.branch} {self.state.name}>"
+
+
+# -- events (what receive() / handle_timers() / transport_error() return) ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A new request for the TU. ``transaction`` is None for an ACK to a 2xx (§13.3.1.4,
+    RFC 6026 §6); for a CANCEL, ``cancelled`` is the INVITE server transaction it matches
+    (§9.2), or None."""
+
+    request: Request
+    source: Address
+    transaction: ServerTransaction | None
+    cancelled: ServerTransaction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """A response for the TU. ``transaction`` is None for a 2xx to an INVITE whose client
+    transaction is gone (the TU re-sends its ACK, §13.2.2.4)."""
+
+    response: Response
+    transaction: ClientTransaction | None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionTimeout:
+    """A transaction failed: ``timer`` is "B"/"F" (client: act as on a 408, §8.1.3.1),
+    "transport" (client: the transport could not send), "H" (server INVITE: no ACK for a
+    300-699) or "L" (server INVITE: no ACK for a 2xx; the TU should send BYE, §13.3.1.4)."""
+
+    transaction: ClientTransaction | ServerTransaction
+    timer: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionTerminated:
+    """The transaction is freed; the TU drops its references to it."""
+
+    transaction: ClientTransaction | ServerTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRejected:
+    """A malformed message: a request answered with 400 (or dropped), a response dropped."""
+
+    reason: str
+    source: Address
+
+
+Event = RequestReceived | ResponseReceived | TransactionTimeout | TransactionTerminated | MessageRejected

@@ -1,0 +1,132 @@
+"""Glue between the asyncio transports and the sans-IO transaction layer + transaction user.
+
+Reads parsed messages from :class:`SipTransports`, feeds them to the :class:`TransactionLayer`
+with ``now = loop.time()``, hands the resulting events to the transaction user, writes what the
+layer queued, and keeps exactly one loop timer armed at the earliest deadline of the layer and
+the TU (aioquic's ``get_timer()`` pattern).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+from ..sip.message import Request, Response
+from ..sip.transaction import Address, TransactionLayer
+
+
+class TransactionUser(Protocol):
+    """What sits on top of the transaction layer (the B2BUA, or a test UAS)."""
+
+    def handle(self, event: object, now: float) -> None: ...
+
+    def next_deadline(self) -> float | None: ...
+
+    def handle_timers(self, now: float) -> None: ...
+
+
+class SipStack:
+    """Drives a TransactionLayer and a TransactionUser from an asyncio loop."""
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        send: Callable[[Request | Response, Address], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.layer = layer
+        self.tu: TransactionUser | None = None
+        self._send = send
+        self._loop = loop
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at: float | None = None
+        self.errors = 0
+
+    def attach(self, tu: TransactionUser) -> None:
+        """Set the transaction user that receives events."""
+        self.tu = tu
+
+    # called by the transports for every parsed message
+    def on_message(self, message: Request | Response, source: Address) -> None:
+        """Feed one parsed message through the layer and the TU."""
+        now = self._loop.time()
+        try:
+            events = self.layer.receive(message, source, now)
+            tu = self.tu
+            if tu is not None:
+                for event in events:
+                    tu.handle(event, now)
+        except Exception:  # noqa: BLE001 - one bad message must never stop the loop
+            self.errors += 1
+            self._report()
+        self.flush()
+
+    def on_send_error(self, dest: Address) -> None:
+        """A transport could not reach ``dest``: fail the transactions waiting on it."""
+        now = self._loop.time()
+        try:
+            events = self.layer.transport_error(dest, now)
+            if self.tu is not None:
+                for event in events:
+                    self.tu.handle(event, now)
+        except Exception:  # noqa: BLE001
+            self.errors += 1
+            self._report()
+        self.flush()
+
+    def flush(self) -> None:
+        """Write everything queued and re-arm the timer if the earliest deadline moved earlier."""
+        send = self._send
+        for item in self.layer.take_outgoing():
+            send(item.message, item.dest)
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.layer.next_deadline()
+        tu = self.tu
+        if tu is not None:
+            tu_deadline = tu.next_deadline()
+            if tu_deadline is not None and (deadline is None or tu_deadline < deadline):
+                deadline = tu_deadline
+        if deadline is None:
+            return
+        armed = self._armed_at
+        if armed is not None and armed <= deadline:
+            return  # the armed timer fires first; it re-arms for later deadlines
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._armed_at = None
+        now = self._loop.time()
+        try:
+            events = self.layer.handle_timers(now)
+            tu = self.tu
+            if tu is not None:
+                for event in events:
+                    tu.handle(event, now)
+                tu.handle_timers(now)
+        except Exception:  # noqa: BLE001
+            self.errors += 1
+            self._report()
+        self.flush()
+
+    def _report(self) -> None:
+        # The exception text may quote message content; log only the type and location.
+        import sys
+        import traceback
+
+        etype, _, tb = sys.exc_info()
+        frames = traceback.extract_tb(tb)[-3:] if tb else []
+        where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(frames))
+        print(f"sipmask: internal error {etype.__name__ if etype else '?'} at {where}", file=sys.stderr)
+
+    def close(self) -> None:
+        """Cancel the armed timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

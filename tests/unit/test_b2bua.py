@@ -1,0 +1,352 @@
+"""The B2BUA transaction user driven sans-IO: a fake clock, the real transaction layer, a real
+SQLite pairing store, and peers that are just bytes in and out (no sockets)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import structlog
+
+from proxy.b2bua.core import B2bua
+from proxy.b2bua.policy import default_rules
+from proxy.config import load_config
+from proxy.pairing.cache import PairingCache
+from proxy.pairing.crypto import NumberVault
+from proxy.pairing.model import Participant
+from proxy.pairing.service import PairingService
+from proxy.pairing.sqlite_store import SqliteStore
+from proxy.sip.ids import SequentialIds
+from proxy.sip.message import Request, Response
+from proxy.sip.parser import parse_message
+from proxy.sip.transaction import Address, TimerConfig, TransactionLayer
+
+CALLER = "+15551230001"
+CALLER_V = "+15557770001"
+CALLEE = "+15559990001"
+CALLEE_V = "+15557770002"
+A = Address("udp", "127.0.0.2", 5070)
+GW1 = Address("udp", "127.0.0.3", 5080)
+GW2 = Address("udp", "127.0.0.4", 5090)
+ME = ("127.0.0.1", 5060)
+
+_seq = itertools.count(1)
+
+
+class Harness:
+    """The B2BUA and its transaction layer, with a clock the test moves."""
+
+    def __init__(self, tmp: Path, extra_config: str = "") -> None:
+        cfg_file = tmp / "sipmask.toml"
+        cfg_file.write_text(
+            f"""
+[[routes]]
+prefix = "+1555999"
+gateways = ["udp:{GW1.host}:{GW1.port}", "udp:{GW2.host}:{GW2.port}"]
+[calls]
+ring_timeout_s = 30
+max_duration_s = 600
+failover_timeout_s = 2
+[store]
+path = "{tmp / 'db.sqlite'}"
+key_file = "{tmp / 'key'}"
+{extra_config}
+"""
+        )
+        self.config = load_config(cfg_file)
+        vault = NumberVault.from_key_file(self.config.store.key_file)
+        self.store = SqliteStore(self.config.store.path, vault)
+        self.now = 1000.0
+        self.service = PairingService(self.store, PairingCache(), lambda: self.now)
+        self.session = self.store.create_session(
+            Participant(CALLER, CALLER_V), Participant(CALLEE, CALLEE_V), now=self.now
+        )
+        self.service.start()
+        self.layer = TransactionLayer(TimerConfig(), SequentialIds("s"))
+        self.b2b = B2bua(
+            layer=self.layer,
+            config=self.config,
+            rules=default_rules(),
+            pairings=self.service,
+            ids=SequentialIds("b"),
+            local_address=lambda transport: ME,
+            tokenize=vault.token,
+            log=structlog.get_logger("test"),
+        )
+        self.sent: list[tuple[Request | Response, Address]] = []
+
+    def feed(self, raw: str, source: Address) -> list[tuple[Request | Response, Address]]:
+        msg = parse_message(raw.replace("\n", "\r\n").encode())
+        for event in self.layer.receive(msg, source, self.now):
+            self.b2b.handle(event, self.now)
+        return self.drain()
+
+    def advance(self, seconds: float) -> list[tuple[Request | Response, Address]]:
+        end = self.now + seconds
+        while True:
+            deadlines = [d for d in (self.layer.next_deadline(), self.b2b.next_deadline()) if d is not None]
+            nxt = min(deadlines) if deadlines else None
+            if nxt is None or nxt > end:
+                break
+            self.now = max(self.now, nxt)
+            for event in self.layer.handle_timers(self.now):
+                self.b2b.handle(event, self.now)
+            self.b2b.handle_timers(self.now)
+        self.now = end
+        return self.drain()
+
+    def drain(self) -> list[tuple[Request | Response, Address]]:
+        out = [(s.message, s.dest) for s in self.layer.take_outgoing()]
+        # every message crosses the wire: serialise and re-parse it as the peer would
+        out = [(parse_message(m.serialise()), d) for m, d in out]
+        self.sent.extend(out)
+        return out
+
+
+def invite(frm: str = CALLER, to: str = CALLER_V, extra: str = "", branch: str | None = None, cid: str = "a-call-1") -> str:
+    branch = branch or f"z9hG4bKa{next(_seq)}"
+    sdp = "v=0\no=alice 1 1 IN IP4 127.0.0.2\ns=alice-secret\nc=IN IP4 127.0.0.2\nt=0 0\nm=audio 6000 RTP/AVP 0\n"
+    sdp = sdp.replace("\n", "\r\n")
+    return (
+        f"INVITE sip:{to}@127.0.0.1:5060 SIP/2.0\n"
+        f"Via: SIP/2.0/UDP 127.0.0.2:5070;branch={branch}\n"
+        f"From: \"Alice\" <sip:{frm}@127.0.0.2:5070>;tag=atag\n"
+        f"To: <sip:{to}@127.0.0.1:5060>\n"
+        f"Call-ID: {cid}\n"
+        "CSeq: 1 INVITE\n"
+        f"Contact: <sip:{frm}@127.0.0.2:5070>\n"
+        "Max-Forwards: 70\n"
+        f"{extra}"
+        "Content-Type: application/sdp\n"
+        f"Content-Length: {len(sdp)}\n\n"
+    ) + sdp.replace("\r\n", "\n")
+
+
+def response_to(req: Request, status: int, reason: str, to_tag: str = "btag", extra: str = "", contact: str | None = None) -> str:
+    vias = "".join(f"Via: {v}\n" for v in req.headers.get_all("via"))
+    to = req.headers.get("to")
+    if "tag=" not in (to or "") and status > 100:
+        to = f"{to};tag={to_tag}"
+    contact_line = f"Contact: <{contact or f'sip:{CALLEE}@127.0.0.3:5080'}>\n" if status < 300 and status > 100 else ""
+    return (
+        f"SIP/2.0 {status} {reason}\n{vias}From: {req.headers.get('from')}\nTo: {to}\n"
+        f"Call-ID: {req.call_id}\nCSeq: {req.headers.get('cseq')}\n{contact_line}{extra}Content-Length: 0\n\n"
+    )
+
+
+def only(out: list[tuple[Request | Response, Address]], kind: type, **want: object) -> list[tuple[Request | Response, Address]]:
+    found = [(m, d) for m, d in out if isinstance(m, kind)]
+    for key, value in want.items():
+        found = [(m, d) for m, d in found if getattr(m, key) == value]
+    return found
+
+
+def everything(msgs: list[tuple[Request | Response, Address]], dest: Address) -> bytes:
+    return b"".join(m.serialise() for m, d in msgs if d.host == dest.host)
+
+
+@pytest.fixture()
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+def answered_call(h: Harness) -> tuple[Request, Request]:
+    out = h.feed(invite(extra=f"Remote-Party-ID: <sip:{CALLER}@x>\nDiversion: <sip:{CALLER}@x>\nUser-Agent: Phone-{CALLER}\nX-Secret: {CALLER}\n"), A)
+    b_inv = only(out, Request, method="INVITE")[0][0]
+    h.feed(response_to(b_inv, 180, "Ringing"), GW1)
+    out = h.feed(response_to(b_inv, 200, "OK"), GW1)
+    assert only(out, Response, status=200)
+    a_inv = parse_message(invite().replace("\n", "\r\n").encode())
+    out = h.feed(
+        "ACK sip:+15557770001@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKack1\n"
+        "From: \"Alice\" <sip:+15551230001@127.0.0.2:5070>;tag=atag\n"
+        f"To: <sip:+15557770001@127.0.0.1:5060>;tag={a_tag(h)}\nCall-ID: a-call-1\nCSeq: 1 ACK\nMax-Forwards: 70\nContent-Length: 0\n\n",
+        A,
+    )
+    assert only(out, Request, method="ACK"), "the caller's ACK is relayed to the callee"
+    return a_inv, b_inv
+
+
+def a_tag(h: Harness) -> str:
+    return [m for m, d in h.sent if isinstance(m, Response) and m.status == 200 and d == A][-1].to_tag or ""
+
+
+def test_untrusted_source_gets_403(h: Harness) -> None:
+    out = h.feed(invite(), Address("udp", "192.0.2.10", 5060))
+    assert [m.status for m, _ in only(out, Response) if m.status >= 200] == [403]
+    assert not only(out, Request)
+
+
+def test_unknown_caller_and_wrong_virtual_get_the_same_answer(h: Harness) -> None:
+    out1 = h.feed(invite(frm="+15550000000", cid="c1"), A)
+    out2 = h.feed(invite(to="+15557779999", cid="c2"), A)
+    final1 = [m for m, _ in only(out1, Response) if m.status >= 200]
+    final2 = [m for m, _ in only(out2, Response) if m.status >= 200]
+    assert [(m.status, m.reason) for m in final1] == [(404, "Not Found")]
+    assert [(m.status, m.reason) for m in final2] == [(404, "Not Found")]
+    names1 = [n.lower() for n, _ in final1[0].headers]
+    names2 = [n.lower() for n, _ in final2[0].headers]
+    assert names1 == names2
+    assert not only(out1 + out2, Request)
+
+
+def test_b_leg_is_a_new_dialog_with_virtual_identities_only(h: Harness) -> None:
+    out = h.feed(
+        invite(extra=f"P-Asserted-Identity: <sip:{CALLER}@carrier>\nRemote-Party-ID: <sip:{CALLER}@x>\n"
+               f"Diversion: <sip:{CALLER}@x>\nUser-Agent: Phone-{CALLER}\nX-Secret: {CALLER}\nSupported: 100rel, timer\n"),
+        A,
+    )
+    trying = only(out, Response, status=100)
+    assert trying and trying[0][1] == A
+    (b_inv, dest), = only(out, Request, method="INVITE")
+    assert dest == GW1
+    wire = b_inv.serialise()
+    assert CALLER.encode() not in wire and b"5551230001" not in wire
+    assert b"127.0.0.2" not in wire.split(b"\r\n\r\n")[0], "caller's address must not appear in B's headers"
+    assert b_inv.request_uri.user == CALLEE
+    assert b_inv.from_.sip_uri().user == CALLEE_V
+    assert b_inv.headers.get("p-asserted-identity") == f"<sip:{CALLEE_V}@127.0.0.1>"
+    assert b_inv.call_id != "a-call-1" and b_inv.from_tag != "atag"
+    for leaked in ("remote-party-id", "diversion", "user-agent", "x-secret"):
+        assert b_inv.headers.get(leaked) is None
+    assert b_inv.headers.get("supported") == "100rel, timer"
+    assert b"o=- 1 1 IN IP4 127.0.0.1" in b_inv.body and b"s=-" in b_inv.body and b"alice" not in b_inv.body
+
+
+def test_basic_call_relays_answer_ack_and_bye_and_frees_everything(h: Harness) -> None:
+    a_inv, b_inv = answered_call(h)
+    a_side = everything(h.sent, A)
+    assert CALLEE.encode() not in a_side and b"5559990001" not in a_side and b"127.0.0.3" not in a_side
+    out = h.feed(
+        "BYE sip:x@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKbye1\n"
+        "From: <sip:+15551230001@127.0.0.2:5070>;tag=atag\n"
+        f"To: <sip:+15557770001@127.0.0.1:5060>;tag={a_tag(h)}\nCall-ID: a-call-1\nCSeq: 2 BYE\nMax-Forwards: 70\nContent-Length: 0\n\n",
+        A,
+    )
+    assert only(out, Response, status=200)[0][1] == A
+    (b_bye, dest), = only(out, Request, method="BYE")
+    assert dest.host == "127.0.0.3" and b_bye.call_id == b_inv.call_id
+    h.feed(response_to(b_bye, 200, "OK"), GW1)
+    assert h.b2b.active_calls == 0 and not h.b2b.dialogs
+    h.advance(64)
+    assert sum(h.layer.counts.values()) == 0, h.layer.counts
+    h.service.flush()
+    cdrs = h.store.list_cdrs()
+    assert [c.outcome for c in cdrs] == ["completed"]
+
+
+def test_200_ok_carries_no_callee_identity_back(h: Harness) -> None:
+    out = h.feed(invite(), A)
+    b_inv = only(out, Request, method="INVITE")[0][0]
+    out = h.feed(
+        response_to(b_inv, 200, "OK", extra=f"P-Asserted-Identity: <sip:{CALLEE}@pbx>\nServer: PBX-{CALLEE}\nRemote-Party-ID: <sip:{CALLEE}@pbx>\n"),
+        GW1,
+    )
+    (ok, dest), = only(out, Response, status=200)
+    assert dest == A
+    wire = ok.serialise()
+    assert CALLEE.encode() not in wire and b"5559990001" not in wire and b"127.0.0.3" not in wire
+    assert ok.headers.get("p-asserted-identity") == f"<sip:{CALLER_V}@127.0.0.1>"
+
+
+def test_failover_on_503_goes_to_next_gateway(h: Harness) -> None:
+    out = h.feed(invite(), A)
+    b_inv = only(out, Request, method="INVITE")[0][0]
+    out = h.feed(response_to(b_inv, 503, "Service Unavailable"), GW1)
+    (retry, dest), = only(out, Request, method="INVITE")
+    assert dest == GW2
+    assert not [m for m, d in out if isinstance(m, Response) and d == A and m.status >= 200]
+
+
+def test_failover_when_the_gateway_is_silent(h: Harness) -> None:
+    h.feed(invite(), A)
+    out = h.advance(2.5)
+    assert [d for m, d in only(out, Request, method="INVITE")][-1] == GW2
+
+
+def test_busy_is_relayed(h: Harness) -> None:
+    out = h.feed(invite(), A)
+    b_inv = only(out, Request, method="INVITE")[0][0]
+    h.feed(response_to(b_inv, 180, "Ringing"), GW1)
+    out = h.feed(response_to(b_inv, 486, "Busy Here"), GW1)
+    assert only(out, Request, method="ACK"), "the client transaction ACKs the 486 hop by hop"
+    assert [(m.status, d) for m, d in only(out, Response) if m.status >= 200] == [(486, A)]
+    assert h.b2b.active_calls == 0
+
+
+def test_redirect_is_not_relayed_with_its_contacts(h: Harness) -> None:
+    out = h.feed(invite(), A)
+    b_inv = only(out, Request, method="INVITE")[0][0]
+    out = h.feed(response_to(b_inv, 180, "Ringing"), GW1)
+    out = h.feed(
+        response_to(b_inv, 302, "Moved", extra=f"Contact: <sip:{CALLEE}@10.9.9.9>\n"),
+        GW1,
+    )
+    (final, _), = [(m, d) for m, d in only(out, Response) if d == A and m.status >= 200]
+    assert final.status == 480 and CALLEE.encode() not in final.serialise()
+
+
+def test_ring_timeout_answers_480_and_cancels_b(h: Harness) -> None:
+    out = h.feed(invite(), A)
+    b_inv = only(out, Request, method="INVITE")[0][0]
+    h.feed(response_to(b_inv, 180, "Ringing"), GW1)
+    out = h.advance(31)
+    # set: Timer G retransmits the 480 since this caller never ACKs (§17.2.1)
+    assert {m.status for m, d in only(out, Response) if d == A and m.status >= 200} == {480}
+    assert only(out, Request, method="CANCEL")
+
+
+def test_cancel_before_any_provisional_waits_for_one(h: Harness) -> None:
+    raw = invite(branch="z9hG4bKcx")
+    out = h.feed(raw, A)
+    b_inv = only(out, Request, method="INVITE")[0][0]
+    cancel = (
+        "CANCEL sip:+15557770001@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKcx\n"
+        "From: \"Alice\" <sip:+15551230001@127.0.0.2:5070>;tag=atag\nTo: <sip:+15557770001@127.0.0.1:5060>\n"
+        "Call-ID: a-call-1\nCSeq: 1 CANCEL\nMax-Forwards: 70\nContent-Length: 0\n\n"
+    )
+    out = h.feed(cancel, A)
+    statuses = sorted(m.status for m, d in only(out, Response) if d == A)
+    assert statuses == [200, 487]
+    assert not only(out, Request, method="CANCEL"), "§9.1: no CANCEL before a provisional"
+    out = h.feed(response_to(b_inv, 180, "Ringing"), GW1)
+    assert only(out, Request, method="CANCEL")
+
+
+def test_refer_is_refused_and_glare_gets_491(h: Harness) -> None:
+    answered_call(h)
+    tag = a_tag(h)
+
+    def req(method: str, branch: str, cseq: int, extra: str = "") -> str:
+        return (
+            f"{method} sip:x@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bK{branch}\n"
+            "From: <sip:+15551230001@127.0.0.2:5070>;tag=atag\n"
+            f"To: <sip:+15557770001@127.0.0.1:5060>;tag={tag}\nCall-ID: a-call-1\nCSeq: {cseq} {method}\n"
+            f"Contact: <sip:+15551230001@127.0.0.2:5070>\nMax-Forwards: 70\n{extra}Content-Length: 0\n\n"
+        )
+
+    out = h.feed(req("REFER", "r1", 5, "Refer-To: <sip:+15550001111@x>\n"), A)
+    assert [m.status for m, _ in only(out, Response)] == [403]
+    out = h.feed(req("INVITE", "ri1", 6), A)
+    assert only(out, Request, method="INVITE"), "re-INVITE relayed"
+    out = h.feed(req("INVITE", "ri2", 7), A)
+    assert 491 in [m.status for m, _ in only(out, Response)]
+
+
+def test_max_duration_hangs_up_both_legs(h: Harness) -> None:
+    answered_call(h)
+    out = h.advance(601)
+    byes = only(out, Request, method="BYE")
+    assert {d.host for _, d in byes} == {"127.0.0.2", "127.0.0.3"}
+    assert h.b2b.active_calls == 0
+
+
+def test_session_timer_without_refresh_ends_the_call(h: Harness) -> None:
+    out = h.feed(invite(extra="Supported: timer\nSession-Expires: 90\n"), A)
+    b_inv = only(out, Request, method="INVITE")[0][0]
+    assert b_inv.headers.get("session-expires") == "90"
+    h.feed(response_to(b_inv, 200, "OK", extra="Session-Expires: 90;refresher=uac\nRequire: timer\n"), GW1)
+    out = h.advance(91)
+    assert len(only(out, Request, method="BYE")) >= 1
+    assert h.b2b.active_calls == 0

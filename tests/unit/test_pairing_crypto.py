@@ -1,0 +1,89 @@
+"""NumberVault: AES-GCM at rest, HMAC index, log tokens, key files."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from proxy.pairing import NumberVault, VaultError
+
+SECRET = bytes(range(64))
+
+
+def test_encrypt_decrypt_round_trip_and_random_nonce() -> None:
+    vault = NumberVault.from_secret(SECRET)
+    first, second = vault.encrypt("+15551230001"), vault.encrypt("+15551230001")
+    assert first != second
+    assert b"5551230001" not in first
+    assert vault.decrypt(first) == vault.decrypt(second) == "+15551230001"
+
+
+def test_decrypt_with_another_key_fails_cleanly() -> None:
+    blob = NumberVault.from_secret(SECRET).encrypt("+15551230001")
+    with pytest.raises(VaultError):
+        NumberVault.from_secret(os.urandom(64)).decrypt(blob)
+
+
+def test_tampered_ciphertext_is_refused() -> None:
+    vault = NumberVault.from_secret(SECRET)
+    blob = bytearray(vault.encrypt("+15551230001"))
+    blob[-1] ^= 1
+    with pytest.raises(VaultError):
+        vault.decrypt(bytes(blob))
+    with pytest.raises(VaultError):
+        vault.decrypt(b"\x02garbage")
+
+
+def test_index_is_deterministic_keyed_and_distinct_from_token() -> None:
+    vault = NumberVault.from_secret(SECRET)
+    other = NumberVault.from_secret(bytes(reversed(SECRET)))
+    assert vault.index("+15551230001") == vault.index("+15551230001")
+    assert vault.index("+15551230001") != vault.index("+15551230002")
+    assert vault.index("+15551230001") != other.index("+15551230001")
+    assert vault.token("+15551230001") not in vault.index("+15551230001")
+
+
+def test_token_shape_and_stability() -> None:
+    token = NumberVault.from_secret(SECRET).token("+15551230001")
+    assert token.startswith("n_") and len(token) == 14
+    int(token[2:], 16)
+    assert NumberVault.from_secret(SECRET).token("+15551230001") == token
+
+
+def test_short_secret_is_refused() -> None:
+    with pytest.raises(VaultError):
+        NumberVault.from_secret(b"short")
+
+
+def test_key_file_is_created_with_0600_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "sipmask.key"
+    first = NumberVault.from_key_file(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(bytes.fromhex(path.read_text().strip())) == 64
+    second = NumberVault.from_key_file(path)
+    assert second.decrypt(first.encrypt("+15551230001")) == "+15551230001"
+    assert first.index("+15551230001") == second.index("+15551230001")
+
+
+def test_key_file_accepts_base64(tmp_path: Path) -> None:
+    path = tmp_path / "b64.key"
+    path.write_text(base64.b64encode(SECRET).decode() + "\n")
+    vault = NumberVault.from_key_file(path, create=False)
+    assert vault.index("+15551230001") == NumberVault.from_secret(SECRET).index("+15551230001")
+
+
+def test_missing_key_file_without_create(tmp_path: Path) -> None:
+    with pytest.raises(VaultError, match="not found"):
+        NumberVault.from_key_file(tmp_path / "absent.key", create=False)
+
+
+@pytest.mark.parametrize("content", ["not a key!", "abcd", base64.b64encode(b"x" * 16).decode()])
+def test_bad_key_file_content(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "bad.key"
+    path.write_text(content)
+    with pytest.raises(VaultError):
+        NumberVault.from_key_file(path, create=False)
