@@ -108,7 +108,7 @@ def test_17_2_3_rfc2543_matching_without_magic_cookie() -> None:
     assert layer.receive(make_request("ACK", branch=None, to_tag="wrong"), PEER_UDP, 1.1) != []
     assert txn.state is TransactionState.COMPLETED
     assert layer.receive(make_request("ACK", branch=None, to_tag="u7"), PEER_UDP, 1.2) == []
-    assert txn.state is TransactionState.CONFIRMED
+    assert txn.state is TransactionState.CONFIRMED  # type: ignore[comparison-overlap]
 
 
 def test_17_2_3_rfc2543_reinvite_ack_matching() -> None:
@@ -295,3 +295,17 @@ def test_17_full_call_both_sides_leaves_no_transactions() -> None:
     assert layer.counts == ZERO
     assert layer.next_deadline() is None
     assert not layer._clients and not layer._servers and not layer._merged and not layer._acks_2xx
+
+
+def test_18_2_1_ipv6_sent_by_compared_without_brackets() -> None:
+    layer = make_layer()
+    same = make_request(sent_by="[2001:db8::1]:5060")
+    txn = _txn(layer.receive(same, Address("udp", "2001:db8::1", 5060), 0.0))
+    assert "received" not in same.top_via.params
+    assert txn.response_dest == Address("udp", "2001:db8::1", 5060)
+    natted = make_request(sent_by="[2001:db8::1]:5060", via_params=";rport", call_id="v6b", branch="z9hG4bK-2")
+    txn = _txn(layer.receive(natted, Address("udp", "2001:db8::9", 5999), 0.0))
+    assert natted.headers.get("via") == (
+        "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK-2;rport=5999;received=2001:db8::9"
+    )
+    assert txn.response_dest == Address("udp", "2001:db8::9", 5999)

@@ -23,7 +23,7 @@ ZERO = {"client_invite": 0, "client_non_invite": 0, "server_invite": 0, "server_
 
 def _new_invite(layer: TransactionLayer, transport: str = "UDP", **kw: object) -> ServerTransaction:
     source = PEER_UDP if transport == "UDP" else PEER_TCP
-    invite = make_request(transport=transport, **kw)
+    invite = make_request(transport=transport, **kw)  # type: ignore[arg-type]
     (event,) = layer.receive(invite, source, 0.0)
     assert isinstance(event, RequestReceived) and event.transaction is not None
     assert event.request is invite and event.source == source and event.cancelled is None
@@ -112,8 +112,8 @@ def test_17_2_1_invite_server_ack_confirms_and_timer_i_is_t4() -> None:
     assert txn.state is TransactionState.CONFIRMED
     assert layer.receive(make_request("ACK", to_tag="u1"), PEER_UDP, 0.8) == []  # absorbed again
     assert layer.receive(make_request(), PEER_UDP, 0.9) == []  # INVITE absorbed in Confirmed
-    log = run_until(layer, 100.0)
-    assert log == [(pytest.approx(3.7), [], [TransactionTerminated(txn)])]  # Timer G/H stopped
+    log = run_until(layer, 100.0)  # Timer G and H were stopped by the ACK
+    assert log == [(pytest.approx(3.7), [], [TransactionTerminated(txn)])]  # type: ignore[comparison-overlap]
     assert layer.counts == ZERO
 
 
@@ -210,7 +210,7 @@ def test_17_2_2_non_invite_server_trying_proceeding_completed_timer_j() -> None:
     assert layer.receive(make_request("BYE", to_tag="u1"), PEER_UDP, 0.5) == []
     assert layer.take_outgoing() == []
     layer.send_response(txn, build_response(bye, 100), 0.6)
-    assert txn.state is TransactionState.PROCEEDING
+    assert txn.state is TransactionState.PROCEEDING  # type: ignore[comparison-overlap]
     assert _statuses(layer) == [100]
     assert layer.receive(make_request("BYE", to_tag="u1"), PEER_UDP, 0.7) == []
     assert _statuses(layer) == [100]

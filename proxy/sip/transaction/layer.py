@@ -9,7 +9,7 @@ no longer matches was disarmed and is skipped.
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 
 from ..errors import SipParseError
 from ..headers import Via, split_list
@@ -46,7 +46,7 @@ class TransactionLayer:
 
     __slots__ = (
         "timers", "ids", "auto_trying", "_clients", "_servers", "_merged", "_acks_2xx",
-        "_heap", "_seq", "_out", "_events", "_counts",
+        "_heap", "_seq", "_dead", "_out", "_events", "_counts",
     )
 
     def __init__(self, timers: TimerConfig, ids: IdGenerator, *, auto_trying: bool = True) -> None:
@@ -66,6 +66,8 @@ class TransactionLayer:
         self._acks_2xx: dict[Key, ServerTransaction] = {}
         self._heap: list[tuple[float, int, AnyTransaction, Input]] = []
         self._seq = 0
+        #: heap entries whose timer was disarmed: compacted when they dominate the heap
+        self._dead = 0
         self._out: list[Send] = []
         self._events: list[Event] = []
         self._counts = {"client_invite": 0, "client_non_invite": 0, "server_invite": 0, "server_non_invite": 0}
@@ -144,6 +146,7 @@ class TransactionLayer:
         while heap and heap[0][0] <= now:
             _, seq, txn, timer = heappop(heap)
             if txn._timers.get(timer) != seq:
+                self._dead -= 1
                 continue  # disarmed (lazy deletion)
             del txn._timers[timer]
             if isinstance(txn, ClientTransaction):
@@ -160,6 +163,7 @@ class TransactionLayer:
             if txn._timers.get(timer) == seq:
                 return deadline
             heappop(heap)
+            self._dead -= 1
         return None
 
     def take_outgoing(self) -> list[Send]:
@@ -187,12 +191,25 @@ class TransactionLayer:
 
     def _arm(self, txn: AnyTransaction, timer: Input, delay: float, now: float) -> None:
         self._seq = seq = self._seq + 1
+        if timer in txn._timers:
+            self._dead += 1
         txn._timers[timer] = seq
         heappush(self._heap, (now + delay, seq, txn, timer))
 
     def _disarm(self, txn: AnyTransaction, *timers: Input) -> None:
+        armed = txn._timers
         for timer in timers:
-            txn._timers.pop(timer, None)
+            if armed.pop(timer, None) is not None:
+                self._dead += 1
+        if self._dead > 4096 and 2 * self._dead > len(self._heap):
+            self._compact()
+
+    def _compact(self) -> None:
+        # Disarmed entries would otherwise pin finished transactions until their deadline
+        # (Timer B's entry outlives every answered INVITE by up to 64*T1).
+        self._heap = [e for e in self._heap if e[2]._timers.get(e[3]) == e[1]]
+        heapify(self._heap)
+        self._dead = 0
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
@@ -233,7 +250,8 @@ class TransactionLayer:
         self._events.append(TransactionTerminated(txn))
 
     def _unregister(self, txn: AnyTransaction) -> None:
-        txn._timers.clear()
+        if txn._timers:
+            self._disarm(txn, *txn._timers)
         if isinstance(txn, ClientTransaction):
             if self._clients.get(txn._key) is txn:
                 del self._clients[txn._key]
