@@ -66,8 +66,9 @@ def add_subcommands(subparsers: Any) -> None:
                      help="expire after this long without a call")
     add.add_argument("--expires-in", type=_positive_seconds, metavar="SECONDS",
                      help="expire this long from now, whatever the activity")
-    add.add_argument("--meta", type=_meta_item, action="append", default=[], metavar="KEY=VALUE",
-                     help="metadata to keep with the pairing (repeatable), e.g. order=123")
+    add.add_argument("--meta", type=_meta_item, nargs="+", action="extend", default=[],
+                     metavar="KEY=VALUE",
+                     help="metadata to keep with the pairing, e.g. --meta order=123 city=Paris")
     add.add_argument("--mode", choices=MODES, default="voice")
     add.add_argument("--region", default="US",
                      help="region for numbers written without +country code (default US)")

@@ -103,7 +103,7 @@ async def start(config: Config) -> App:
         tls_client_context=tls_client,
         on_send_error=on_send_error,
     )
-    stack = SipStack(layer, transports.send, loop)
+    stack = SipStack(layer, transports.send, loop, trace=config.log.level.lower() == "debug")
     stack_box.append(stack)
     bound: dict[str, tuple[str, int]] = {}
     for spec in sip.listen:

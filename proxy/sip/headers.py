@@ -159,8 +159,7 @@ def _is_token(text: str) -> bool:
 
 def _check_via_params(params: dict[str, str | None]) -> None:
     """§20.42 / RFC 3581 value rules of the Via parameters the core relies on."""
-    branch = params.get("branch", "")
-    if branch is None or (branch and not _is_token(branch)):
+    if "branch" in params and not params["branch"]:
         raise SipParseError("Invalid Via branch")
     if "ttl" in params:
         ttl = params["ttl"]

@@ -48,24 +48,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         raise SipParseError(f"Malformed message ({type(exc).__name__})") from None
 
 
-def _split_head(data: bytes) -> tuple[list[str], int]:
-    """Header lines (start line first, not yet unfolded) and the offset of the body."""
-    start = 0
-    if data[:1] in (b"\r", b"\n"):  # §7.5: ignore CRLFs preceding the start line
-        start = len(data) - len(data.lstrip(b"\r\n"))
-    end = data.find(b"\r\n\r\n", start)
-    if end >= 0:
-        head = data[start:end].decode("utf-8", "surrogateescape")
-        lines = head.split("\r\n")
-        nl = len(lines) - 1
-        # as many CRs and LFs as line breaks: no bare LF (so no earlier "\n\n") nor bare CR
-        if head.count("\n") == nl and head.count("\r") == nl and "\x00" not in head:
-            return lines, end + 4
-    return _split_head_slow(data, start)
-
-
 def _split_head_slow(data: bytes, start: int) -> tuple[list[str], int]:
-    """Bare-LF or mixed line ends (tolerated, §7.5 asks for CRLF) and the errors."""
+    """Header lines and body offset for bare-LF or mixed line ends (tolerated, §7.5 asks for
+    CRLF), and the errors: no empty line, NUL, a CR that does not end a line."""
     n = len(data)
     if start >= n:
         raise SipParseError("Empty message")
@@ -89,22 +74,41 @@ def _split_head_slow(data: bytes, start: int) -> tuple[list[str], int]:
 
 
 def _parse(data: bytes, stream: bool) -> Request | Response:
-    lines, body_start = _split_head(data)
-    message, version_error = _parse_start_line(lines[0])
-    del lines[0]
-    try:
-        # fast path: every line is "Name: value" with a name seen (and validated) before
-        pairs = [ln.split(":", 1) for ln in lines]
-        name_cache = _NAME_CACHE
-        keys = [name_cache[name] for name, _ in pairs]
-    except (KeyError, ValueError):
-        # slow path: folding, odd spacing, unseen names, lines without a colon
-        names, keys, values = _parse_header_lines(lines, message)
+    start = 0
+    if data[:1] in (b"\r", b"\n"):  # §7.5: ignore CRLFs preceding the start line
+        start = len(data) - len(data.lstrip(b"\r\n"))
+    end = data.find(b"\r\n\r\n", start)
+    lines: list[str] = []
+    if end >= 0:
+        head = data[start:end].decode("utf-8", "surrogateescape")
+        lines = head.split("\r\n")
+        nl = len(lines) - 1
+        # as many CRs and LFs as line breaks: no bare LF (so no earlier "\n\n"), no bare CR
+        if head.count("\n") != nl or head.count("\r") != nl or "\x00" in head:
+            lines = []
+    if lines:
+        body_start = end + 4
     else:
-        names = [p[0] for p in pairs]
-        values = [v.strip() for _, v in pairs]
+        lines, body_start = _split_head_slow(data, start)
+
+    # the lists are filled in place so that a partial message (for a 400) shares them
+    names: list[str] = []
+    keys: list[str] = []
+    values: list[str] = []
     headers = Headers._from_lists(names, keys, values)
-    message.headers = headers
+    message, version_error = _parse_start_line(lines[0], headers)
+    # fast path: every line is "Name: value" with a name seen (and validated) before; the
+    # slow path handles folding, odd spacing, unseen names and lines without a colon
+    name_cache = _NAME_CACHE
+    for i in range(1, len(lines)):
+        name, colon, value = lines[i].partition(":")
+        key = name_cache.get(name) if colon else None
+        if key is None:
+            _parse_header_lines(lines, i, message)
+            break
+        names.append(name)
+        keys.append(key)
+        values.append(value.strip())
     if len(names) > _MAX_HEADERS:
         raise SipParseError("Too many headers", partial=message)
     if version_error:
@@ -118,7 +122,14 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
             raise SipParseError("Missing Content-Length on stream transport", partial=message)
         message.body = data[body_start:] if available else b""
     else:
-        length = _content_length_value(headers, message)
+        cl_text = values[keys.index("content-length")]
+        if keys.count("content-length") > 1 and any(
+            v != cl_text for v in headers.get_all("content-length")
+        ):
+            raise SipParseError("Conflicting Content-Length headers", partial=message)
+        if not (cl_text.isdigit() and cl_text.isascii()) or len(cl_text) > 9:
+            raise SipParseError("Invalid Content-Length", partial=message)
+        length = int(cl_text)
         if length > available:
             raise SipParseError("Content-Length larger than message", partial=message)
         message.body = data[body_start : body_start + length] if length else b""
@@ -127,66 +138,41 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
     return message
 
 
-def _parse_header_lines(
-    lines: list[str], message: Request | Response
-) -> tuple[list[str], list[str], list[str]]:
-    names: list[str] = []
-    keys: list[str] = []
-    values: list[str] = []
+def _parse_header_lines(lines: list[str], first: int, message: Request | Response) -> None:
+    """Slow path from ``lines[first]`` on, appending to ``message.headers`` in place."""
+    headers = message.headers
+    names = headers._names
+    keys = headers._keys
+    values = headers._values
     name_cache = _NAME_CACHE
-    for line in lines:
+    for line in lines[first:]:
         if not line:
             continue
         c0 = line[0]
         if c0 == " " or c0 == "\t":
             # §7.3.1 line folding: continuation of the previous header value
             if not values:
-                raise SipParseError("Folded line before first header")
+                raise SipParseError("Folded line before first header", partial=message)
             values[-1] = f"{values[-1]} {line.strip()}".strip()
             continue
         name, colon, value = line.partition(":")
         if not colon:
-            raise SipParseError(
-                "Malformed header line (no colon)", partial=_partial(message, names, keys, values)
-            )
+            raise SipParseError("Malformed header line (no colon)", partial=message)
         name = name.rstrip(" \t")  # §7.3.1: whitespace allowed before the colon
         key = name_cache.get(name)
         if key is None:
             if not _is_token(name):
-                raise SipParseError(
-                    "Invalid header name", partial=_partial(message, names, keys, values)
-                )
+                raise SipParseError("Invalid header name", partial=message)
             key = header_key(name)
             if len(name_cache) < _NAME_CACHE_MAX:
                 name_cache[name] = key
         names.append(name)
         keys.append(key)
         values.append(value.strip())
-    return names, keys, values
 
 
-def _partial(
-    message: Request | Response, names: list[str], keys: list[str], values: list[str]
-) -> Request | Response:
-    message.headers = Headers._from_lists(list(names), list(keys), list(values))
-    message.body = b""
-    return message
-
-
-def _content_length_value(headers: Headers, message: Request | Response) -> int:
-    keys = headers._keys
-    cl_text = headers._values[keys.index("content-length")]
-    if keys.count("content-length") > 1 and any(
-        v != cl_text for v in headers.get_all("content-length")
-    ):
-        raise SipParseError("Conflicting Content-Length headers", partial=message)
-    if not (cl_text.isdigit() and cl_text.isascii()) or len(cl_text) > 9:
-        raise SipParseError("Invalid Content-Length", partial=message)
-    return int(cl_text)
-
-
-def _parse_start_line(line: str) -> tuple[Request | Response, bool]:
-    """The message with empty headers, and whether its SIP version is unsupported (505)."""
+def _parse_start_line(line: str, headers: Headers) -> tuple[Request | Response, bool]:
+    """The message (with ``headers``, no body yet) and whether its version is unsupported."""
     if line[:4].upper() == "SIP/":
         version, sp, rest = line.partition(" ")
         code, _, reason = rest.partition(" ")
@@ -194,7 +180,7 @@ def _parse_start_line(line: str) -> tuple[Request | Response, bool]:
             raise SipParseError("Malformed status line")
         if version != "SIP/2.0" and version.upper() != "SIP/2.0":  # §7.1: case-insensitive
             raise SipParseError("Unsupported SIP version", status=505)
-        return Response(int(code), reason, Headers(), b"", version), False
+        return Response(int(code), reason, headers, b"", version), False
     parts = line.split(" ")
     if len(parts) != 3:
         raise SipParseError("Malformed request line")
@@ -206,11 +192,11 @@ def _parse_start_line(line: str) -> tuple[Request | Response, bool]:
     if ":" not in uri or not uri.isascii() or not uri.isprintable():
         raise SipParseError("Malformed Request-URI")
     if version == "SIP/2.0":
-        return Request(method, uri, Headers(), b"", version), False
+        return Request(method, uri, headers, b"", version), False
     if version[:4].upper() != "SIP/":
         raise SipParseError("Malformed request line")
     # §7.1: the version string is case-insensitive
-    return Request(method, uri, Headers(), b"", version), version.upper() != "SIP/2.0"
+    return Request(method, uri, headers, b"", version), version.upper() != "SIP/2.0"
 
 
 def _validate(message: Request | Response) -> None:
@@ -244,7 +230,7 @@ def _validate(message: Request | Response) -> None:
             if keys.count("max-forwards") > 1:
                 raise SipParseError("Multiple Max-Forwards headers", partial=message)
             mf = values[keys.index("max-forwards")]
-            if not is_digits(mf) or len(mf) > 3 or int(mf) > 255:
+            if not (mf.isdigit() and mf.isascii()) or len(mf) > 3 or int(mf) > 255:
                 raise SipParseError("Invalid Max-Forwards header", partial=message)
 
 

@@ -9,11 +9,16 @@ the TU (aioquic's ``get_timer()`` pattern).
 from __future__ import annotations
 
 import asyncio
+import sys
+import traceback
 from collections.abc import Callable
 from typing import Protocol
 
+from ..observability.logging import get_logger
 from ..sip.message import Request, Response
 from ..sip.transaction import Address, TransactionLayer
+
+_log = get_logger(__name__)
 
 
 class TransactionUser(Protocol):
@@ -34,8 +39,13 @@ class SipStack:
         layer: TransactionLayer,
         send: Callable[[Request | Response, Address], None],
         loop: asyncio.AbstractEventLoop,
+        *,
+        trace: bool = False,
     ) -> None:
+        """``trace``: log every message received and sent at debug level (``sip.recv`` /
+        ``sip.sent``, the whole message; the log redaction replaces the numbers in it)."""
         self.layer = layer
+        self._trace = trace
         self.tu: TransactionUser | None = None
         self._send = send
         self._loop = loop
@@ -51,6 +61,8 @@ class SipStack:
     def on_message(self, message: Request | Response, source: Address) -> None:
         """Feed one parsed message through the layer and the TU."""
         now = self._loop.time()
+        if self._trace:
+            self._log_message("sip.recv", message, source)
         try:
             events = self.layer.receive(message, source, now)
             tu = self.tu
@@ -78,7 +90,10 @@ class SipStack:
     def flush(self) -> None:
         """Write everything queued and re-arm the timer if the earliest deadline moved earlier."""
         send = self._send
+        trace = self._trace
         for item in self.layer.take_outgoing():
+            if trace:
+                self._log_message("sip.sent", item.message, item.dest)
             send(item.message, item.dest)
         self._arm()
 
@@ -115,15 +130,17 @@ class SipStack:
             self._report()
         self.flush()
 
+    @staticmethod
+    def _log_message(event: str, message: Request | Response, peer: Address) -> None:
+        text = message.serialise().decode("utf-8", "replace")
+        _log.debug(event, peer=f"{peer.transport}:{peer.host}:{peer.port}", message=text)
+
     def _report(self) -> None:
         # The exception text may quote message content; log only the type and location.
-        import sys
-        import traceback
-
         etype, _, tb = sys.exc_info()
         frames = traceback.extract_tb(tb)[-3:] if tb else []
         where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(frames))
-        print(f"sipmask: internal error {etype.__name__ if etype else '?'} at {where}", file=sys.stderr)
+        _log.error("sip.internal_error", error=etype.__name__ if etype else "?", where=where)
 
     def close(self) -> None:
         """Cancel the armed timer."""

@@ -45,7 +45,7 @@ def created_id(out: str) -> str:
 
 def test_add_then_list_masks_numbers(run: Run, tmp_path: Path) -> None:
     code, out, err = add(run, "+1 555-123-0001", "555 999 0001", BOB, V2,
-                         "--ttl", "3600", "--meta", "order=42", "--meta", "city=Paris")
+                         "--ttl", "3600", "--meta", "order=42", "city=Paris", "--meta", "k=v=w")
     assert code == 0, err
     session_id = created_id(out)
     assert (tmp_path / "sipmask.key").exists()
@@ -56,7 +56,7 @@ def test_add_then_list_masks_numbers(run: Run, tmp_path: Path) -> None:
     assert "+1555***0001" in out and "+1555***0002" in out
     assert ALICE not in out and BOB not in out
     assert V1 in out and V2 in out  # virtual numbers are not secret
-    assert "order=42" in out and "city=Paris" in out and "ttl=3600s" in out
+    assert "order=42" in out and "city=Paris" in out and "k=v=w" in out and "ttl=3600s" in out
 
 
 def test_list_reveal_shows_real_numbers(run: Run) -> None:
