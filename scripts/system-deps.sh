@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install the Debian packages the test suite drives for real (SIPp from sip-tester).
+# Install the Debian packages the test suite drives for real (SIPp from sip-tester; the Redis
+# store's contract tests start their own redis-server).
 # Idempotent: does nothing when they are already there.
 set -euo pipefail
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
