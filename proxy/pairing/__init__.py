@@ -18,6 +18,7 @@ from .model import (
 from .normalize import InvalidNumber, mask_number, normalize_number, try_normalize
 from .service import PairingService
 from .sqlite_store import SqliteStore, StoreError
+from .store import PairingStore
 
 __all__ = [
     "Cdr",
@@ -29,6 +30,7 @@ __all__ = [
     "PairingCache",
     "PairingError",
     "PairingService",
+    "PairingStore",
     "Participant",
     "Session",
     "SessionMode",

@@ -16,7 +16,7 @@ from typing import Any
 from .cache import PairingCache
 from .model import Cdr, Match, Participant, Session
 from .normalize import try_normalize
-from .sqlite_store import SqliteStore
+from .store import PairingStore
 
 __all__ = ["PairingService"]
 
@@ -24,11 +24,11 @@ Clock = Callable[[], float]
 
 
 class PairingService:
-    """Glue between `SqliteStore` (durable, shared between processes) and `PairingCache`."""
+    """Glue between a `PairingStore` (durable, shared between processes) and `PairingCache`."""
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: PairingStore,
         cache: PairingCache | None = None,
         clock: Clock = time.time,
         *,

@@ -449,6 +449,31 @@ class SqliteStore:
             cdrs = conn.execute("DELETE FROM cdrs WHERE ended_at < ?", (older_than,)).rowcount
         return sessions, cdrs
 
+    def rotate_key(self, new_vault: NumberVault) -> int:
+        """Re-encrypt every number and recompute the HMAC index under `new_vault`, in one
+        transaction: an interruption rolls back and leaves the file under the old key.
+        Return how many sessions were rewritten."""
+        with self._write() as conn:
+            rows = conn.execute("SELECT id, number_a, number_b FROM sessions").fetchall()
+            updates = []
+            for session_id, blob_a, blob_b in rows:
+                number_a, number_b = self._vault.decrypt(blob_a), self._vault.decrypt(blob_b)
+                updates.append((
+                    new_vault.encrypt(number_a), new_vault.index(number_a),
+                    new_vault.encrypt(number_b), new_vault.index(number_b), session_id,
+                ))
+            conn.executemany(
+                "UPDATE sessions SET number_a = ?, index_a = ?, number_b = ?, index_b = ? "
+                "WHERE id = ?",
+                updates,
+            )
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'key_check'",
+                (new_vault.index(_KEY_CHECK_LABEL),),
+            )
+        self._vault = new_vault
+        return len(rows)
+
     # -- rows ----------------------------------------------------------------------------------
 
     def _to_session(self, row: Sequence[Any]) -> Session:
