@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -26,13 +27,16 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .model import PairingError
 
-__all__ = ["NumberVault", "VaultError", "MASTER_SECRET_BYTES"]
+__all__ = ["NumberVault", "VaultError", "MASTER_SECRET_BYTES", "KEY_ENV", "load_vault"]
 
 MASTER_SECRET_BYTES = 64
 _MIN_SECRET_BYTES = 32
 _BLOB_VERSION = b"\x01"
 _NONCE_BYTES = 12
 _AAD = b"sipmask:number:v1"
+KEY_ENV = "SIPMASK_KEY"
+"""Environment variable that, when set, holds the master secret (hex or base64) and takes
+precedence over the key file (for containers that inject secrets as variables)."""
 
 
 class VaultError(PairingError):
@@ -43,7 +47,7 @@ def _derive(secret: bytes, label: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(secret)
 
 
-def _parse_key_text(text: str, path: Path) -> bytes:
+def _parse_key_text(text: str, path: Path | str) -> bytes:
     text = text.strip()
     try:
         secret = bytes.fromhex(text)
@@ -51,7 +55,7 @@ def _parse_key_text(text: str, path: Path) -> bytes:
         try:
             secret = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
-            raise VaultError(f"{path}: key file must hold hex or base64 bytes") from None
+            raise VaultError(f"{path}: key must be hex or base64 bytes") from None
     if len(secret) < _MIN_SECRET_BYTES:
         raise VaultError(
             f"{path}: key is {len(secret)} bytes, need at least {_MIN_SECRET_BYTES} "
@@ -128,3 +132,18 @@ class NumberVault:
     def token(self, number: str) -> str:
         """Short stable pseudonym for logs and CDRs: ``n_`` + 12 hex chars of a keyed HMAC."""
         return "n_" + hmac.new(self._token_key, number.encode(), hashlib.sha256).hexdigest()[:12]
+
+
+def load_vault(
+    key_file: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    create: bool = True,
+) -> NumberVault:
+    """The vault of the running configuration: from ``$SIPMASK_KEY`` when it is set (and
+    not empty), else from `key_file` (created when missing and `create`)."""
+    env = os.environ if env is None else env
+    text = env.get(KEY_ENV, "").strip()
+    if text:
+        return NumberVault.from_secret(_parse_key_text(text, f"${KEY_ENV}"))
+    return NumberVault.from_key_file(key_file, create=create)

@@ -87,3 +87,24 @@ def test_bad_key_file_content(tmp_path: Path, content: str) -> None:
     path.write_text(content)
     with pytest.raises(VaultError):
         NumberVault.from_key_file(path, create=False)
+
+
+def test_key_from_environment_takes_precedence_over_the_file(tmp_path) -> None:
+    from proxy.pairing.crypto import KEY_ENV, load_vault
+
+    secret = bytes(range(64))
+    from_env = load_vault(tmp_path / "absent.key", env={KEY_ENV: secret.hex()})
+    assert not (tmp_path / "absent.key").exists()  # the env key never creates a file
+    assert from_env.token("+15551234567") == NumberVault.from_secret(secret).token("+15551234567")
+    from_file = load_vault(tmp_path / "made.key", env={KEY_ENV: "  "})
+    assert (tmp_path / "made.key").exists()
+    assert from_file.token("+15551234567") != from_env.token("+15551234567")
+
+
+def test_bad_key_in_environment_names_the_variable(tmp_path) -> None:
+    from proxy.pairing.crypto import KEY_ENV, load_vault
+
+    with pytest.raises(VaultError, match=r"\$SIPMASK_KEY: key must be hex or base64"):
+        load_vault(tmp_path / "k", env={KEY_ENV: "not a key!"})
+    with pytest.raises(VaultError, match=r"\$SIPMASK_KEY: key is 4 bytes"):
+        load_vault(tmp_path / "k", env={KEY_ENV: "00112233"})
