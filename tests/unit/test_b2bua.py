@@ -350,3 +350,111 @@ def test_session_timer_without_refresh_ends_the_call(h: Harness) -> None:
     out = h.advance(91)
     assert len(only(out, Request, method="BYE")) >= 1
     assert h.b2b.active_calls == 0
+
+
+def _in_dialog(h: Harness, method: str, branch: str, cseq: int, extra: str = "", body: str = "") -> str:
+    """An in-dialog request from the caller (A) on the answered call."""
+    return (
+        f"{method} sip:x@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bK{branch}\n"
+        "From: <sip:+15551230001@127.0.0.2:5070>;tag=atag\n"
+        f"To: <sip:+15557770001@127.0.0.1:5060>;tag={a_tag(h)}\nCall-ID: a-call-1\nCSeq: {cseq} {method}\n"
+        f"Contact: <sip:+15551230001@127.0.0.2:5070>\nMax-Forwards: 70\n{extra}Content-Length: {len(body)}\n\n{body}"
+    )
+
+
+def _from_callee(b_req: Request, method: str, branch: str, cseq: int, extra: str = "") -> str:
+    """An in-dialog request from the callee (B) in the B-leg dialog of ``b_req``."""
+    return (
+        f"{method} sip:{CALLEE_V}@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.3:5080;branch=z9hG4bK{branch}\n"
+        f"From: {b_req.headers.get('to')};tag=btag\nTo: {b_req.headers.get('from')}\n"
+        f"Call-ID: {b_req.call_id}\nCSeq: {cseq} {method}\nContact: <sip:{CALLEE}@127.0.0.3:5080>\n"
+        f"Max-Forwards: 70\n{extra}Content-Length: 0\n\n"
+    )
+
+
+def test_options_out_of_dialog_is_answered_locally(h: Harness) -> None:
+    out = h.feed(
+        "OPTIONS sip:127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKopt1\n"
+        "From: <sip:ping@127.0.0.2>;tag=p1\nTo: <sip:127.0.0.1>\nCall-ID: ping-1\nCSeq: 1 OPTIONS\n"
+        "Max-Forwards: 70\nContent-Length: 0\n\n",
+        A,
+    )
+    (ok, dest), = only(out, Response)
+    assert (ok.status, dest) == (200, A)
+    assert "INVITE" in (ok.headers.get("allow") or "")
+    assert not only(out, Request), "an OPTIONS ping is not relayed anywhere"
+
+
+def test_options_in_dialog_crosses_legs_without_identities(h: Harness) -> None:
+    answered_call(h)
+    out = h.feed(_in_dialog(h, "OPTIONS", "o2", 3, extra=f"User-Agent: Phone-{CALLER}\n"), A)
+    (b_opt, dest), = only(out, Request, method="OPTIONS")
+    assert dest.host == "127.0.0.3"
+    wire = b_opt.serialise()
+    assert CALLER.encode() not in wire and b"127.0.0.2" not in wire
+    out = h.feed(response_to(b_opt, 200, "OK", extra=f"Server: PBX-{CALLEE}\n"), GW1)
+    (ok, dest), = only(out, Response, status=200)
+    assert dest == A and CALLEE.encode() not in ok.serialise()
+
+
+def test_bye_crossing_a_reinvite_frees_both_legs(h: Harness) -> None:
+    """A re-INVITEs (hold); before B answers it, B hangs up. A's re-INVITE gets a final answer,
+    A gets a BYE, and nothing of the call survives."""
+    _, b_inv = answered_call(h)
+    out = h.feed(_in_dialog(h, "INVITE", "hold1", 2), A)
+    (b_reinv, _), = only(out, Request, method="INVITE")
+    out = h.feed(_from_callee(b_inv, "BYE", "bbye1", 1), GW1)
+    assert [m.status for m, d in only(out, Response) if d.host == "127.0.0.3"] == [200]
+    (a_bye, dest), = only(out, Request, method="BYE")
+    assert dest.host == "127.0.0.2"
+    # the callee answers its pending re-INVITE (481/487 after its BYE) and A's BYE is answered
+    h.feed(response_to(b_reinv, 487, "Request Terminated"), GW1)
+    finals = [m.status for m, d in only(h.sent, Response) if d == A and m.cseq.method == "INVITE" and m.cseq.number == 2 and m.status >= 200]
+    assert finals and all(s >= 300 for s in finals), finals
+    h.feed(response_to(a_bye, 200, "OK"), A)
+    h.advance(64)
+    assert h.b2b.active_calls == 0 and not h.b2b.dialogs
+    assert sum(h.layer.counts.values()) == 0, h.layer.counts
+
+
+def test_session_timer_refreshed_by_reinvite_keeps_the_call(h: Harness) -> None:
+    out = h.feed(invite(extra="Supported: timer\nSession-Expires: 90\n"), A)
+    b_inv = only(out, Request, method="INVITE")[0][0]
+    h.feed(response_to(b_inv, 200, "OK", extra="Session-Expires: 90;refresher=uac\nRequire: timer\n"), GW1)
+    h.feed(
+        "ACK sip:x@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKack9\n"
+        "From: <sip:+15551230001@127.0.0.2:5070>;tag=atag\n"
+        f"To: <sip:+15557770001@127.0.0.1:5060>;tag={a_tag(h)}\nCall-ID: a-call-1\nCSeq: 1 ACK\nContent-Length: 0\n\n",
+        A,
+    )
+    h.advance(60)
+    out = h.feed(_in_dialog(h, "INVITE", "refresh1", 2, extra="Session-Expires: 90;refresher=uac\n"), A)
+    (b_refresh, _), = only(out, Request, method="INVITE")
+    h.feed(response_to(b_refresh, 200, "OK", extra="Session-Expires: 90;refresher=uac\nRequire: timer\n"), GW1)
+    out = h.advance(60)  # 120 s after the answer, 60 s after the refresh: still up
+    assert not only(out, Request, method="BYE")
+    assert h.b2b.active_calls == 1
+    out = h.advance(40)  # no further refresh: it ends
+    assert only(out, Request, method="BYE")
+    assert h.b2b.active_calls == 0
+
+
+def test_trusted_trunk_identity_comes_from_pai(tmp_path: Path) -> None:
+    h = Harness(tmp_path, extra_config='[[trunks]]\nname = "carrier"\nsources = ["127.0.0.2/32"]\ntrust_pai = true\n')
+    # From carries a number with no pairing; the trusted PAI names the paired caller
+    out = h.feed(invite(frm="+15550000000", extra=f"P-Asserted-Identity: <sip:{CALLER}@carrier>\n"), A)
+    assert only(out, Request, method="INVITE"), "identity taken from P-Asserted-Identity"
+
+
+def test_untrusted_trunk_ignores_pai(tmp_path: Path) -> None:
+    h = Harness(tmp_path, extra_config='[[trunks]]\nname = "pbx"\nsources = ["127.0.0.2/32"]\ntrust_pai = false\n')
+    out = h.feed(invite(frm="+15550000000", extra=f"P-Asserted-Identity: <sip:{CALLER}@carrier>\n"), A)
+    assert [m.status for m, _ in only(out, Response) if m.status >= 200] == [404]
+    assert not only(out, Request)
+
+
+def test_national_numbers_are_normalised_with_the_trunk_region(tmp_path: Path) -> None:
+    h = Harness(tmp_path, extra_config='[[trunks]]\nname = "us"\nsources = ["127.0.0.0/8"]\ndefault_region = "US"\n')
+    out = h.feed(invite(frm="5551230001", to="(555) 777-0001".replace(" ", "")), A)
+    (b_inv, _), = only(out, Request, method="INVITE")
+    assert b_inv.request_uri.user == CALLEE
