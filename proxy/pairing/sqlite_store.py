@@ -222,6 +222,18 @@ class SqliteStore:
         virtual number it would dial here; open sessions whose deadline has passed do not
         count and are marked expired on the way.
         """
+        session = self._new_session(
+            a, b, expires_at=expires_at, ttl_s=ttl_s, metadata=metadata, mode=mode, now=now
+        )
+        with self._write() as conn:
+            self._insert_session(conn, session)
+        return session
+
+    def _new_session(
+        self, a: Participant, b: Participant, *, expires_at: float | None,
+        ttl_s: float | None, metadata: Mapping[str, Any] | None, mode: str, now: float,
+    ) -> Session:
+        """Validate the arguments of a new session and build it (not yet stored)."""
         if a.number == b.number:
             raise PairingError("a session needs two different participants")
         if mode not in MODES:
@@ -230,29 +242,31 @@ class SqliteStore:
             raise PairingError("ttl must be positive")
         if expires_at is not None and expires_at <= now:
             raise PairingError("expiry must be in the future")
-        meta = dict(metadata or {})
-        meta_json = json.dumps(meta, sort_keys=True, separators=(",", ":"))
-        index_a, index_b = self._vault.index(a.number), self._vault.index(b.number)
-        session = Session(
+        return Session(
             id=new_session_id(), a=a, b=b, status="open", created_at=now,
-            expires_at=expires_at, ttl_s=ttl_s, last_activity=now, metadata=meta,
+            expires_at=expires_at, ttl_s=ttl_s, last_activity=now, metadata=dict(metadata or {}),
             mode=mode,  # type: ignore[arg-type]  # checked against MODES above
         )
-        with self._write() as conn:
-            for label, index, virtual in (("a", index_a, a.virtual), ("b", index_b, b.virtual)):
-                self._check_free(conn, label, index, virtual, now)
-            conn.execute(
-                "INSERT INTO sessions (id, seq, status, mode, number_a, index_a, virtual_a, "
-                "number_b, index_b, virtual_b, created_at, expires_at, ttl_s, last_activity, "
-                "metadata) VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    session.id, self._next_seq(conn), mode,
-                    self._vault.encrypt(a.number), index_a, a.virtual,
-                    self._vault.encrypt(b.number), index_b, b.virtual,
-                    now, expires_at, ttl_s, now, meta_json,
-                ),
-            )
-        return session
+
+    def _insert_session(self, conn: sqlite3.Connection, session: Session) -> None:
+        """Check both participants are free on their virtual numbers, then insert `session`
+        (inside the caller's write transaction)."""
+        a, b = session.a, session.b
+        index_a, index_b = self._vault.index(a.number), self._vault.index(b.number)
+        for label, index, virtual in (("a", index_a, a.virtual), ("b", index_b, b.virtual)):
+            self._check_free(conn, label, index, virtual, session.created_at)
+        conn.execute(
+            "INSERT INTO sessions (id, seq, status, mode, number_a, index_a, virtual_a, "
+            "number_b, index_b, virtual_b, created_at, expires_at, ttl_s, last_activity, "
+            "metadata) VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                session.id, self._next_seq(conn), session.mode,
+                self._vault.encrypt(a.number), index_a, a.virtual,
+                self._vault.encrypt(b.number), index_b, b.virtual,
+                session.created_at, session.expires_at, session.ttl_s, session.last_activity,
+                json.dumps(session.metadata, sort_keys=True, separators=(",", ":")),
+            ),
+        )
 
     def _check_free(
         self, conn: sqlite3.Connection, label: str, index: str, virtual: str, now: float
