@@ -40,6 +40,8 @@ from .model import (
     Participant,
     Session,
 )
+from .sqlite_admin import ADMIN_SCHEMA, SqliteAdminMixin
+from .sqlite_pool import POOL_SCHEMA, SqlitePoolMixin
 
 __all__ = ["SqliteStore", "StoreError", "MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -99,6 +101,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX cdrs_session ON cdrs (session_id, id)",
         "CREATE INDEX cdrs_ended ON cdrs (ended_at)",
     ),
+    # 2: virtual-number pool (counts kept by triggers), API tokens, audit log, idempotency.
+    POOL_SCHEMA + ADMIN_SCHEMA,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -123,7 +127,7 @@ def new_session_id() -> str:
     return "ps_" + secrets.token_hex(8)
 
 
-class SqliteStore:
+class SqliteStore(SqlitePoolMixin, SqliteAdminMixin):
     """Sessions and CDRs in one SQLite file (WAL, synchronous=NORMAL), numbers encrypted.
 
     Safe to share between threads (calls are serialised by a lock); several processes may

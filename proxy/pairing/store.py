@@ -23,8 +23,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from .crypto import NumberVault
 from .model import Cdr, Participant, Session
+from .records import ApiToken, AuditEntry, IdempotencyRecord, Page, PoolNumber, SessionFilter, _Keep
 
-__all__ = ["PairingStore"]
+__all__ = ["AdminStore", "ApiStore", "PairingStore", "PoolStore", "SessionAdminStore"]
 
 
 @runtime_checkable
@@ -122,3 +123,146 @@ class PairingStore(Protocol):
         rewritten. An interrupted rotation is finished by calling it again (see
         docs/stores.md)."""
         ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Administration (HTTP API and admin CLI). A backend used with the API implements `ApiStore`:
+# `PairingStore` plus the three protocols below. Same conventions as above; in addition no
+# exception message names a real number, and the pool's open-session counts move with every
+# session insert, close, expiry and deletion.
+# ---------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class SessionAdminStore(Protocol):
+    """Allocation from the pool, searching and updating sessions, a health probe."""
+
+    def ping(self) -> None:
+        """Raise if the backend cannot be reached (``/readyz``)."""
+        ...
+
+    def allocate_session(
+        self,
+        number_a: str,
+        number_b: str,
+        *,
+        virtual_a: str | None = None,
+        virtual_b: str | None = None,
+        expires_at: float | None = None,
+        ttl_s: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        mode: str = "voice",
+        now: float,
+    ) -> Session:
+        """Create a session, picking from the pool each virtual number not given.
+
+        For a participant, eligible numbers are the pool's *active* (not draining) numbers on
+        which it has no active session; the one with the fewest open sessions is taken, ties
+        broken at random. A and B are picked independently (they may get the same number).
+        A virtual number that is given is used as is and need not be in the pool.
+        `ConflictError` whose message starts "pool exhausted for this participant" (naming
+        A or B, never the number) when no number is eligible; otherwise `create_session`'s
+        errors. Picking and inserting are atomic."""
+        ...
+
+    def find_sessions(
+        self, where: SessionFilter, *, now: float, limit: int = 100, cursor: str | None = None
+    ) -> Page[Session]:
+        """Sessions matching `where` in creation order, at most `limit`, after the opaque
+        `cursor` of a previous page (`Page.next_cursor`; None on the last page).
+        `PairingError` for an unknown status or a cursor this store did not make."""
+        ...
+
+    def update_session(
+        self,
+        session_id: str,
+        *,
+        expires_at: float | None | _Keep = ...,
+        ttl_s: float | None | _Keep = ...,
+        now: float,
+    ) -> Session:
+        """Change the absolute expiry and/or the inactivity TTL of an active session (`KEEP`
+        leaves one alone, None removes it) and return it; a change (new seq). `NotFound` for
+        an unknown id, `ConflictError` for a session that is no longer active, `PairingError`
+        for an expiry not after `now` or a non-positive ttl."""
+        ...
+
+
+@runtime_checkable
+class PoolStore(Protocol):
+    """The virtual-number pool (numbers are the operator's own, stored in clear)."""
+
+    def add_pool_number(self, number: str, now: float) -> PoolNumber:
+        """Add an E.164 number, active; `ConflictError` if already in the pool. Its
+        open-session count starts at the open sessions already using it."""
+        ...
+
+    def get_pool_number(self, number: str) -> PoolNumber:
+        """One pool number; `NotFound` if not in the pool."""
+        ...
+
+    def list_pool_numbers(self, status: str | None = None) -> list[PoolNumber]:
+        """The pool in number order, optionally only `active` or `draining` numbers."""
+        ...
+
+    def set_pool_status(self, number: str, status: str) -> PoolNumber:
+        """Drain (``draining``: no new sessions, existing ones go on) or re-activate
+        (``active``) a number; `NotFound` if not in the pool, `PairingError` otherwise bad."""
+        ...
+
+    def remove_pool_number(self, number: str, now: float) -> PoolNumber:
+        """Take a number out of the pool, returning it as it was. `ConflictError` while an
+        active session uses it: drain it, then close its sessions or let them expire."""
+        ...
+
+
+@runtime_checkable
+class AdminStore(Protocol):
+    """API tokens (hashed), the audit log and remembered Idempotency-Keys."""
+
+    def create_token(self, name: str, role: str, secret_hash: str, now: float) -> ApiToken:
+        """Store a token by the SHA-256 (hex) of its secret. `ConflictError` when an active
+        token has this name; `PairingError` for an unknown role or a bad name."""
+        ...
+
+    def find_token(self, secret_hash: str) -> ApiToken | None:
+        """The active (not revoked) token whose secret hashes to `secret_hash`, if any."""
+        ...
+
+    def list_tokens(self) -> list[ApiToken]:
+        """Every token, revoked ones included, oldest first."""
+        ...
+
+    def revoke_token(self, token: str, now: float) -> ApiToken:
+        """Revoke by id, or by name of an active token (revoking twice is harmless);
+        `NotFound` if there is none."""
+        ...
+
+    def record_audit(self, entry: AuditEntry) -> AuditEntry:
+        """Append an entry; return it with its id (increasing)."""
+        ...
+
+    def list_audit(
+        self,
+        limit: int = 100,
+        before: int | None = None,
+        target: str | None = None,
+        actor: str | None = None,
+    ) -> list[AuditEntry]:
+        """Entries newest first, only those with id below `before` if given, optionally of
+        one `target` or one `actor`."""
+        ...
+
+    def get_idempotency(self, scope: str, key: str) -> IdempotencyRecord | None:
+        """The create remembered under (`scope`, `key`), if any."""
+        ...
+
+    def put_idempotency(self, record: IdempotencyRecord) -> None:
+        """Remember a create (for at least 24 h: older records may be dropped from then on);
+        `ConflictError` if (scope, key) is already taken."""
+        ...
+
+
+@runtime_checkable
+class ApiStore(PairingStore, SessionAdminStore, PoolStore, AdminStore, Protocol):
+    """Everything the HTTP API and the admin CLI use."""

@@ -1,0 +1,71 @@
+"""SqliteStore: API tokens, audit log, Idempotency-Keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy.pairing import ConflictError, NotFound, NumberVault, PairingError, SqliteStore
+from proxy.pairing.records import AuditEntry, IdempotencyRecord
+from proxy.pairing.sqlite_admin import IDEMPOTENCY_TTL_S
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "sipmask.db", NumberVault.from_secret(bytes(range(64))))
+    yield s
+    s.close()
+
+
+def test_tokens_are_found_by_hash_and_revoked_by_id_or_name(store: SqliteStore) -> None:
+    ops = store.create_token("ops", "operator", "h1", T0)
+    viewer = store.create_token("viewer", "read-only", "h2", T0)
+    assert store.find_token("h1") == ops
+    assert store.find_token("nope") is None
+    assert store.revoke_token("ops", T0 + 1).revoked_at == T0 + 1
+    assert store.find_token("h1") is None
+    assert store.revoke_token(viewer.id, T0 + 2).revoked_at == T0 + 2
+    assert store.revoke_token(viewer.id, T0 + 3).revoked_at == T0 + 2  # idempotent
+    assert [t.name for t in store.list_tokens()] == ["ops", "viewer"]
+    with pytest.raises(NotFound):
+        store.revoke_token("ghost", T0)
+
+
+def test_token_names_roles_and_reuse(store: SqliteStore) -> None:
+    store.create_token("ops", "admin", "h1", T0)
+    with pytest.raises(ConflictError):
+        store.create_token("ops", "admin", "h2", T0)
+    store.revoke_token("ops", T0)
+    assert store.create_token("ops", "admin", "h3", T0).name == "ops"  # name free again
+    with pytest.raises(PairingError, match="role"):
+        store.create_token("x", "root", "h4", T0)
+    with pytest.raises(PairingError, match="name"):
+        store.create_token("bad name", "admin", "h5", T0)
+
+
+def test_audit_is_listed_newest_first_with_filters(store: SqliteStore) -> None:
+    for i, action in enumerate(("pool.add", "session.create", "session.close")):
+        store.record_audit(AuditEntry(T0 + i, "tok_1:ops" if i else "cli:root", action,
+                                      f"ps_{i % 2}", {"n": i}))
+    entries = store.list_audit()
+    assert [e.action for e in entries] == ["session.close", "session.create", "pool.add"]
+    assert entries[0].details == {"n": 2} and entries[0].id > entries[1].id
+    assert [e.action for e in store.list_audit(target="ps_0")] == ["session.close", "pool.add"]
+    assert [e.action for e in store.list_audit(actor="cli:root")] == ["pool.add"]
+    assert [e.action for e in store.list_audit(before=entries[0].id, limit=1)] == [
+        "session.create"]
+
+
+def test_idempotency_records_are_unique_and_age_out(store: SqliteStore) -> None:
+    record = IdempotencyRecord("tok_1", "k1", "hash", "ps_1", T0)
+    store.put_idempotency(record)
+    assert store.get_idempotency("tok_1", "k1") == record
+    assert store.get_idempotency("tok_2", "k1") is None
+    with pytest.raises(ConflictError):
+        store.put_idempotency(record)
+    store.put_idempotency(IdempotencyRecord("tok_1", "k2", "h", "ps_2", T0 + IDEMPOTENCY_TTL_S + 1))
+    assert store.get_idempotency("tok_1", "k1") is None
