@@ -182,7 +182,10 @@ class StoreConfig:
     path: str = "sipmask.db"
     key_file: str = "sipmask.key"
     redis_url: str | None = None
+    redis_prefix: str = "sipmask:"
     poll_interval_s: float = 0.5
+    retention_days: float = 30.0
+    purge_interval_s: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +425,8 @@ _CALLS_KEYS: Final = (
     "unknown_code", "unknown_reason", "untrusted_code", "ring_timeout_s", "max_duration_s",
     "session_expires_s", "min_se_s", "refer", "max_calls", "failover_timeout_s",
 )
-_STORE_KEYS: Final = ("backend", "path", "key_file", "redis_url", "poll_interval_s")
+_STORE_KEYS: Final = ("backend", "path", "key_file", "redis_url", "redis_prefix",
+                      "poll_interval_s", "retention_days", "purge_interval_s")
 _LOG_KEYS: Final = ("level", "format")
 _TOP_KEYS: Final = ("sip", "trunks", "routes", "calls", "store", "log", "rules_file")
 
@@ -543,8 +547,22 @@ def _parse_store(ctx: _Ctx, raw: Mapping[str, Any]) -> StoreConfig:
                 f'expected "redis://HOST:PORT/DB", "rediss://..." or "unix://PATH", got {_show(url)}',
             )
         kw["redis_url"] = url
-    if "poll_interval_s" in raw:
-        kw["poll_interval_s"] = _positive(ctx, raw["poll_interval_s"], "store.poll_interval_s")
+    if "redis_prefix" in raw:
+        prefix = _str(ctx, raw["redis_prefix"], "store.redis_prefix")
+        if any(ch.isspace() for ch in prefix):
+            raise ctx.error("store.redis_prefix",
+                            f"expected a key prefix without spaces, got {_show(prefix)}")
+        kw["redis_prefix"] = prefix
+    for name in ("poll_interval_s", "purge_interval_s"):
+        if name in raw:
+            kw[name] = _positive(ctx, raw[name], f"store.{name}")
+    if "retention_days" in raw:
+        days = raw["retention_days"]
+        if isinstance(days, bool) or not isinstance(days, (int, float)) \
+                or not math.isfinite(days) or days < 0:
+            raise ctx.error("store.retention_days",
+                            f"expected a number of days, 0 (keep forever) or more, got {_show(days)}")
+        kw["retention_days"] = float(days)
     store = replace(StoreConfig(), **kw)
     if store.backend == "redis" and store.redis_url is None:
         raise ctx.error("store.redis_url", 'required when backend = "redis"')

@@ -219,6 +219,10 @@ ERRORS = [
     ('[store]\nbackend = "redis"\n', "store.redis_url", "required"),
     ('[store]\nredis_url = "http://x"\n', "store.redis_url", "redis://"),
     ("[store]\npoll_interval_s = 0\n", "store.poll_interval_s", "positive"),
+    ("[store]\nretention_days = -1\n", "store.retention_days", "0 (keep forever) or more"),
+    ('[store]\nretention_days = "30d"\n', "store.retention_days", "number of days"),
+    ("[store]\npurge_interval_s = 0\n", "store.purge_interval_s", "positive"),
+    ('[store]\nredis_prefix = "a b:"\n', "store.redis_prefix", "without spaces"),
     ('[log]\nlevel = "loud"\n', "log.level", "debug, info, warning, error, critical"),
     ('[log]\nformat = "xml"\n', "log.format", "auto, json, console"),
     ('sip = "x"\n', "sip", "expected a table"),
@@ -324,3 +328,15 @@ def test_config_is_frozen() -> None:
     config = load_config(env={})
     with pytest.raises(AttributeError):
         config.log = LogConfig()  # type: ignore[misc]
+
+
+def test_store_redis_and_retention_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, '[store]\nbackend = "redis"\nredis_url = "redis://10.0.0.5:6379/2"\n'
+                           'redis_prefix = "mask:"\nretention_days = 7.5\npurge_interval_s = 600\n')
+    store = load_config(path, env={}).store
+    assert (store.backend, store.redis_url, store.redis_prefix) == (
+        "redis", "redis://10.0.0.5:6379/2", "mask:")
+    assert store.retention_days == 7.5 and store.purge_interval_s == 600.0
+    assert load_config(write(tmp_path, "[store]\nretention_days = 0\n"), env={}).store \
+        .retention_days == 0.0
+    assert StoreConfig().retention_days == 30.0
