@@ -1,0 +1,81 @@
+"""Bearer-token authentication and role checks.
+
+Each handler declares the least role it needs with `@requires(role)`; handlers without it
+(health, readiness, metrics, the OpenAPI document) are public. Roles are ordered:
+``read-only`` < ``operator`` < ``admin``. Tokens are looked up by the SHA-256 of the
+presented secret on every request, so a revocation takes effect at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+from aiohttp import web
+
+from ..pairing.admin import PairingAdmin
+from ..pairing.records import ApiToken
+from .problems import ApiProblem
+
+__all__ = ["RANK", "actor", "auth_middleware", "requires", "token_of"]
+
+RANK: Final = {"read-only": 0, "operator": 1, "admin": 2}
+_CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="sipmask"'}
+
+# aiohttp >= 3.12 types request storage keys; older versions take a plain string.
+_TOKEN: Any = web.RequestKey("token", ApiToken) if hasattr(web, "RequestKey") else "token"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+F = TypeVar("F", bound=Handler)
+
+
+def requires(role: str) -> Callable[[F], F]:
+    """Mark a handler as needing a token of at least `role`."""
+    if role not in RANK:
+        raise ValueError(f"unknown role {role!r}")
+
+    def mark(handler: F) -> F:
+        setattr(handler, "required_role", role)
+        return handler
+
+    return mark
+
+
+def required_role(handler: Any) -> str | None:
+    """The role a handler needs, None when public."""
+    return getattr(handler, "required_role", None)
+
+
+def token_of(request: web.Request) -> ApiToken:
+    """The authenticated token of a request that passed `auth_middleware`."""
+    token: ApiToken = request[_TOKEN]
+    return token
+
+
+def actor(request: web.Request) -> str:
+    """How the audit log names the caller: ``TOKEN_ID/NAME``."""
+    token = token_of(request)
+    return f"{token.id}/{token.name}"
+
+
+def auth_middleware(admin: PairingAdmin) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """401 without a valid bearer token, 403 when its role is below the handler's."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        role = required_role(request.match_info.handler)
+        if role is None:
+            return await handler(request)
+        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise ApiProblem(401, "send an API token as 'Authorization: Bearer <token>'",
+                             headers=_CHALLENGE)
+        token = admin.authenticate(secret.strip())
+        if token is None:
+            raise ApiProblem(401, "the API token is unknown or revoked", headers=_CHALLENGE)
+        if RANK[token.role] < RANK[role]:
+            raise ApiProblem(403, f"this needs the {role} role; the token has {token.role}")
+        request[_TOKEN] = token
+        return await handler(request)
+
+    return middleware

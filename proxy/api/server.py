@@ -1,0 +1,91 @@
+"""The aiohttp application and its server, run in the same event loop as the SIP side.
+
+`build_app(ctx)` makes the application (routes, middlewares); `ApiServer` binds it to a
+TCP socket and stops it. Middlewares, outermost first: request metrics, problem+json for
+every error, bearer-token authentication.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from aiohttp import web
+
+from . import ops, pool, sessions
+from .auth import auth_middleware
+from .context import CTX, ApiContext
+from .problems import problem_middleware
+
+__all__ = ["ApiServer", "MAX_BODY_BYTES", "build_app", "route_table"]
+
+MAX_BODY_BYTES: Final = 64 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def route_table() -> list[web.RouteDef]:
+    """Every route of the API (the OpenAPI test checks each is documented)."""
+    return [*sessions.routes(), *pool.routes(), *ops.routes()]
+
+
+def _metrics_middleware(ctx: ApiContext) -> Any:
+    requests = ctx.metrics.counter(
+        "sipmask_api_requests_total", "HTTP API requests by route, method and status.",
+        ["route", "method", "status"])
+    latency = ctx.metrics.histogram(
+        "sipmask_api_request_seconds", "HTTP API request handling time.",
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), labelnames=["route"])
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response = await handler(request)
+        resource = request.match_info.route.resource
+        # The route template, never the path itself: paths carry numbers and ids.
+        route = resource.canonical if resource is not None else "unmatched"
+        requests.labels(route, request.method, str(response.status)).inc()
+        latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    return middleware
+
+
+def build_app(ctx: ApiContext, log: Any) -> web.Application:
+    """The API application for `ctx`."""
+    app = web.Application(
+        middlewares=[_metrics_middleware(ctx), problem_middleware(log),
+                     auth_middleware(ctx.admin)],
+        client_max_size=MAX_BODY_BYTES,
+    )
+    app[CTX] = ctx
+    app.add_routes(route_table())
+    return app
+
+
+class ApiServer:
+    """The API listening on host:port (port 0 picks a free one: see `port`)."""
+
+    def __init__(self, ctx: ApiContext, log: Any) -> None:
+        self._app = build_app(ctx, log)
+        self._runner: web.AppRunner | None = None
+        self.host = ""
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Bind and serve; return the address actually bound."""
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server  # noqa: SLF001 - aiohttp does not expose the bound port
+        sockets = getattr(server, "sockets", None) or []
+        self.host, self.port = (sockets[0].getsockname()[:2] if sockets else (host, port))
+        return self.host, self.port
+
+    async def stop(self) -> None:
+        """Stop accepting and finish in-flight requests (briefly)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,206 @@
+"""``/v1/sessions``: create (with Idempotency-Key), get, list, update, close, interactions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from aiohttp import web
+
+from ..pairing.model import ConflictError, PairingError
+from ..pairing.records import KEEP, IdempotencyRecord, SessionFilter, _Keep
+from .auth import actor, requires, token_of
+from .codec import (
+    opt_number, parse_limit, parse_metadata, parse_mode, parse_time, positive_seconds,
+    read_json, reject_unknown, render_cdr, render_session,
+)
+from .context import CTX
+from .problems import ApiProblem
+
+__all__ = ["routes"]
+
+_CREATE_FIELDS: Final = ("a", "b", "expires_at", "expires_in_s", "ttl_s", "metadata", "mode")
+_PARTICIPANT_FIELDS: Final = ("number", "virtual")
+_PATCH_FIELDS: Final = ("expires_at", "expires_in_s", "ttl_s")
+_MAX_KEY: Final = 255
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers)
+
+
+def _participant(body: dict[str, Any], side: str) -> tuple[str, str | None]:
+    value = body.get(side)
+    if not isinstance(value, dict):
+        raise ApiProblem(422, "expected an object with number (and optional virtual)",
+                         field=side)
+    reject_unknown(value, _PARTICIPANT_FIELDS, f"{side}.")
+    number = opt_number(value, "number", f"{side}.")
+    if number is None:
+        raise ApiProblem(422, "required", field=f"{side}.number")
+    return number, opt_number(value, "virtual", f"{side}.")
+
+
+def _expiry(body: dict[str, Any], now: float) -> float | None | _Keep:
+    """expires_at (date-time or null) or expires_in_s (seconds from now); KEEP if neither."""
+    if "expires_at" in body and "expires_in_s" in body:
+        raise ApiProblem(422, "give expires_at or expires_in_s, not both", field="expires_in_s")
+    if "expires_in_s" in body:
+        return now + positive_seconds(body["expires_in_s"], "expires_in_s")
+    if "expires_at" in body:
+        value = body["expires_at"]
+        return None if value is None else parse_time(value, "expires_at")
+    return KEEP
+
+
+def _ttl(body: dict[str, Any]) -> float | None | _Keep:
+    if "ttl_s" not in body:
+        return KEEP
+    return None if body["ttl_s"] is None else positive_seconds(body["ttl_s"], "ttl_s")
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= _MAX_KEY or not key.isascii() or not key.isprintable():
+        raise ApiProblem(400, f"Idempotency-Key must be 1-{_MAX_KEY} printable ASCII characters",
+                         field="Idempotency-Key")
+    return key
+
+
+@requires("operator")
+async def create_session(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    token = token_of(request)
+    key = _idempotency_key(request)
+    body = await read_json(request)
+    body_hash = ctx.admin.vault.index(
+        "idempotency:" + json.dumps(body, sort_keys=True, separators=(",", ":")))
+    if key is not None:
+        seen = ctx.store.get_idempotency(token.id, key)
+        if seen is not None:
+            if seen.body_hash != body_hash:
+                raise ApiProblem(422, "this Idempotency-Key was used with a different body",
+                                 slug="idempotency-key-reused", field="Idempotency-Key")
+            session = ctx.store.get_session(seen.session_id)
+            return _json(render_session(session, token, ctx.clock()), 201,
+                         {"Idempotent-Replayed": "true", "Location": f"/v1/sessions/{session.id}"})
+    reject_unknown(body, _CREATE_FIELDS)
+    number_a, virtual_a = _participant(body, "a")
+    number_b, virtual_b = _participant(body, "b")
+    now = ctx.clock()
+    expires_at = _expiry(body, now)
+    ttl_s = _ttl(body)
+    session = ctx.admin.create_session(
+        actor(request), number_a, number_b, virtual_a=virtual_a, virtual_b=virtual_b,
+        expires_at=None if isinstance(expires_at, _Keep) else expires_at,
+        ttl_s=None if isinstance(ttl_s, _Keep) else ttl_s,
+        metadata=parse_metadata(body["metadata"]) if body.get("metadata") is not None else None,
+        mode=parse_mode(body.get("mode", "voice")),
+    )
+    if key is not None:
+        try:
+            ctx.store.put_idempotency(IdempotencyRecord(token.id, key, body_hash, session.id, now))
+        except ConflictError:  # pragma: no cover - one event loop: nothing ran in between
+            pass
+    return _json(render_session(session, token, ctx.clock()), 201,
+                 {"Location": f"/v1/sessions/{session.id}"})
+
+
+@requires("read-only")
+async def get_session(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    session = ctx.store.get_session(request.match_info["session_id"])
+    return _json(render_session(session, token_of(request), ctx.clock()))
+
+
+def _filter(request: web.Request) -> SessionFilter:
+    query = request.query
+    known = {"status", "participant", "virtual", "created_from", "created_to", "limit", "cursor"}
+    metadata = []
+    for name, value in query.items():
+        if name.startswith("metadata."):
+            metadata.append((name[len("metadata."):], value))
+        elif name not in known:
+            raise ApiProblem(422, "unknown query parameter", field=name[:80])
+    status = query.get("status")
+    if status is not None and status not in ("open", "closed", "expired"):
+        raise ApiProblem(422, "expected open, closed or expired", field="status")
+    ctx = request.app[CTX]
+    participant = query.get("participant")
+    virtual = query.get("virtual")
+    return SessionFilter(
+        status=status,
+        participant=None if participant is None else ctx.admin.number(participant, "participant"),
+        virtual=None if virtual is None else ctx.admin.number(virtual, "virtual"),
+        metadata=tuple(metadata),
+        created_from=_query_time(request, "created_from"),
+        created_to=_query_time(request, "created_to"),
+    )
+
+
+def _query_time(request: web.Request, name: str) -> float | None:
+    value = request.query.get(name)
+    return None if value is None else parse_time(value, name)
+
+
+@requires("read-only")
+async def list_sessions(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    where = _filter(request)
+    limit = parse_limit(request)
+    cursor = request.query.get("cursor")
+    now = ctx.clock()
+    try:
+        page = ctx.store.find_sessions(where, now=now, limit=limit, cursor=cursor)
+    except PairingError as exc:  # statuses are checked above: only the cursor is left
+        raise ApiProblem(422, str(exc), field="cursor") from None
+    token = token_of(request)
+    return _json({
+        "items": [render_session(s, token, now) for s in page.items],
+        "next_cursor": page.next_cursor,
+    })
+
+
+@requires("operator")
+async def update_session(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    body = await read_json(request)
+    reject_unknown(body, _PATCH_FIELDS)
+    if not body:
+        raise ApiProblem(422, "give expires_at, expires_in_s or ttl_s", field="expires_at")
+    expires_at = _expiry(body, ctx.clock())
+    ttl_s = _ttl(body)
+    session = ctx.admin.update_session(actor(request), request.match_info["session_id"],
+                                       expires_at=expires_at, ttl_s=ttl_s)
+    return _json(render_session(session, token_of(request), ctx.clock()))
+
+
+@requires("operator")
+async def close_session(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    session = ctx.admin.close_session(actor(request), request.match_info["session_id"])
+    return _json(render_session(session, token_of(request), ctx.clock()))
+
+
+@requires("read-only")
+async def list_interactions(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    session_id = request.match_info["session_id"]
+    ctx.store.get_session(session_id)  # 404 for an unknown session
+    limit = parse_limit(request, default=100)
+    cdrs = ctx.store.list_cdrs(session_id=session_id, limit=limit)
+    return _json({"items": [render_cdr(c) for c in cdrs]})
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/v1/sessions", create_session),
+        web.get("/v1/sessions", list_sessions, allow_head=False),
+        web.get("/v1/sessions/{session_id}", get_session, allow_head=False),
+        web.patch("/v1/sessions/{session_id}", update_session),
+        web.delete("/v1/sessions/{session_id}", close_session),
+        web.post("/v1/sessions/{session_id}/close", close_session),
+        web.get("/v1/sessions/{session_id}/interactions", list_interactions, allow_head=False),
+    ]

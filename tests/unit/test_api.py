@@ -1,0 +1,304 @@
+"""HTTP API over a real loopback socket: auth and roles, problem+json, sessions, pool,
+idempotency, pagination, exhaustion, privacy, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy.api import openapi_document, route_table
+from proxy.pairing.model import Cdr
+
+from .api_harness import Api, running_api
+
+ROOT = Path(__file__).resolve().parents[2]
+ALICE, BOB, CAROL = "+15551230001", "+15551230002", "+15551230003"
+V1, V2 = "+15559990001", "+15559990002"
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    with running_api(tmp_path) as handle:
+        yield handle
+
+
+def is_problem(reply, status: int, field: str | None = None) -> dict:
+    assert reply.status == status, reply.body
+    assert reply.content_type == "application/problem+json"
+    body = reply.json
+    assert body["status"] == status and body["type"].startswith("urn:sipmask:problem:")
+    assert body["title"] and body["detail"]
+    if field is not None:
+        assert body.get("field") == field, body
+    return body
+
+
+def create(api: Api, a: str = ALICE, b: str = BOB, token: str = "operator", **extra) -> dict:
+    reply = api.post("/v1/sessions", {"a": {"number": a}, "b": {"number": b}, **extra},
+                     token=token)
+    assert reply.status == 201, reply.body
+    return reply.json
+
+
+def add_pool(api: Api, *numbers: str) -> None:
+    for n in numbers:
+        assert api.post("/v1/pool/numbers", {"number": n}).status == 201
+
+
+# -- auth ---------------------------------------------------------------------------------------
+
+def test_missing_or_unknown_token_is_401_problem(api: Api) -> None:
+    is_problem(api.get("/v1/sessions", token=None), 401)
+    reply = api.get("/v1/sessions", token="smk_not-a-real-token")
+    is_problem(reply, 401)
+    assert reply.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_roles(api: Api) -> None:
+    add_pool(api, V1, V2)
+    is_problem(api.post("/v1/pool/numbers", {"number": "+15559990003"}, token="operator"), 403)
+    is_problem(api.post("/v1/sessions", {"a": {"number": ALICE}, "b": {"number": BOB}},
+                        token="viewer"), 403)
+    session = create(api)  # operator may create sessions
+    assert api.get(f"/v1/sessions/{session['id']}", token="viewer").status == 200
+    assert api.get("/v1/pool/numbers", token="viewer").status == 200
+    is_problem(api.get("/v1/audit", token="operator"), 403)
+    assert api.get("/v1/audit", token="admin").status == 200
+
+
+def test_revoked_token_stops_working_at_once(api: Api) -> None:
+    assert api.get("/v1/sessions", token="viewer").status == 200
+    api.admin.revoke_token("test", "viewer")
+    is_problem(api.get("/v1/sessions", token="viewer"), 401)
+
+
+def test_public_endpoints(api: Api) -> None:
+    assert api.get("/healthz", token=None).json == {"status": "ok"}
+    ready = api.get("/readyz", token=None)
+    assert ready.status == 200 and ready.json["checks"] == {"store": "ok"}
+    api.ctx.checks["sip"] = lambda: False
+    is_problem(api.get("/readyz", token=None), 503)
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+def test_create_allocates_from_the_pool_and_get_returns_it(api: Api) -> None:
+    add_pool(api, V1)
+    reply = api.post("/v1/sessions", {"a": {"number": ALICE}, "b": {"number": "(555) 123-0002"},
+                                      "ttl_s": 3600, "metadata": {"order_id": "o-42"}},
+                     token="operator")
+    assert reply.status == 201
+    session = reply.json
+    assert reply.headers["location"] == f"/v1/sessions/{session['id']}"
+    assert session["a"] == {"number": ALICE, "virtual": V1}
+    assert session["b"] == {"number": BOB, "virtual": V1}
+    assert session["status"] == "open" and session["ttl_s"] == 3600
+    assert session["metadata"] == {"order_id": "o-42"}
+    assert api.get(f"/v1/sessions/{session['id']}").json == session
+
+
+def test_read_only_sees_masked_numbers(api: Api) -> None:
+    add_pool(api, V1)
+    session = create(api)
+    seen = api.get(f"/v1/sessions/{session['id']}", token="viewer").json
+    assert seen["a"]["number"] == "+1555***0001" and seen["a"]["virtual"] == V1
+    assert ALICE not in json.dumps(seen) and BOB not in json.dumps(seen)
+
+
+def test_pool_exhausted_is_409_naming_the_participant_not_the_number(api: Api) -> None:
+    add_pool(api, V1)
+    create(api)
+    reply = api.post("/v1/sessions", {"a": {"number": CAROL}, "b": {"number": BOB}},
+                     token="operator")
+    body = is_problem(reply, 409)
+    assert body["type"].endswith("pool-exhausted")
+    assert "pool exhausted for this participant (B)" in body["detail"]
+    assert BOB not in reply.body.decode() and BOB[1:] not in reply.body.decode()
+
+
+def test_validation_errors_name_the_field_and_never_echo_the_value(api: Api) -> None:
+    secret_like = "+1555123000999999999"
+    cases = [
+        ({"a": {"number": secret_like}, "b": {"number": BOB}}, "a.number"),
+        ({"a": {"number": ALICE}}, "b"),
+        ({"a": {"number": ALICE}, "b": {"number": BOB}, "ttl_s": -1}, "ttl_s"),
+        ({"a": {"number": ALICE}, "b": {"number": BOB}, "ttl_s": True}, "ttl_s"),
+        ({"a": {"number": ALICE}, "b": {"number": BOB}, "expires_at": "tomorrow"}, "expires_at"),
+        ({"a": {"number": ALICE}, "b": {"number": BOB}, "mode": "fax"}, "mode"),
+        ({"a": {"number": ALICE}, "b": {"number": BOB}, "colour": 1}, "colour"),
+        ({"a": {"number": ALICE, "extra": 1}, "b": {"number": BOB}}, "a.extra"),
+        ({"a": {"number": ALICE}, "b": {"number": BOB}, "metadata": {"k": [1]}}, "metadata.k"),
+    ]
+    for body, field in cases:
+        reply = api.post("/v1/sessions", body, token="operator")
+        is_problem(reply, 422, field)
+        assert "5551230009" not in reply.body.decode()
+        assert ALICE[2:] not in reply.body.decode()
+
+
+def test_malformed_bodies_are_400(api: Api) -> None:
+    is_problem(api.request("POST", "/v1/sessions", raw=b"{nope", token="operator"), 400)
+    is_problem(api.request("POST", "/v1/sessions", raw=b"[1,2]", token="operator"), 400)
+    is_problem(api.request("POST", "/v1/sessions", raw=b"", token="operator"), 400)
+    is_problem(api.request("POST", "/v1/sessions", raw=b"x" * 70_000, token="operator"), 413)
+
+
+def test_unknown_routes_and_methods_are_problems(api: Api) -> None:
+    is_problem(api.get("/v1/nothing"), 404)
+    reply = api.request("PUT", "/v1/sessions")
+    is_problem(reply, 405)
+    is_problem(api.get("/v1/sessions/ps_0000000000000000"), 404)
+
+
+def test_update_and_close(api: Api) -> None:
+    add_pool(api, V1)
+    session = create(api, ttl_s=60)
+    sid = session["id"]
+    reply = api.request("PATCH", f"/v1/sessions/{sid}",
+                        {"expires_at": "2030-01-01T00:00:00Z", "ttl_s": None}, token="operator")
+    assert reply.status == 200, reply.body
+    assert reply.json["expires_at"] == "2030-01-01T00:00:00.000Z" and reply.json["ttl_s"] is None
+    is_problem(api.request("PATCH", f"/v1/sessions/{sid}", {}, token="operator"), 422)
+    is_problem(api.request("PATCH", f"/v1/sessions/{sid}", {"expires_at": "2001-01-01T00:00:00Z"},
+                           token="operator"), 422)
+    closed = api.post(f"/v1/sessions/{sid}/close", token="operator")
+    assert closed.status == 200 and closed.json["status"] == "closed"
+    assert api.request("DELETE", f"/v1/sessions/{sid}", token="operator").json["status"] == "closed"
+    is_problem(api.request("PATCH", f"/v1/sessions/{sid}", {"ttl_s": 5}, token="operator"), 409)
+
+
+def test_closed_session_frees_the_number_for_the_participant(api: Api) -> None:
+    add_pool(api, V1)
+    first = create(api)
+    api.post(f"/v1/sessions/{first['id']}/close", token="operator")
+    assert create(api, ALICE, CAROL)["a"]["virtual"] == V1
+
+
+def test_list_filters_and_cursor_pagination(api: Api) -> None:
+    add_pool(api, V1, V2)
+    ids = []
+    for i in range(5):
+        ids.append(create(api, f"+1555777{i:04d}", f"+1555666{i:04d}",
+                          metadata={"order_id": f"o-{i}"})["id"])
+        api.clock.now += 10
+    api.post(f"/v1/sessions/{ids[0]}/close", token="operator")
+    seen, cursor = [], None
+    while True:
+        path = "/v1/sessions?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = api.get(path).json
+        seen += [s["id"] for s in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids
+    assert [s["id"] for s in api.get("/v1/sessions?status=closed").json["items"]] == [ids[0]]
+    assert len(api.get("/v1/sessions?status=open").json["items"]) == 4
+    assert [s["id"] for s in api.get("/v1/sessions?metadata.order_id=o-3").json["items"]] == [
+        ids[3]]
+    assert [s["id"] for s in api.get("/v1/sessions?participant=%2B15557770002").json["items"]] == [
+        ids[2]]
+    # created at T0, T0+10, ... T0+40 (2023-11-14T22:13:20Z + 40 s)
+    assert [s["id"] for s in api.get(
+        "/v1/sessions?created_from=2023-11-14T22:13:50Z").json["items"]] == ids[3:]
+    assert [s["id"] for s in api.get(
+        "/v1/sessions?created_to=2023-11-14T23:13:31%2B01:00").json["items"]] == ids[:2]
+    is_problem(api.get("/v1/sessions?status=bogus"), 422, "status")
+    is_problem(api.get("/v1/sessions?cursor=zzz"), 422, "cursor")
+    is_problem(api.get("/v1/sessions?limit=0"), 422, "limit")
+    is_problem(api.get("/v1/sessions?colour=red"), 422, "colour")
+
+
+def test_idempotency_key(api: Api) -> None:
+    add_pool(api, V1, V2)
+    body = {"a": {"number": ALICE}, "b": {"number": BOB}}
+    first = api.post("/v1/sessions", body, token="operator", headers={"Idempotency-Key": "k-1"})
+    again = api.post("/v1/sessions", body, token="operator", headers={"Idempotency-Key": "k-1"})
+    assert first.status == again.status == 201
+    assert again.json == first.json and again.headers.get("idempotent-replayed") == "true"
+    other = api.post("/v1/sessions", {**body, "ttl_s": 5}, token="operator",
+                     headers={"Idempotency-Key": "k-1"})
+    is_problem(other, 422, "Idempotency-Key")
+    assert len(api.get("/v1/sessions").json["items"]) == 1
+    # keys are per token: another token's same key is a different request
+    assert api.post("/v1/sessions", {"a": {"number": CAROL}, "b": {"number": BOB}},
+                    token="admin", headers={"Idempotency-Key": "k-1"}).status == 201
+
+
+def test_interactions_are_the_session_cdrs_with_tokens_only(api: Api) -> None:
+    add_pool(api, V1)
+    session = create(api)
+    api.store.record_cdrs([Cdr("c_1", session["id"], "n_aaa", "n_bbb", api.clock.now, None,
+                               api.clock.now + 1, "busy", 486, "", 0.0)])
+    items = api.get(f"/v1/sessions/{session['id']}/interactions", token="viewer").json["items"]
+    assert [(i["outcome"], i["sip_code"]) for i in items] == [("busy", 486)]
+    is_problem(api.get("/v1/sessions/ps_0000000000000000/interactions"), 404)
+
+
+# -- pool -----------------------------------------------------------------------------------------
+
+def test_pool_add_list_drain_activate_remove(api: Api) -> None:
+    add_pool(api, V1, V2)
+    is_problem(api.post("/v1/pool/numbers", {"number": V1}), 409)
+    is_problem(api.post("/v1/pool/numbers", {"number": "12"}), 422, "number")
+    assert [n["number"] for n in api.get("/v1/pool/numbers").json["items"]] == [V1, V2]
+    drained = api.post(f"/v1/pool/numbers/{V1}/drain")
+    assert drained.json["status"] == "draining"
+    session = create(api)
+    assert session["a"]["virtual"] == V2  # draining numbers take no new sessions
+    assert api.get("/v1/pool/numbers?status=draining").json["items"][0]["number"] == V1
+    assert api.post(f"/v1/pool/numbers/{V1}/activate").json["status"] == "active"
+    is_problem(api.request("DELETE", f"/v1/pool/numbers/{V2}"), 409)
+    assert api.request("DELETE", f"/v1/pool/numbers/{V1}").status == 204
+    is_problem(api.get(f"/v1/pool/numbers/{V1}"), 404)
+    assert api.get(f"/v1/pool/numbers/{V2}").json["open_sessions"] == 2
+
+
+# -- audit and privacy ------------------------------------------------------------------------
+
+def test_every_change_is_audited_without_real_numbers(api: Api) -> None:
+    add_pool(api, V1)
+    session = create(api, metadata={"customer_phone": ALICE})
+    api.request("PATCH", f"/v1/sessions/{session['id']}", {"ttl_s": 99}, token="operator")
+    api.post(f"/v1/sessions/{session['id']}/close", token="operator")
+    api.post(f"/v1/pool/numbers/{V1}/drain")
+    reply = api.get("/v1/audit")
+    actions = [e["action"] for e in reply.json["items"]]
+    assert actions[:5] == ["pool.drain", "session.close", "session.update", "session.create",
+                           "pool.add"]
+    text = reply.body.decode() + repr(api.store.list_audit(limit=1000))
+    for number in (ALICE, BOB):
+        assert number not in text and number[1:] not in text and number[2:] not in text
+    create_entry = reply.json["items"][3]
+    assert create_entry["actor"].endswith("/operator")
+    assert create_entry["details"]["a"] == api.admin.vault.token(ALICE)
+    assert create_entry["details"]["metadata_keys"] == ["customer_phone"]
+
+
+# -- metrics and OpenAPI ----------------------------------------------------------------------
+
+def test_metrics_are_prometheus_text_with_route_templates(api: Api) -> None:
+    add_pool(api, V1)
+    api.get(f"/v1/pool/numbers/{V1}")
+    reply = api.get("/metrics", token=None)
+    assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain")
+    text = reply.body.decode()
+    assert 'sipmask_api_requests_total{route="/v1/pool/numbers/{number}",method="GET",status="200"} 1' in text
+    assert V1 not in text and V1[1:] not in text
+
+
+def test_served_openapi_equals_the_checked_in_document(api: Api) -> None:
+    served = api.get("/v1/openapi.json", token=None).json
+    checked_in = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    assert served == checked_in == openapi_document(), (
+        "regenerate with: python -m proxy.api.openapi > docs/openapi.json")
+    assert served["openapi"].startswith("3.1")
+
+
+def test_every_route_is_documented_and_every_documented_route_exists() -> None:
+    paths = openapi_document()["paths"]
+    served = {(r.path, r.method.lower()) for r in route_table()}
+    documented = {(path, method) for path, ops in paths.items() for method in ops}
+    assert served == documented
