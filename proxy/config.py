@@ -12,7 +12,7 @@ relative paths from the environment or defaults are relative to the working dire
 
 Environment (applied after the file): ``SIPMASK_CONFIG`` (file, when no path is passed),
 ``SIPMASK_LOG_LEVEL``, ``SIPMASK_LOG_FORMAT``, ``SIPMASK_STORE_PATH``, ``SIPMASK_LISTEN``
-(comma-separated listen specs). The key reference with examples is ``docs/config.md``.
+(comma-separated listen specs), ``SIPMASK_API_LISTEN`` (``HOST:PORT`` or ``off``). The key reference with examples is ``docs/config.md``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any, Final, TypeVar
 import phonenumbers
 
 __all__ = [
+    "ApiConfig",
     "CallsConfig",
     "Config",
     "ConfigError",
@@ -189,6 +190,21 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """``[api]``: the HTTP management API (sessions, pool, health, metrics)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    default_region: str = "US"
+
+    @property
+    def listen(self) -> str:
+        """``HOST:PORT`` as written in the config (IPv6 in brackets)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """``[log]``: level and output format."""
 
@@ -214,6 +230,7 @@ class Config:
     routes: tuple[RouteConfig, ...] = ()
     calls: CallsConfig = field(default_factory=CallsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     log: LogConfig = field(default_factory=LogConfig)
     rules_file: Path = DEFAULT_RULES_FILE
     source: Path | None = None
@@ -428,7 +445,8 @@ _CALLS_KEYS: Final = (
 _STORE_KEYS: Final = ("backend", "path", "key_file", "redis_url", "redis_prefix",
                       "poll_interval_s", "retention_days", "purge_interval_s")
 _LOG_KEYS: Final = ("level", "format")
-_TOP_KEYS: Final = ("sip", "trunks", "routes", "calls", "store", "log", "rules_file")
+_API_KEYS: Final = ("enabled", "listen", "default_region")
+_TOP_KEYS: Final = ("sip", "trunks", "routes", "calls", "store", "log", "rules_file", "api")
 
 
 def _parse_sip(ctx: _Ctx, raw: Mapping[str, Any]) -> SipConfig:
@@ -569,6 +587,42 @@ def _parse_store(ctx: _Ctx, raw: Mapping[str, Any]) -> StoreConfig:
     return store
 
 
+def parse_hostport(text: str) -> tuple[str, int]:
+    """Split ``"HOST:PORT"`` (IPv6 as ``[::1]:8080``) into (host, port).
+
+    Raises:
+        ValueError: with the reason, when *text* is not of that form.
+    """
+    _, host, port = parse_address("tcp:" + text)
+    return host, port
+
+
+def _parse_api(ctx: _Ctx, raw: Mapping[str, Any]) -> ApiConfig:
+    _check_keys(ctx, raw, _API_KEYS, "api")
+    kw: dict[str, Any] = {}
+    if "enabled" in raw:
+        kw["enabled"] = _bool(ctx, raw["enabled"], "api.enabled")
+    if "listen" in raw:
+        kw["host"], kw["port"] = _api_listen(ctx, raw["listen"], "api.listen")
+    if "default_region" in raw:
+        region = _str(ctx, raw["default_region"], "api.default_region").strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ctx.error("api.default_region",
+                            f'expected a two-letter region such as "US" or "GB", got {_show(region)}')
+        kw["default_region"] = region
+    return replace(ApiConfig(), **kw)
+
+
+def _api_listen(ctx: _Ctx, value: Any, key: str) -> tuple[str, int]:
+    form = '"HOST:PORT" (e.g. "127.0.0.1:8080", "[::1]:8080")'
+    if not isinstance(value, str):
+        raise ctx.error(key, f"expected {form}, got {_show(value)}")
+    try:
+        return parse_hostport(value.strip())
+    except ValueError as exc:
+        raise ctx.error(key, f"expected {form}, got {_show(value)} ({exc})") from None
+
+
 def _parse_log(ctx: _Ctx, raw: Mapping[str, Any]) -> LogConfig:
     _check_keys(ctx, raw, _LOG_KEYS, "log")
     kw: dict[str, Any] = {}
@@ -614,6 +668,8 @@ def _parse(ctx: _Ctx, raw: Mapping[str, Any], source: Path | None) -> Config:
         kw["store"] = _parse_store(ctx, _table(ctx, raw["store"], "store"))
     if "log" in raw:
         kw["log"] = _parse_log(ctx, _table(ctx, raw["log"], "log"))
+    if "api" in raw:
+        kw["api"] = _parse_api(ctx, _table(ctx, raw["api"], "api"))
     if "rules_file" in raw:
         rules = Path(ctx.path(_str(ctx, raw["rules_file"], "rules_file").strip()))
         if not rules.is_file():
@@ -633,6 +689,13 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
     if (path := env.get("SIPMASK_STORE_PATH")) is not None:
         config = replace(config, store=replace(
             config.store, path=_str(ctx, path, "SIPMASK_STORE_PATH").strip()))
+    if (api_listen := env.get("SIPMASK_API_LISTEN")) is not None:
+        text = api_listen.strip()
+        if text.lower() in ("off", "none", "disabled"):
+            config = replace(config, api=replace(config.api, enabled=False))
+        else:
+            host, port = _api_listen(ctx, text, "SIPMASK_API_LISTEN")
+            config = replace(config, api=replace(config.api, enabled=True, host=host, port=port))
     if (listen := env.get("SIPMASK_LISTEN")) is not None:
         specs = tuple(
             _listen(ctx, item.strip(), f"SIPMASK_LISTEN[{i}]")
