@@ -7,6 +7,7 @@ import gc
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,9 @@ from .config import Config
 from .observability.logging import configure_logging
 from .observability.redaction import Redactor
 from .pairing.cache import PairingCache
-from .pairing.crypto import NumberVault
+from .pairing.backends import open_store
+from .pairing.crypto import load_vault
 from .pairing.service import PairingService
-from .pairing.sqlite_store import SqliteStore
 from .sip.ids import SecretIds
 from .sip.transaction import TimerConfig, TransactionLayer
 from .transport import SipTransports
@@ -41,6 +42,7 @@ class App:
     b2bua: B2bua
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    store_worker: ThreadPoolExecutor | None = None
 
     def reload_rules(self) -> None:
         """SIGHUP: re-read the header policy; a bad file keeps the old policy and says why."""
@@ -63,6 +65,8 @@ class App:
                 pass
         self.stack.close()
         await self.transports.close()
+        if self.store_worker is not None:
+            self.store_worker.shutdown(wait=True)  # a write in flight lands before the last flush
         self.service.flush()
         self.service.store.close()
 
@@ -70,10 +74,13 @@ class App:
 async def start(config: Config) -> App:
     """Start sipmask on the running loop and return the handle."""
     loop = asyncio.get_running_loop()
-    vault = NumberVault.from_key_file(config.store.key_file)
+    vault = load_vault(config.store.key_file)
     configure_logging(config.log.level, config.log.format, redactor=Redactor(vault._token_key))
     log = structlog.get_logger("sipmask")
-    store = SqliteStore(config.store.path, vault)
+    store = open_store(
+        config.store.backend, vault, path=config.store.path,
+        redis_url=config.store.redis_url, redis_prefix=config.store.redis_prefix,
+    )
     service = PairingService(store, PairingCache(), time.time)
     loaded = service.start()
     rules = load_rules(config.rules_file)
@@ -134,11 +141,32 @@ async def start(config: Config) -> App:
     )
     stack.attach(b2bua)
     app = App(config, log, service, transports, stack, b2bua)
-    app.tasks.append(asyncio.create_task(_every(config.store.poll_interval_s, service.poll, log)))
-    app.tasks.append(asyncio.create_task(_every(_CDR_FLUSH_S, service.flush, log)))
-    app.tasks.append(asyncio.create_task(_every(5.0, service.expire, log)))
+    # Store calls run in one worker thread (serialised, in order); the cache stays on the loop.
+    app.store_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipmask-store")
+    worker = app.store_worker
+
+    def run(fn: Any, *args: Any) -> Any:
+        return loop.run_in_executor(worker, fn, *args)
+
+    housekeeping: list[tuple[str, float, Any]] = [
+        ("poll", config.store.poll_interval_s, lambda: service.poll_async(run)),
+        ("flush", _CDR_FLUSH_S, lambda: service.flush_async(run)),
+        ("expire", 5.0, lambda: service.expire_async(run)),
+    ]
+    if config.store.retention_days > 0:
+        retention_s = config.store.retention_days * 86_400.0
+
+        async def purge() -> None:
+            sessions, cdrs = await service.purge_async(run, retention_s)
+            if sessions or cdrs:
+                log.info("store.purged", sessions=sessions, cdrs=cdrs)
+
+        housekeeping.append(("purge", config.store.purge_interval_s, purge))
+    for name, interval, job in housekeeping:
+        app.tasks.append(asyncio.create_task(_every_async(name, interval, job, log)))
     _tune_gc()
-    log.info("sipmask.started", pairings=loaded, db=config.store.path)
+    log.info("sipmask.started", pairings=loaded, store=config.store.backend,
+             db=config.store.path if config.store.backend == "sqlite" else None)
     return app
 
 
@@ -153,13 +181,14 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def _every(interval: float, fn: Any, log: Any) -> None:
+async def _every_async(name: str, interval: float, job: Any, log: Any) -> None:
+    """Await `job()` every `interval` seconds (after the previous run ended)."""
     while True:
         await asyncio.sleep(interval)
         try:
-            fn()
+            await job()
         except Exception as exc:  # noqa: BLE001 - housekeeping must not die
-            log.error("housekeeping.failed", task=getattr(fn, "__name__", "?"), error=type(exc).__name__)
+            log.error("housekeeping.failed", task=name, error=type(exc).__name__)
 
 
 async def serve(config: Config) -> None:

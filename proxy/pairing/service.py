@@ -5,12 +5,17 @@ The running proxy owns one `PairingService`. It calls `start()` once, `poll()` e
 INVITE, `touch()` when a call uses a session, `record_cdr()` when a call ends, and `flush()`
 every ~200 ms and at shutdown. Touches and CDRs are buffered so a call never waits on a disk
 write; a crash loses at most one flush interval of them.
+
+The ``*_async`` variants of the housekeeping calls take a `Runner` and run every store call
+through it (app.py passes one that runs them in a worker thread), while the cache, which is
+not thread-safe, is only ever touched on the caller's event loop. A store across the network
+(Redis) then never stalls the SIP side, not even while it is unreachable.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .cache import PairingCache
@@ -21,6 +26,8 @@ from .store import PairingStore
 __all__ = ["PairingService"]
 
 Clock = Callable[[], float]
+Runner = Callable[..., Awaitable[Any]]
+"""``run(fn, *args)``: call ``fn(*args)`` somewhere (a thread) and await its result."""
 
 
 class PairingService:
@@ -43,6 +50,7 @@ class PairingService:
         self._seq = 0
         self._pending_cdrs: list[Cdr] = []
         self._pending_touches: dict[str, float] = {}
+        self._local_writes = 0  # bumped by `apply`: an async poll that raced one reads again
 
     # -- cache upkeep --------------------------------------------------------------------------
 
@@ -78,6 +86,57 @@ class PairingService:
         Return (sessions deleted, CDRs deleted)."""
         now = self.clock() if now is None else now
         return self.store.purge(older_than=now - retention_s)
+
+    async def poll_async(self, run: Runner) -> int:
+        """`poll`, reading the store through `run`. A change applied on this loop while a read
+        was in flight (a close from the API) makes the poll read again rather than apply a
+        state older than what the cache holds."""
+        applied = 0
+        while True:
+            writes = self._local_writes
+            sessions, seq = await run(self.store.changes_since, self._seq)
+            if writes != self._local_writes:
+                continue
+            self._seq = seq
+            for session in sessions:
+                self.cache.apply(session)
+            applied += len(sessions)
+            if not sessions:
+                return applied
+
+    async def flush_async(self, run: Runner) -> int:
+        """`flush`, writing through `run`. On a store error the whole batch is kept for the
+        next flush (touches are idempotent, so writing them twice is harmless)."""
+        touches, self._pending_touches = self._pending_touches, {}
+        cdrs, self._pending_cdrs = self._pending_cdrs, []
+        if not touches and not cdrs:
+            return 0
+        try:
+            await run(self.store.touch_many, touches)
+            return int(await run(self.store.record_cdrs, cdrs))
+        except Exception:
+            for session_id, when in self._pending_touches.items():
+                touches[session_id] = max(when, touches.get(session_id, when))
+            self._pending_touches = touches
+            self._pending_cdrs[:0] = cdrs
+            raise
+
+    async def expire_async(self, run: Runner, now: float | None = None) -> list[str]:
+        """`expire`, with every store call through `run`."""
+        now = self.clock() if now is None else now
+        await self.flush_async(run)
+        expired: list[str] = await run(self.store.expire_due, now)
+        self.cache.expire_due(now)
+        await self.poll_async(run)
+        return expired
+
+    async def purge_async(
+        self, run: Runner, retention_s: float, now: float | None = None
+    ) -> tuple[int, int]:
+        """`purge` through `run`."""
+        now = self.clock() if now is None else now
+        result: tuple[int, int] = await run(self.store.purge, now - retention_s)
+        return result
 
     # -- per call ------------------------------------------------------------------------------
 
@@ -145,11 +204,17 @@ class PairingService:
             a, b, expires_at=expires_at, ttl_s=ttl_s, metadata=metadata, mode=mode,
             now=self.clock() if now is None else now,
         )
-        self.cache.apply(session)
+        self.apply(session)
         return session
+
+    def apply(self, session: Session) -> None:
+        """Make the cache reflect `session` as just written to the store by this process
+        (create, close, update): use this rather than ``cache.apply`` for such writes."""
+        self._local_writes += 1
+        self.cache.apply(session)
 
     def close(self, session_id: str, now: float | None = None) -> Session:
         """Close a session in the store and stop routing it at once."""
         session = self.store.close_session(session_id, self.clock() if now is None else now)
-        self.cache.apply(session)
+        self.apply(session)
         return session
