@@ -256,6 +256,13 @@ class SqliteStore(SqlitePoolMixin, SqliteAdminMixin):
         """Check both participants are free on their virtual numbers, then insert `session`
         (inside the caller's write transaction)."""
         a, b = session.a, session.b
+        # A process that opened the file before a key rotation must not write numbers that
+        # the new key cannot open.
+        row = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+        if row is None or row[0] != self._vault.index(_KEY_CHECK_LABEL):
+            raise StoreError(
+                "the key does not match this database (rotated? restart with the new key)"
+            )
         index_a, index_b = self._vault.index(a.number), self._vault.index(b.number)
         for label, index, virtual in (("a", index_a, a.virtual), ("b", index_b, b.virtual)):
             self._check_free(conn, label, index, virtual, session.created_at)

@@ -406,6 +406,15 @@ def test_rotate_key_re_encrypts_and_re_indexes(open_store: Factory) -> None:
     assert reopened.get_session(closed.id) == store.get_session(closed.id)
 
 
+def test_a_store_opened_before_a_rotation_cannot_write_old_key_numbers(
+        open_store: Factory) -> None:
+    stale, rotator = open_store(), open_store()
+    rotator.rotate_key(NumberVault.from_secret(OTHER_SECRET))
+    with pytest.raises(StoreError, match="does not match"):
+        pair(stale)
+    assert rotator.list_sessions() == []
+
+
 def test_a_store_refuses_another_key(open_store: Factory) -> None:
     pair(open_store())
     with pytest.raises(StoreError, match="does not match"):
