@@ -15,7 +15,7 @@ import structlog
 
 from .b2bua.core import B2bua
 from .b2bua.policy import RulesError, load_rules
-from .config import Config
+from .config import Config, ConfigError
 from .observability.logging import configure_logging
 from .observability.redaction import Redactor
 from .pairing.cache import PairingCache
@@ -43,6 +43,7 @@ class App:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     store_worker: ThreadPoolExecutor | None = None
+    api: Any = None  # proxy.api.ApiServer when [api] is enabled
 
     def reload_rules(self) -> None:
         """SIGHUP: re-read the header policy; a bad file keeps the old policy and says why."""
@@ -55,7 +56,9 @@ class App:
         self.log.info("rules.reloaded", file=str(self.config.rules_file))
 
     async def close(self) -> None:
-        """Stop timers and listeners, flush CDRs, close the store."""
+        """Stop the API, timers and listeners, flush CDRs, close the store."""
+        if self.api is not None:
+            await self.api.stop()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -164,6 +167,20 @@ async def start(config: Config) -> App:
         housekeeping.append(("purge", config.store.purge_interval_s, purge))
     for name, interval, job in housekeeping:
         app.tasks.append(asyncio.create_task(_every_async(name, interval, job, log)))
+    if config.api.enabled:
+        from .api import start_api  # aiohttp is imported only when the API runs
+
+        def sip_ready() -> bool:
+            return bool(bound) and not app.stopping.is_set()
+
+        try:
+            app.api = await start_api(config.api, store=store, vault=vault, service=service,
+                                      call=run, sip_ready=sip_ready, log=log)
+        except OSError as exc:
+            await app.close()
+            raise ConfigError(config.source and str(config.source), "api.listen",
+                              f"cannot listen on {config.api.listen}: "
+                              f"{exc.strerror or exc}") from None
     _tune_gc()
     log.info("sipmask.started", pairings=loaded, store=config.store.backend,
              db=config.store.path if config.store.backend == "sqlite" else None)

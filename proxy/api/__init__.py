@@ -3,6 +3,6 @@ readiness, Prometheus metrics and the OpenAPI document. aiohttp, in the SIP even
 
 from .context import CTX, ApiContext
 from .openapi import openapi_document
-from .server import ApiServer, build_app, route_table
+from .server import ApiServer, build_app, route_table, start_api
 
-__all__ = ["ApiContext", "ApiServer", "CTX", "build_app", "openapi_document", "route_table"]
+__all__ = ["ApiContext", "ApiServer", "CTX", "build_app", "openapi_document", "route_table", "start_api"]

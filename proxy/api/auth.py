@@ -13,7 +13,7 @@ from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
-from ..pairing.admin import PairingAdmin
+from .context import ApiContext
 from ..pairing.records import ApiToken
 from .problems import ApiProblem
 
@@ -58,7 +58,7 @@ def actor(request: web.Request) -> str:
     return f"{token.id}/{token.name}"
 
 
-def auth_middleware(admin: PairingAdmin) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def auth_middleware(ctx: ApiContext) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """401 without a valid bearer token, 403 when its role is below the handler's."""
 
     @web.middleware
@@ -70,7 +70,7 @@ def auth_middleware(admin: PairingAdmin) -> Callable[[web.Request, Handler], Awa
         if scheme.lower() != "bearer" or not secret.strip():
             raise ApiProblem(401, "send an API token as 'Authorization: Bearer <token>'",
                              headers=_CHALLENGE)
-        token = admin.authenticate(secret.strip())
+        token = await ctx.run(ctx.admin.authenticate, secret.strip())
         if token is None:
             raise ApiProblem(401, "the API token is unknown or revoked", headers=_CHALLENGE)
         if RANK[token.role] < RANK[role]:

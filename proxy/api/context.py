@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from ..observability.metrics import Metrics
 from ..pairing.admin import PairingAdmin
+from ..pairing.model import Session
 from ..pairing.store import ApiStore
 
 __all__ = ["ApiContext", "CTX"]
+
+T = TypeVar("T")
+
+
+async def _inline(fn: Callable[[], T]) -> T:
+    return fn()
 
 
 @dataclass
@@ -21,6 +31,11 @@ class ApiContext:
 
     `checks` are the readiness probes (name -> callable raising or returning False when not
     ready); `collectors` run before each ``/metrics`` rendering to refresh gauges.
+
+    `call` runs a blocking store operation and awaits its result: inline by default; the
+    running proxy passes its store worker thread, so a slow store never stalls SIP. Handlers
+    then report session changes with `changed`, on the loop, which updates the proxy's
+    routing cache at once (it is not thread-safe, so never from the worker).
     """
 
     admin: PairingAdmin
@@ -28,6 +43,20 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     checks: dict[str, Callable[[], object]] = field(default_factory=dict)
     collectors: list[Callable[[], None]] = field(default_factory=list)
+    call: Callable[[Callable[[], Any]], Awaitable[Any]] = _inline
+    on_change: Callable[[Session], None] | None = None
+    create_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` through `call`."""
+        result: T = await self.call(functools.partial(fn, *args, **kwargs))
+        return result
+
+    def changed(self, session: Session) -> Session:
+        """Tell the routing cache about a created, updated or closed session."""
+        if self.on_change is not None:
+            self.on_change(session)
+        return session
 
     @property
     def store(self) -> ApiStore:

@@ -27,7 +27,7 @@ async def readyz(request: web.Request) -> web.Response:
     results: dict[str, str] = {}
     for name, check in ctx.checks.items():
         try:
-            ok = check()
+            ok = await ctx.run(check)
         except Exception:  # noqa: BLE001 - a failing probe means "not ready"
             ok = False
         results[name] = "ok" if ok is not False else "failing"
@@ -41,7 +41,7 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of the process's metrics registry."""
     ctx = request.app[CTX]
     for collect in ctx.collectors:
-        collect()
+        await ctx.run(collect)
     body = ctx.metrics.render()
     return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -60,7 +60,8 @@ async def audit(request: web.Request) -> web.Response:
     before_text = request.query.get("before")
     if before_text is not None and (not before_text.isdigit() or len(before_text) > 18):
         raise ApiProblem(422, "expected an audit entry id", field="before")
-    entries = ctx.store.list_audit(
+    entries = await ctx.run(
+        ctx.store.list_audit,
         limit=parse_limit(request),
         before=None if before_text is None else int(before_text),
         target=request.query.get("target"),

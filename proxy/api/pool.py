@@ -20,7 +20,7 @@ async def add_number(request: web.Request) -> web.Response:
     reject_unknown(body, ("number",))
     if not isinstance(body.get("number"), str):
         raise ApiProblem(422, "required: the virtual number as a string", field="number")
-    added = ctx.admin.add_pool_number(actor(request), body["number"])
+    added = await ctx.run(ctx.admin.add_pool_number, actor(request), body["number"])
     return web.json_response(render_pool(added), status=201,
                              headers={"Location": f"/v1/pool/numbers/{added.number}"})
 
@@ -34,7 +34,7 @@ async def list_numbers(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in POOL_STATUSES:
         raise ApiProblem(422, f"expected one of {', '.join(POOL_STATUSES)}", field="status")
-    numbers = ctx.store.list_pool_numbers(status)
+    numbers = await ctx.run(ctx.store.list_pool_numbers, status)
     return web.json_response({"items": [render_pool(n) for n in numbers]})
 
 
@@ -42,27 +42,29 @@ async def list_numbers(request: web.Request) -> web.Response:
 async def get_number(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     number = ctx.admin.number(request.match_info["number"], "number")
-    return web.json_response(render_pool(ctx.store.get_pool_number(number)))
+    return web.json_response(render_pool(await ctx.run(ctx.store.get_pool_number, number)))
 
 
 @requires("admin")
 async def drain_number(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    changed = ctx.admin.set_pool_status(actor(request), request.match_info["number"], "draining")
+    changed = await ctx.run(ctx.admin.set_pool_status, actor(request),
+                            request.match_info["number"], "draining")
     return web.json_response(render_pool(changed))
 
 
 @requires("admin")
 async def activate_number(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    changed = ctx.admin.set_pool_status(actor(request), request.match_info["number"], "active")
+    changed = await ctx.run(ctx.admin.set_pool_status, actor(request),
+                            request.match_info["number"], "active")
     return web.json_response(render_pool(changed))
 
 
 @requires("admin")
 async def remove_number(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    ctx.admin.remove_pool_number(actor(request), request.match_info["number"])
+    await ctx.run(ctx.admin.remove_pool_number, actor(request), request.match_info["number"])
     return web.Response(status=204)
 
 

@@ -13,12 +13,18 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from ..config import ApiConfig
+from ..observability.metrics import Metrics
+from ..pairing.admin import PairingAdmin
+from ..pairing.crypto import NumberVault
+from ..pairing.service import PairingService
+from ..pairing.store import ApiStore
 from . import ops, pool, sessions
 from .auth import auth_middleware
 from .context import CTX, ApiContext
 from .problems import problem_middleware
 
-__all__ = ["ApiServer", "MAX_BODY_BYTES", "build_app", "route_table"]
+__all__ = ["ApiServer", "MAX_BODY_BYTES", "build_app", "route_table", "start_api"]
 
 MAX_BODY_BYTES: Final = 64 * 1024
 
@@ -56,7 +62,7 @@ def build_app(ctx: ApiContext, log: Any) -> web.Application:
     """The API application for `ctx`."""
     app = web.Application(
         middlewares=[_metrics_middleware(ctx), problem_middleware(log),
-                     auth_middleware(ctx.admin)],
+                     auth_middleware(ctx)],
         client_max_size=MAX_BODY_BYTES,
     )
     app[CTX] = ctx
@@ -89,3 +95,47 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+async def start_api(
+    config: ApiConfig,
+    *,
+    store: Any,
+    vault: NumberVault,
+    service: PairingService,
+    call: Callable[[Callable[[], Any]], Awaitable[Any]],
+    sip_ready: Callable[[], bool],
+    log: Any,
+) -> ApiServer | None:
+    """Serve the API for a running proxy, or return None when the store cannot back it.
+
+    Store calls go through `call` (the proxy's store worker); session changes made through
+    the API reach the routing cache at once. Raises OSError when the port cannot be bound.
+    """
+    if not isinstance(store, ApiStore):
+        log.error("api.unavailable", reason="the configured store backend does not implement "
+                  "the administration interface (pool, tokens, audit)")
+        return None
+    admin = PairingAdmin(store, vault, region=config.default_region)
+    metrics = Metrics()
+    cached = metrics.gauge("sipmask_sessions_routable",
+                           "Open sessions held in the routing cache.")
+    pool_gauge = metrics.gauge("sipmask_pool_numbers", "Virtual numbers in the pool by status.",
+                               ["status"])
+
+    def collect() -> None:
+        cached.set(len(service.cache))
+        counts = {"active": 0, "draining": 0}
+        for number in store.list_pool_numbers():
+            counts[number.status] += 1
+        for status, count in counts.items():
+            pool_gauge.labels(status).set(count)
+
+    ctx = ApiContext(
+        admin=admin, metrics=metrics, call=call, on_change=service.cache.apply,
+        checks={"store": store.ping, "sip": sip_ready}, collectors=[collect],
+    )
+    server = ApiServer(ctx, log)
+    host, port = await server.start(config.host, config.port)
+    log.info("api.listening", host=host, port=port)
+    return server

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ..pairing.model import ConflictError, PairingError
+from ..pairing.model import PairingError
 from ..pairing.records import KEEP, IdempotencyRecord, SessionFilter, _Keep
 from .auth import actor, requires, token_of
 from .codec import (
@@ -72,46 +72,56 @@ def _idempotency_key(request: web.Request) -> str | None:
 @requires("operator")
 async def create_session(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    token = token_of(request)
     key = _idempotency_key(request)
     body = await read_json(request)
-    body_hash = ctx.admin.vault.index(
-        "idempotency:" + json.dumps(body, sort_keys=True, separators=(",", ":")))
-    if key is not None:
-        seen = ctx.store.get_idempotency(token.id, key)
+    if key is None:
+        return await _create(request, body)
+    # Check, create and remember in one critical section: a retry racing the original
+    # request must find its record, not create a second session.
+    async with ctx.create_lock:
+        token = token_of(request)
+        body_hash = ctx.admin.vault.index(
+            "idempotency:" + json.dumps(body, sort_keys=True, separators=(",", ":")))
+        seen = await ctx.run(ctx.store.get_idempotency, token.id, key)
         if seen is not None:
             if seen.body_hash != body_hash:
                 raise ApiProblem(422, "this Idempotency-Key was used with a different body",
                                  slug="idempotency-key-reused", field="Idempotency-Key")
-            session = ctx.store.get_session(seen.session_id)
+            session = await ctx.run(ctx.store.get_session, seen.session_id)
             return _json(render_session(session, token, ctx.clock()), 201,
-                         {"Idempotent-Replayed": "true", "Location": f"/v1/sessions/{session.id}"})
+                         {"Idempotent-Replayed": "true",
+                          "Location": f"/v1/sessions/{session.id}"})
+        response = await _create(request, body)
+        session_id = response.headers["Location"].rpartition("/")[2]
+        await ctx.run(ctx.store.put_idempotency,
+                      IdempotencyRecord(token.id, key, body_hash, session_id, ctx.clock()))
+        return response
+
+
+async def _create(request: web.Request, body: dict[str, Any]) -> web.Response:
+    ctx = request.app[CTX]
     reject_unknown(body, _CREATE_FIELDS)
     number_a, virtual_a = _participant(body, "a")
     number_b, virtual_b = _participant(body, "b")
-    now = ctx.clock()
-    expires_at = _expiry(body, now)
+    expires_at = _expiry(body, ctx.clock())
     ttl_s = _ttl(body)
-    session = ctx.admin.create_session(
-        actor(request), number_a, number_b, virtual_a=virtual_a, virtual_b=virtual_b,
+    metadata = parse_metadata(body["metadata"]) if body.get("metadata") is not None else None
+    mode = parse_mode(body.get("mode", "voice"))
+    session = ctx.changed(await ctx.run(
+        ctx.admin.create_session, actor(request), number_a, number_b,
+        virtual_a=virtual_a, virtual_b=virtual_b,
         expires_at=None if isinstance(expires_at, _Keep) else expires_at,
         ttl_s=None if isinstance(ttl_s, _Keep) else ttl_s,
-        metadata=parse_metadata(body["metadata"]) if body.get("metadata") is not None else None,
-        mode=parse_mode(body.get("mode", "voice")),
-    )
-    if key is not None:
-        try:
-            ctx.store.put_idempotency(IdempotencyRecord(token.id, key, body_hash, session.id, now))
-        except ConflictError:  # pragma: no cover - one event loop: nothing ran in between
-            pass
-    return _json(render_session(session, token, ctx.clock()), 201,
+        metadata=metadata, mode=mode,
+    ))
+    return _json(render_session(session, token_of(request), ctx.clock()), 201,
                  {"Location": f"/v1/sessions/{session.id}"})
 
 
 @requires("read-only")
 async def get_session(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    session = ctx.store.get_session(request.match_info["session_id"])
+    session = await ctx.run(ctx.store.get_session, request.match_info["session_id"])
     return _json(render_session(session, token_of(request), ctx.clock()))
 
 
@@ -153,7 +163,8 @@ async def list_sessions(request: web.Request) -> web.Response:
     cursor = request.query.get("cursor")
     now = ctx.clock()
     try:
-        page = ctx.store.find_sessions(where, now=now, limit=limit, cursor=cursor)
+        page = await ctx.run(ctx.store.find_sessions, where, now=now, limit=limit,
+                             cursor=cursor)
     except PairingError as exc:  # statuses are checked above: only the cursor is left
         raise ApiProblem(422, str(exc), field="cursor") from None
     token = token_of(request)
@@ -172,15 +183,17 @@ async def update_session(request: web.Request) -> web.Response:
         raise ApiProblem(422, "give expires_at, expires_in_s or ttl_s", field="expires_at")
     expires_at = _expiry(body, ctx.clock())
     ttl_s = _ttl(body)
-    session = ctx.admin.update_session(actor(request), request.match_info["session_id"],
-                                       expires_at=expires_at, ttl_s=ttl_s)
+    session = ctx.changed(await ctx.run(
+        ctx.admin.update_session, actor(request), request.match_info["session_id"],
+        expires_at=expires_at, ttl_s=ttl_s))
     return _json(render_session(session, token_of(request), ctx.clock()))
 
 
 @requires("operator")
 async def close_session(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    session = ctx.admin.close_session(actor(request), request.match_info["session_id"])
+    session = ctx.changed(await ctx.run(
+        ctx.admin.close_session, actor(request), request.match_info["session_id"]))
     return _json(render_session(session, token_of(request), ctx.clock()))
 
 
@@ -188,9 +201,9 @@ async def close_session(request: web.Request) -> web.Response:
 async def list_interactions(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     session_id = request.match_info["session_id"]
-    ctx.store.get_session(session_id)  # 404 for an unknown session
+    await ctx.run(ctx.store.get_session, session_id)  # 404 for an unknown session
     limit = parse_limit(request, default=100)
-    cdrs = ctx.store.list_cdrs(session_id=session_id, limit=limit)
+    cdrs = await ctx.run(ctx.store.list_cdrs, session_id=session_id, limit=limit)
     return _json({"items": [render_cdr(c) for c in cdrs]})
 
 

@@ -420,6 +420,8 @@ class Sipmask:
     routes: list[tuple[str, list[str]]]
     calls: dict[str, object] = field(default_factory=dict)
     log_level: str = "debug"
+    api: bool = True
+    api_port: int = field(init=False)
     config_path: Path = field(init=False)
     db: Path = field(init=False)
     key: Path = field(init=False)
@@ -432,6 +434,12 @@ class Sipmask:
         self.db = self.workdir / "sipmask.db"
         self.key = self.workdir / "sipmask.key"
         self.stderr_path = self.workdir / "sipmask.stderr"
+        # Every instance gets its own API port: several may run at once (never the 8080 default).
+        self.api_port = free_port(self.ip) if self.api else 0
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.ip}:{self.api_port}"
 
     @property
     def udp_target(self) -> str:
@@ -464,6 +472,10 @@ class Sipmask:
             "[log]",
             f'level = "{self.log_level}"',
             'format = "json"',
+            "",
+            "[api]",
+            f"enabled = {'true' if self.api else 'false'}",
+            f'listen = "{self.ip}:{self.api_port or 8080}"',
             "",
         ]
         self.config_path.write_text("\n".join(lines))
