@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from . import admin_cli
+from . import admin_cli, manage_cli
 from .config import ConfigError, load_config
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", help="config file (default: --config)")
     check.set_defaults(func=_check)
     admin_cli.add_subcommands(sub)
+    manage_cli.add_subcommands(sub)
     return parser
 
 
