@@ -2,8 +2,9 @@
 
 `add_subcommands(subparsers)` plugs them into the main ``sipmask`` parser; each subcommand sets
 ``func`` (a handler taking the parsed namespace and returning an exit code). The namespace must
-carry ``db`` and ``key_file``. The CLI writes to the same SQLite file as a running proxy, which
-picks the change up on its next poll.
+carry ``db`` and ``key_file`` (and ``backend``, ``redis_url``, ``redis_prefix`` for a Redis
+store; cli.py fills them from the config). The CLI writes to the same store as a running proxy,
+which picks the change up on its next poll.
 
 Errors (bad numbers, conflicts, unknown ids, a key file that does not match) print one line to
 stderr and exit 1; real numbers are masked in listings unless ``--reveal`` is given.
@@ -20,10 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .pairing.crypto import NumberVault
+import redis
+
+from .pairing.backends import open_store
+from .pairing.crypto import load_vault
 from .pairing.model import MODES, STATUSES, Cdr, PairingError, Participant, Session
 from .pairing.normalize import mask_number, normalize_number
-from .pairing.sqlite_store import SqliteStore
+from .pairing.store import PairingStore
 
 __all__ = ["add_subcommands", "main"]
 
@@ -92,25 +96,28 @@ def add_subcommands(subparsers: Any) -> None:
     cdr_list.set_defaults(func=cmd_cdr_list)
 
 
-def _open_store(args: argparse.Namespace) -> SqliteStore:
+def _open_store(args: argparse.Namespace) -> PairingStore:
     db = Path(getattr(args, "db", DEFAULT_DB))
-    # A new key only goes with a new database: an existing one needs the key it was made with.
-    vault = NumberVault.from_key_file(getattr(args, "key_file", DEFAULT_KEY_FILE),
-                                      create=not db.exists())
-    return SqliteStore(db, vault)
+    backend = getattr(args, "backend", None) or "sqlite"
+    # A new key only goes with a new SQLite file: an existing store needs the key it was made
+    # with (a Redis store's key file is made by the first `sipmask run`).
+    vault = load_vault(getattr(args, "key_file", DEFAULT_KEY_FILE),
+                       create=backend == "sqlite" and not db.exists())
+    return open_store(backend, vault, path=db, redis_url=getattr(args, "redis_url", None),
+                      redis_prefix=getattr(args, "redis_prefix", None) or "sipmask:")
 
 
-def _guarded(handler: Callable[[argparse.Namespace, SqliteStore], int]) -> Handler:
+def _guarded(handler: Callable[[argparse.Namespace, PairingStore], int]) -> Handler:
     """Open the store around `handler` and turn domain errors into a message and exit 1."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             store = _open_store(args)
-        except (PairingError, sqlite3.Error, OSError) as exc:
+        except (PairingError, sqlite3.Error, redis.RedisError, OSError) as exc:
             return _fail(exc)
         try:
             return handler(args, store)
-        except (PairingError, sqlite3.Error) as exc:
+        except (PairingError, sqlite3.Error, redis.RedisError) as exc:
             return _fail(exc)
         finally:
             store.close()
@@ -157,7 +164,7 @@ def _describe(session: Session, now: float, reveal: bool) -> str:
 
 
 @_guarded
-def cmd_pairing_add(args: argparse.Namespace, store: SqliteStore) -> int:
+def cmd_pairing_add(args: argparse.Namespace, store: PairingStore) -> int:
     """``pairing add``: normalise the four numbers and create an open pairing."""
     numbers = {}
     for option in ("a", "a_virtual", "b", "b_virtual"):
@@ -184,7 +191,7 @@ def cmd_pairing_add(args: argparse.Namespace, store: SqliteStore) -> int:
 
 
 @_guarded
-def cmd_pairing_list(args: argparse.Namespace, store: SqliteStore) -> int:
+def cmd_pairing_list(args: argparse.Namespace, store: PairingStore) -> int:
     """``pairing list``: settle due expiries, then print pairings (numbers masked)."""
     now = time.time()
     store.expire_due(now)  # so that the list (and the proxy's next poll) agree on "expired"
@@ -197,7 +204,7 @@ def cmd_pairing_list(args: argparse.Namespace, store: SqliteStore) -> int:
 
 
 @_guarded
-def cmd_pairing_remove(args: argparse.Namespace, store: SqliteStore) -> int:
+def cmd_pairing_remove(args: argparse.Namespace, store: PairingStore) -> int:
     """``pairing remove ID``: close the pairing (it stops routing at the proxy's next poll)."""
     before = store.get_session(args.id)
     if before.status != "open":
@@ -223,7 +230,7 @@ def _describe_cdr(cdr: Cdr) -> str:
 
 
 @_guarded
-def cmd_cdr_list(args: argparse.Namespace, store: SqliteStore) -> int:
+def cmd_cdr_list(args: argparse.Namespace, store: PairingStore) -> int:
     """``cdr list``: print CDRs, newest first (numbers appear as tokens only)."""
     cdrs = store.list_cdrs(session_id=args.session, limit=args.limit)
     for cdr in cdrs:

@@ -1,4 +1,4 @@
-"""Command line: ``sipmask run | check-config | pairing ... | cdr ...``."""
+"""Command line: ``sipmask run | check-config | pairing ... | cdr ... | keys rotate | purge``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from . import admin_cli, manage_cli
+from . import admin_cli, manage_cli, store_cli
 from .config import ConfigError, load_config
 
 
@@ -17,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", help="TOML config file (default: none, or $SIPMASK_CONFIG)")
     parser.add_argument("--db", help="SQLite store (default: the config's store.path)")
     parser.add_argument("--key-file", help="number-encryption key file (default: store.key_file)")
+    parser.add_argument("--backend", choices=("sqlite", "redis"),
+                        help="pairing store (default: store.backend)")
+    parser.add_argument("--redis-url", help="Redis store URL (default: store.redis_url)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the B2BUA (default: udp 127.0.0.1:5060, ./sipmask.db)")
     run.set_defaults(func=_run)
@@ -25,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check)
     admin_cli.add_subcommands(sub)
     manage_cli.add_subcommands(sub)
+    store_cli.add_subcommands(sub)
     return parser
 
 
@@ -60,11 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.db is None or args.key_file is None:
+        if None in (args.db, args.key_file, args.backend) or args.command == "purge":
             # admin commands default to the store of the config in use
             cfg = load_config(args.config)
             args.db = args.db or cfg.store.path
             args.key_file = args.key_file or cfg.store.key_file
+            args.backend = args.backend or cfg.store.backend
+            args.redis_url = args.redis_url or cfg.store.redis_url
+            args.redis_prefix = cfg.store.redis_prefix
+            args.retention_days = cfg.store.retention_days
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"sipmask: {exc}", file=sys.stderr)
