@@ -75,10 +75,13 @@ class PairingCache:
     Not thread-safe: it belongs to the event loop that serves calls.
     """
 
-    __slots__ = ("_routes", "_entries", "_virtuals")
+    __slots__ = ("_routes", "_entries", "_virtuals", "applied")
 
     def __init__(self) -> None:
         """An empty cache; fill it with `load` or `apply`."""
+        # How many times `apply` ran: lets a reader that awaited the store notice that the
+        # cache moved meanwhile (PairingService.poll_async).
+        self.applied = 0
         self._routes: dict[str, _Route] = {}
         self._entries: dict[str, _Entry] = {}
         # Virtual numbers come from a small pool: keep one string object per number.
@@ -107,6 +110,7 @@ class PairingCache:
         store refuses conflicting active sessions) the newer session wins and the other is
         dropped whole, so each session is always routable in both directions or not at all.
         """
+        self.applied += 1
         previous = self._entries.get(session.id)
         self.remove(session.id)
         if session.status != OPEN:

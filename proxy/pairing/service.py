@@ -50,7 +50,6 @@ class PairingService:
         self._seq = 0
         self._pending_cdrs: list[Cdr] = []
         self._pending_touches: dict[str, float] = {}
-        self._local_writes = 0  # bumped by `apply`: an async poll that raced one reads again
 
     # -- cache upkeep --------------------------------------------------------------------------
 
@@ -88,14 +87,14 @@ class PairingService:
         return self.store.purge(older_than=now - retention_s)
 
     async def poll_async(self, run: Runner) -> int:
-        """`poll`, reading the store through `run`. A change applied on this loop while a read
+        """`poll`, reading the store through `run`. A session applied to the cache while a read
         was in flight (a close from the API) makes the poll read again rather than apply a
         state older than what the cache holds."""
         applied = 0
         while True:
-            writes = self._local_writes
+            generation = self.cache.applied
             sessions, seq = await run(self.store.changes_since, self._seq)
-            if writes != self._local_writes:
+            if generation != self.cache.applied:
                 continue
             self._seq = seq
             for session in sessions:
@@ -204,17 +203,11 @@ class PairingService:
             a, b, expires_at=expires_at, ttl_s=ttl_s, metadata=metadata, mode=mode,
             now=self.clock() if now is None else now,
         )
-        self.apply(session)
-        return session
-
-    def apply(self, session: Session) -> None:
-        """Make the cache reflect `session` as just written to the store by this process
-        (create, close, update): use this rather than ``cache.apply`` for such writes."""
-        self._local_writes += 1
         self.cache.apply(session)
+        return session
 
     def close(self, session_id: str, now: float | None = None) -> Session:
         """Close a session in the store and stop routing it at once."""
         session = self.store.close_session(session_id, self.clock() if now is None else now)
-        self.apply(session)
+        self.cache.apply(session)
         return session

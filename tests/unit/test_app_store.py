@@ -43,6 +43,7 @@ def write_config(tmp_path: Path, name: str, store: str) -> Path:
     path = tmp_path / f"{name}.toml"
     path.write_text(
         f'[sip]\nlisten = ["udp:127.0.0.1:{free_udp_port()}"]\n[log]\nlevel = "warning"\nformat = "json"\n'
+        f'[api]\nenabled = false\n'
         f'[store]\nkey_file = "{tmp_path / "shared.key"}"\npoll_interval_s = 0.05\n{store}'
     )
     return path

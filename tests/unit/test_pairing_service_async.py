@@ -103,3 +103,20 @@ def test_a_poll_racing_a_local_close_reads_again(store: SqliteStore) -> None:
 
     asyncio.run(service.poll_async(run))
     assert service.lookup(ALICE, V1) is None  # the stale "open" read was not applied
+
+
+def test_a_poll_racing_an_api_write_to_the_cache_reads_again(store: SqliteStore) -> None:
+    service = PairingService(store, clock=lambda: T0)
+    service.start()
+    session = store.create_session(Participant(ALICE, V1), Participant(CAROL, V2), now=T0)
+    first = [True]
+
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        result = fn(*args)
+        if first[0]:
+            first[0] = False
+            service.cache.apply(store.close_session(session.id, T0 + 1))  # as the API does
+        return result
+
+    asyncio.run(service.poll_async(run))
+    assert service.lookup(ALICE, V1) is None
