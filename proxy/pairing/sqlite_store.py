@@ -41,7 +41,7 @@ from .model import (
     Session,
 )
 from .sqlite_admin import ADMIN_SCHEMA, SqliteAdminMixin
-from .sqlite_pool import POOL_SCHEMA, SqlitePoolMixin
+from .sqlite_pool import POOL_INDEX_TRIM, POOL_SCHEMA, SqlitePoolMixin
 
 __all__ = ["SqliteStore", "StoreError", "MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -103,6 +103,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     # 2: virtual-number pool (counts kept by triggers), API tokens, audit log, idempotency.
     POOL_SCHEMA + ADMIN_SCHEMA,
+    # 3: drop indexes that cost every insert more than they save (see sqlite_pool).
+    POOL_INDEX_TRIM,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
