@@ -189,6 +189,7 @@ class StatFollower:
         self._header: list[str] | None = None
         self.previous: StatRow | None = None
         self.last: StatRow | None = None
+        self._rate = 0.0
 
     def poll(self) -> StatRow | None:
         try:
@@ -211,13 +212,13 @@ class StatFollower:
         return self.last
 
     def recent_rate(self, name: str = "SuccessfulCall") -> float:
-        """Calls per second of ``name`` between the last two rows."""
-        if self.previous is None or self.last is None:
-            return 0.0
-        t0, t1 = self.previous.time, self.last.time
-        if t0 is None or t1 is None or t1 - t0 < 0.05:
-            return 0.0
-        return (self.last.count(name) - self.previous.count(name)) / (t1 - t0)
+        """Calls per second of ``name`` between the last two rows at least 0.5 s apart (SIPp's
+        final row follows the last period within milliseconds)."""
+        if self.previous is not None and self.last is not None:
+            t0, t1 = self.previous.time, self.last.time
+            if t0 is not None and t1 is not None and t1 - t0 >= 0.5:
+                self._rate = (self.last.count(name) - self.previous.count(name)) / (t1 - t0)
+        return self._rate
 
 
 @dataclass(frozen=True, slots=True)
