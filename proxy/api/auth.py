@@ -58,7 +58,7 @@ def actor(request: web.Request) -> str:
     return f"{token.id}/{token.name}"
 
 
-def auth_middleware(ctx: ApiContext) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def auth_middleware(ctx: ApiContext) -> Any:
     """401 without a valid bearer token, 403 when its role is below the handler's."""
 
     @web.middleware

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["openapi_document"]
@@ -32,7 +33,7 @@ def _problems(*codes: int) -> dict[str, Any]:
     return found
 
 
-def _op(summary: str, role: str | None, responses: dict[str, Any], *, params: list[Any] = (),
+def _op(summary: str, role: str | None, responses: dict[str, Any], *, params: Sequence[Any] = (),
         body: dict[str, Any] | None = None, errors: tuple[int, ...] = ()) -> dict[str, Any]:
     auth_errors = (401, 403) if role else ()
     op: dict[str, Any] = {

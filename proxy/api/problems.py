@@ -85,7 +85,7 @@ def from_exception(exc: BaseException) -> ApiProblem | None:
     return None
 
 
-def problem_middleware(log: Any) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def problem_middleware(log: Any) -> Any:
     """aiohttp middleware answering every error as problem+json."""
 
     @web.middleware
