@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +206,7 @@ class _Run:
         host = f"[{o.uas_ip}]" if ":" in o.uas_ip else o.uas_ip
         sm = Sipmask(self.out / "sipmask", o.sipmask_ip, self.port(o.sipmask_ip, o.sipmask_port),
                      f"{o.transport}:{host}:{uas_port}", log_level=o.log_level,
-                     **({"python": o.python} if o.python else {}))
+                     python=o.python or sys.executable)
         seeded = list(pairings(o.pairings, o.virtual_pool))
         self.seed_s = sm.seed(seeded)
         self.pairs = [(p.caller, p.virtual) for p in seeded]
@@ -329,6 +330,7 @@ class _Run:
             uac.start()
             if o.uac_port or attempt == _BIND_ATTEMPTS - 1:
                 break
+            assert uac.proc is not None
             try:
                 uac.proc.wait(timeout=0.3)  # a SIPp that cannot bind exits at once
             except subprocess.TimeoutExpired:
