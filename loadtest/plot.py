@@ -63,7 +63,7 @@ def plot_timeline(points: Sequence[dict[str, Any]], path: Path, title: str) -> P
             ax.set_ylabel("SUT CPU (% of a core)")
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
-        axes[-1].set_xlabel("seconds since the first call")
+        axes[-1].set_xlabel("seconds since the caller SIPp started")
         fig.tight_layout()
         fig.savefig(path, format="png")
     finally:

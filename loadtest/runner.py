@@ -285,6 +285,8 @@ class _Run:
     def drive(self) -> None:
         o = self.opts
         uac = self.start_uac()
+        if self.sut_pid:
+            self.sut_samples.append((0.0, self.sut_cpu0))
         stopping = False
         last_sample = -1.0
         last_rate: float | None = None
