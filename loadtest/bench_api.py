@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         base = f"http://127.0.0.1:{api_port}"
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 900  # a pre-loaded table is read into memory first
             while True:
                 try:
                     with socket.create_connection(("127.0.0.1", api_port), timeout=0.2):
