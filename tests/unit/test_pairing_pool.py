@@ -1,4 +1,7 @@
-"""Virtual-number pool and allocation in SqliteStore (real file, times passed explicitly)."""
+"""Virtual-number pool, allocation, session search and update: the `ApiStore` contract.
+
+Runs against a real SQLite file and, once `RedisStore` implements `ApiStore`, a real
+redis-server (skipped until then). Times are passed explicitly (a fake clock)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,10 @@ import pytest
 
 from proxy.pairing import ConflictError, NotFound, NumberVault, PairingError, SqliteStore
 from proxy.pairing.records import KEEP, SessionFilter
+from proxy.pairing.redis_store import RedisStore
 from proxy.pairing.store import ApiStore
+
+from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
 
 SECRET = bytes(range(64))
 T0 = 1_700_000_000.0
@@ -20,26 +26,39 @@ ALICE, BOB, CAROL, DAVE = "+15551230001", "+15551230002", "+15551230003", "+1555
 V1, V2, V3 = "+15559990001", "+15559990002", "+15559990003"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "sipmask.db", NumberVault.from_secret(SECRET))
-    s.alloc_random = random.Random(7)
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ApiStore]:
+    vault = NumberVault.from_secret(SECRET)
+    s: object
+    if request.param == "sqlite":
+        s = SqliteStore(tmp_path / "sipmask.db", vault)
+    else:
+        request.getfixturevalue("redis_client")  # flushed for this test
+        s = RedisStore.from_url(request.getfixturevalue("redis_url"), vault)
+        if not isinstance(s, ApiStore):
+            s.close()
+            pytest.skip("RedisStore does not implement ApiStore (pool, tokens, audit) yet")
+    if hasattr(s, "alloc_random"):
+        s.alloc_random = random.Random(7)
+    assert isinstance(s, ApiStore)
     yield s
     s.close()
 
 
-def fill(store: SqliteStore, *numbers: str) -> None:
+def fill(store: ApiStore, *numbers: str) -> None:
     for n in numbers:
         store.add_pool_number(n, T0)
 
 
-def test_sqlite_store_implements_the_api_store_protocol(store: SqliteStore) -> None:
-    assert isinstance(store, ApiStore)
+def test_sqlite_store_implements_the_api_store_protocol(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "x.db", NumberVault.from_secret(SECRET))
+    assert isinstance(s, ApiStore)
+    s.close()
 
 
 # -- pool ---------------------------------------------------------------------------------------
 
-def test_add_list_drain_activate(store: SqliteStore) -> None:
+def test_add_list_drain_activate(store: ApiStore) -> None:
     fill(store, V2, V1)
     assert [p.number for p in store.list_pool_numbers()] == [V1, V2]
     assert store.set_pool_status(V1, "draining").status == "draining"
@@ -48,7 +67,7 @@ def test_add_list_drain_activate(store: SqliteStore) -> None:
     assert store.set_pool_status(V1, "active").status == "active"
 
 
-def test_adding_twice_conflicts_and_unknown_numbers_are_not_found(store: SqliteStore) -> None:
+def test_adding_twice_conflicts_and_unknown_numbers_are_not_found(store: ApiStore) -> None:
     fill(store, V1)
     with pytest.raises(ConflictError):
         store.add_pool_number(V1, T0)
@@ -60,7 +79,7 @@ def test_adding_twice_conflicts_and_unknown_numbers_are_not_found(store: SqliteS
         store.set_pool_status(V1, "gone")
 
 
-def test_open_session_counts_follow_create_close_expire_and_purge(store: SqliteStore) -> None:
+def test_open_session_counts_follow_create_close_expire_and_purge(store: ApiStore) -> None:
     fill(store, V1)
     s1 = store.allocate_session(ALICE, BOB, now=T0)  # V1 on both sides
     assert store.get_pool_number(V1).open_sessions == 2
@@ -74,12 +93,12 @@ def test_open_session_counts_follow_create_close_expire_and_purge(store: SqliteS
     assert store.get_pool_number(V1).open_sessions == 0
 
 
-def test_a_number_added_late_counts_the_sessions_already_on_it(store: SqliteStore) -> None:
+def test_a_number_added_late_counts_the_sessions_already_on_it(store: ApiStore) -> None:
     store.allocate_session(ALICE, BOB, virtual_a=V1, virtual_b=V2, now=T0)
     assert store.add_pool_number(V1, T0).open_sessions == 1
 
 
-def test_remove_is_refused_while_an_active_session_uses_the_number(store: SqliteStore) -> None:
+def test_remove_is_refused_while_an_active_session_uses_the_number(store: ApiStore) -> None:
     fill(store, V1)
     session = store.allocate_session(ALICE, BOB, ttl_s=60, now=T0)
     with pytest.raises(ConflictError, match="still used by 2 active"):
@@ -93,7 +112,7 @@ def test_remove_is_refused_while_an_active_session_uses_the_number(store: Sqlite
 # -- allocation -----------------------------------------------------------------------------
 
 def test_allocation_never_gives_a_participant_two_active_sessions_on_one_number(
-    store: SqliteStore,
+    store: ApiStore,
 ) -> None:
     fill(store, V1, V2, V3)
     partners = [f"+1555888{i:04d}" for i in range(3)]
@@ -108,14 +127,14 @@ def test_allocation_never_gives_a_participant_two_active_sessions_on_one_number(
     assert store.allocate_session(BOB, CAROL, now=T0).a.virtual in (V1, V2, V3)
 
 
-def test_exhaustion_names_b_when_b_is_the_busy_one(store: SqliteStore) -> None:
+def test_exhaustion_names_b_when_b_is_the_busy_one(store: ApiStore) -> None:
     fill(store, V1)
     store.allocate_session(ALICE, BOB, now=T0)
     with pytest.raises(ConflictError, match=r"exhausted for this participant \(B\)"):
         store.allocate_session(CAROL, BOB, now=T0)
 
 
-def test_closing_or_expiry_frees_the_number_for_the_participant(store: SqliteStore) -> None:
+def test_closing_or_expiry_frees_the_number_for_the_participant(store: ApiStore) -> None:
     fill(store, V1)
     first = store.allocate_session(ALICE, BOB, ttl_s=30, now=T0)
     with pytest.raises(ConflictError):
@@ -128,7 +147,7 @@ def test_closing_or_expiry_frees_the_number_for_the_participant(store: SqliteSto
     assert store.allocate_session(ALICE, DAVE, now=T0 + 33).a.virtual == V1
 
 
-def test_draining_numbers_take_no_new_sessions(store: SqliteStore) -> None:
+def test_draining_numbers_take_no_new_sessions(store: ApiStore) -> None:
     fill(store, V1, V2)
     store.set_pool_status(V1, "draining")
     for i in range(5):
@@ -141,7 +160,7 @@ def test_draining_numbers_take_no_new_sessions(store: SqliteStore) -> None:
         store.allocate_session(ALICE, BOB, now=T0)
 
 
-def test_allocation_spreads_load_least_used_first(store: SqliteStore) -> None:
+def test_allocation_spreads_load_least_used_first(store: ApiStore) -> None:
     pool = [f"+1555444{i:04d}" for i in range(10)]
     fill(store, *pool)
     for i in range(100):
@@ -155,7 +174,7 @@ def test_ties_are_broken_at_random(tmp_path: Path) -> None:
     firsts = Counter()
     for seed in range(12):
         s = SqliteStore(tmp_path / f"{seed}.db", NumberVault.from_secret(SECRET))
-        s.alloc_random = random.Random(seed)
+        s.alloc_random = random.Random(seed)  # SQLite: the seedable source of ties
         fill(s, V1, V2, V3)
         firsts[s.allocate_session(ALICE, BOB, now=T0).a.virtual] += 1
         s.close()
@@ -163,7 +182,7 @@ def test_ties_are_broken_at_random(tmp_path: Path) -> None:
 
 
 def test_explicit_virtual_numbers_still_work_and_need_not_be_in_the_pool(
-    store: SqliteStore,
+    store: ApiStore,
 ) -> None:
     fill(store, V1)
     session = store.allocate_session(ALICE, BOB, virtual_a=V3, now=T0)
@@ -172,7 +191,7 @@ def test_explicit_virtual_numbers_still_work_and_need_not_be_in_the_pool(
         store.allocate_session(ALICE, CAROL, virtual_a=V3, virtual_b=V2, now=T0)
 
 
-def test_allocation_validates_like_create(store: SqliteStore) -> None:
+def test_allocation_validates_like_create(store: ApiStore) -> None:
     fill(store, V1)
     with pytest.raises(PairingError, match="two different"):
         store.allocate_session(ALICE, ALICE, now=T0)
@@ -181,7 +200,7 @@ def test_allocation_validates_like_create(store: SqliteStore) -> None:
     assert store.list_sessions() == []
 
 
-def test_allocated_sessions_reach_the_change_feed(store: SqliteStore) -> None:
+def test_allocated_sessions_reach_the_change_feed(store: ApiStore) -> None:
     fill(store, V1)
     seq = store.current_seq()
     session = store.allocate_session(ALICE, BOB, now=T0)
@@ -191,7 +210,7 @@ def test_allocated_sessions_reach_the_change_feed(store: SqliteStore) -> None:
 
 # -- update -----------------------------------------------------------------------------------
 
-def test_update_expiry_and_ttl_is_a_change(store: SqliteStore) -> None:
+def test_update_expiry_and_ttl_is_a_change(store: ApiStore) -> None:
     fill(store, V1)
     session = store.allocate_session(ALICE, BOB, ttl_s=60, now=T0)
     seq = store.current_seq()
@@ -205,7 +224,7 @@ def test_update_expiry_and_ttl_is_a_change(store: SqliteStore) -> None:
     assert [s.id for s in changed] == [session.id]
 
 
-def test_update_refuses_inactive_unknown_and_bad_values(store: SqliteStore) -> None:
+def test_update_refuses_inactive_unknown_and_bad_values(store: ApiStore) -> None:
     fill(store, V1)
     session = store.allocate_session(ALICE, BOB, ttl_s=60, now=T0)
     with pytest.raises(PairingError, match="future"):
@@ -220,7 +239,7 @@ def test_update_refuses_inactive_unknown_and_bad_values(store: SqliteStore) -> N
 
 # -- search -----------------------------------------------------------------------------------
 
-def test_find_by_effective_status_participant_metadata_and_created(store: SqliteStore) -> None:
+def test_find_by_effective_status_participant_metadata_and_created(store: ApiStore) -> None:
     fill(store, V1, V2)
     s1 = store.allocate_session(ALICE, BOB, metadata={"order": "o-1"}, now=T0)
     s2 = store.allocate_session(ALICE, CAROL, ttl_s=10, metadata={"order": "o-2"}, now=T0 + 5)
@@ -247,7 +266,7 @@ def test_find_by_effective_status_participant_metadata_and_created(store: Sqlite
         ids(status="bogus")
 
 
-def test_cursor_pagination_visits_every_session_once(store: SqliteStore) -> None:
+def test_cursor_pagination_visits_every_session_once(store: ApiStore) -> None:
     fill(store, V1, V2, V3)
     created = [store.allocate_session(f"+1555777{i:04d}", f"+1555666{i:04d}", now=T0).id
                for i in range(7)]
