@@ -302,3 +302,61 @@ def test_every_route_is_documented_and_every_documented_route_exists() -> None:
     served = {(r.path, r.method.lower()) for r in route_table()}
     documented = {(path, method) for path, ops in paths.items() for method in ops}
     assert served == documented
+
+
+def test_session_changes_reach_the_routing_cache(api: Api) -> None:
+    seen: list = []
+    api.ctx.on_change = seen.append
+    add_pool(api, V1)
+    session = create(api, ttl_s=60)
+    api.request("PATCH", f"/v1/sessions/{session['id']}", {"ttl_s": 120}, token="operator")
+    api.post(f"/v1/sessions/{session['id']}/close", token="operator")
+    assert [(s.id, s.status, s.ttl_s) for s in seen] == [
+        (session["id"], "open", 60), (session["id"], "open", 120),
+        (session["id"], "closed", 120)]
+
+
+def test_start_api_serves_a_store_and_refuses_one_without_the_admin_interface(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    import structlog
+
+    from proxy.api import start_api
+    from proxy.config import ApiConfig
+    from proxy.pairing import NumberVault, PairingService, SqliteStore
+
+    class Log:
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        def info(self, event: str, **kw: object) -> None:
+            self.events.append(event)
+
+        error = info
+
+    async def scenario() -> None:
+        vault = NumberVault.from_secret(bytes(range(64)))
+        store = SqliteStore(tmp_path / "s.db", vault)
+        service = PairingService(store)
+        log = Log()
+
+        async def inline(fn):  # type: ignore[no-untyped-def]
+            return fn()
+
+        config = ApiConfig(host="127.0.0.1", port=0)
+        assert await start_api(config, store=object(), vault=vault, service=service,
+                               call=inline, sip_ready=lambda: True, log=log) is None
+        assert log.events == ["api.unavailable"]
+        server = await start_api(config, store=store, vault=vault, service=service,
+                                 call=inline, sip_ready=lambda: False, log=structlog.get_logger())
+        assert server is not None and server.port > 0
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = await reader.read()
+        writer.close()
+        assert b" 503 " in reply.split(b"\r\n")[0] and b"not ready: sip" in reply
+        await server.stop()
+        store.close()
+
+    asyncio.run(scenario())
