@@ -16,15 +16,16 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from .admin_cli import _describe, _describe_cdr, _meta_item, _positive_seconds, _when
+import redis
+
+from .admin_cli import _describe, _describe_cdr, _meta_item, _open_store, _positive_seconds, _when
 from .pairing.admin import PairingAdmin
-from .pairing.crypto import load_vault
+from .pairing.crypto import NumberVault, load_vault
 from .pairing.model import MODES, STATUSES, PairingError
 from .pairing.records import KEEP, POOL_STATUSES, ROLES, SessionFilter
-from .pairing.sqlite_store import SqliteStore
+from .pairing.store import ApiStore
 
 __all__ = ["add_subcommands"]
 
@@ -39,16 +40,20 @@ def _actor() -> str:
 
 
 def _guarded(handler: Handler) -> Callable[[argparse.Namespace], int]:
-    """Open the store and an admin around `handler`; domain errors exit 1 with one line."""
+    """Open the configured store and an admin around `handler`; domain errors exit 1 with
+    one line."""
 
     def run(args: argparse.Namespace) -> int:
         store = None
         try:
-            db = Path(args.db)
-            vault = load_vault(args.key_file, create=not db.exists())
-            store = SqliteStore(db, vault)
-            return handler(args, PairingAdmin(store, vault, region=getattr(args, "region", "US")))
-        except (PairingError, sqlite3.Error, OSError) as exc:
+            store = _open_store(args)
+            if not isinstance(store, ApiStore):
+                raise PairingError(
+                    f"the {getattr(args, 'backend', None) or 'sqlite'} store does not support "
+                    "session, pool, token and audit commands yet")
+            admin = PairingAdmin(store, store_vault(args), region=getattr(args, "region", "US"))
+            return handler(args, admin)
+        except (PairingError, sqlite3.Error, redis.RedisError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         finally:
@@ -57,6 +62,11 @@ def _guarded(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
     run.__name__ = handler.__name__
     return run
+
+
+def store_vault(args: argparse.Namespace) -> NumberVault:
+    """The vault of the store `_open_store` opened (same key source, never creating one)."""
+    return load_vault(args.key_file, create=False)
 
 
 # -- session ------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from proxy.cli import main
 from proxy.pairing import NumberVault, SqliteStore
 from proxy.pairing.admin import hash_secret
 
+from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
+
 ALICE, BOB, CAROL = "+15551230001", "+15551230002", "+15551230003"
 V1, V2 = "+15559990001", "+15559990002"
 
@@ -94,3 +96,15 @@ def test_pairing_commands_still_work(sipmask) -> None:
                            "--b-virtual", V2)
     assert code == 0
     assert "ps_" in sipmask("session", "list")[1]
+
+
+def test_a_store_without_the_admin_interface_is_refused_in_one_line(
+        sipmask, redis_url: str, redis_client) -> None:
+    from proxy.pairing.redis_store import RedisStore
+    from proxy.pairing.store import ApiStore
+
+    if issubclass(RedisStore, ApiStore):  # pragma: no cover - once Redis has it, nothing to refuse
+        pytest.skip("RedisStore implements ApiStore")
+    assert sipmask("pool", "list")[0] == 0  # makes the key file (a Redis store needs one)
+    code, _, err = sipmask("--backend", "redis", "--redis-url", redis_url, "pool", "list")
+    assert code == 1 and "does not support" in err and err.count("\n") == 1
