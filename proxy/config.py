@@ -12,7 +12,10 @@ relative paths from the environment or defaults are relative to the working dire
 
 Environment (applied after the file): ``SIPMASK_CONFIG`` (file, when no path is passed),
 ``SIPMASK_LOG_LEVEL``, ``SIPMASK_LOG_FORMAT``, ``SIPMASK_STORE_PATH``, ``SIPMASK_LISTEN``
-(comma-separated listen specs), ``SIPMASK_API_LISTEN`` (``HOST:PORT`` or ``off``). The key reference with examples is ``docs/config.md``.
+(comma-separated listen specs), ``SIPMASK_API_LISTEN`` (``HOST:PORT`` or ``off``),
+``SIPMASK_HOOK_SECRET`` and ``SIPMASK_HOOK_BEARER_TOKEN`` (the lookup hook's credentials), and
+the variables that ``webhooks[*].secret_env`` names. The key reference with examples is
+``docs/config.md``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import phonenumbers
 __all__ = [
     "ApiConfig",
     "CallsConfig",
+    "HookConfig",
     "Config",
     "ConfigError",
     "DEFAULT_RULES_FILE",
@@ -43,6 +47,7 @@ __all__ = [
     "SipConfig",
     "StoreConfig",
     "TrunkConfig",
+    "WebhookConfig",
     "load_config",
     "parse_address",
 ]
@@ -55,6 +60,9 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("auto", "json", "console")
 REFER_MODES: Final = ("reject", "pass")
 STORE_BACKENDS: Final = ("sqlite", "redis")
+UNKNOWN_POLICIES: Final = ("reject", "hook", "route")
+HOOK_SEND: Final = ("tokens", "numbers")
+WEBHOOK_EVENTS: Final = ("call.started", "call.answered", "call.ended", "session.expired")
 _ADDRESS_FORM: Final = '"udp|tcp|tls:HOST:PORT"'
 _ENV_FILE: Final = "environment"
 _HOSTNAME = re.compile(
@@ -173,6 +181,8 @@ class CallsConfig:
     refer: str = "reject"
     max_calls: int = 0
     failover_timeout_s: float = 4.0
+    unknown_policy: str = "reject"
+    fallback_route: tuple[Gateway, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +215,50 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HookConfig:
+    """``[hook]``: the HTTP lookup hook asked when no session matches a call.
+
+    ``secret`` and ``bearer_token`` may also come from ``SIPMASK_HOOK_SECRET`` and
+    ``SIPMASK_HOOK_BEARER_TOKEN``.
+    """
+
+    url: str | None = None
+    send: str = "tokens"
+    timeout_s: float = 1.0
+    cache_s: float = 30.0
+    cache_size: int = 10000
+    secret: str | None = field(default=None, repr=False)
+    bearer_token: str | None = field(default=None, repr=False)
+    default_region: str = "US"
+
+    @property
+    def enabled(self) -> bool:
+        """The hook is on when a URL is configured."""
+        return self.url is not None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """``[[webhooks]]``: an endpoint that receives signed call and session events.
+
+    ``events`` empty means every event type. ``secret`` may come from the environment
+    variable named by ``secret_env``.
+    """
+
+    url: str
+    secret: str | None = field(default=None, repr=False)
+    events: tuple[str, ...] = ()
+    max_attempts: int = 5
+    include_numbers: bool = False
+    timeout_s: float = 5.0
+    secret_env: str | None = None
+
+    def wants(self, event_type: str) -> bool:
+        """Whether this endpoint subscribes to *event_type*."""
+        return not self.events or event_type in self.events
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """``[log]``: level and output format."""
 
@@ -232,6 +286,8 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    hook: HookConfig = field(default_factory=HookConfig)
+    webhooks: tuple[WebhookConfig, ...] = ()
     rules_file: Path = DEFAULT_RULES_FILE
     source: Path | None = None
 
@@ -441,12 +497,18 @@ _ROUTE_KEYS: Final = ("prefix", "gateways", "name")
 _CALLS_KEYS: Final = (
     "unknown_code", "unknown_reason", "untrusted_code", "ring_timeout_s", "max_duration_s",
     "session_expires_s", "min_se_s", "refer", "max_calls", "failover_timeout_s",
+    "unknown_policy", "fallback_route",
 )
 _STORE_KEYS: Final = ("backend", "path", "key_file", "redis_url", "redis_prefix",
                       "poll_interval_s", "retention_days", "purge_interval_s")
 _LOG_KEYS: Final = ("level", "format")
 _API_KEYS: Final = ("enabled", "listen", "default_region")
-_TOP_KEYS: Final = ("sip", "trunks", "routes", "calls", "store", "log", "rules_file", "api")
+_HOOK_KEYS: Final = ("url", "send", "timeout_s", "cache_s", "cache_size", "secret",
+                     "bearer_token", "default_region")
+_WEBHOOK_KEYS: Final = ("url", "secret", "secret_env", "events", "max_attempts",
+                        "include_numbers", "timeout_s")
+_TOP_KEYS: Final = ("sip", "trunks", "routes", "calls", "store", "log", "rules_file", "api",
+                    "hook", "webhooks")
 
 
 def _parse_sip(ctx: _Ctx, raw: Mapping[str, Any]) -> SipConfig:
@@ -539,7 +601,16 @@ def _parse_calls(ctx: _Ctx, raw: Mapping[str, Any]) -> CallsConfig:
         kw["refer"] = _choice(ctx, raw["refer"], "calls.refer", REFER_MODES)
     if "max_calls" in raw:
         kw["max_calls"] = _int(ctx, raw["max_calls"], "calls.max_calls", 0)
+    if "unknown_policy" in raw:
+        kw["unknown_policy"] = _choice(ctx, raw["unknown_policy"], "calls.unknown_policy",
+                                       UNKNOWN_POLICIES)
+    if "fallback_route" in raw:
+        kw["fallback_route"] = _fallback_route(ctx, raw["fallback_route"], "calls.fallback_route")
     calls = replace(CallsConfig(), **kw)
+    if calls.unknown_policy == "route" and not calls.fallback_route:
+        raise ctx.error("calls.fallback_route",
+                        f'required when unknown_policy = "route"; expected {_ADDRESS_FORM}'
+                        " or a list of them")
     if 0 < calls.session_expires_s < calls.min_se_s:
         raise ctx.error(
             "calls.session_expires_s",
@@ -547,6 +618,85 @@ def _parse_calls(ctx: _Ctx, raw: Mapping[str, Any]) -> CallsConfig:
             f"{calls.session_expires_s}",
         )
     return calls
+
+
+def _fallback_route(ctx: _Ctx, value: Any, key: str) -> tuple[Gateway, ...]:
+    if isinstance(value, list):
+        gateways = _list(ctx, value, key, lambda v, k: _gateway(ctx, v, k))
+        if not gateways:
+            raise ctx.error(key, f"expected at least one {_ADDRESS_FORM}")
+        return gateways
+    return (_gateway(ctx, value, key),)
+
+
+def _http_url(ctx: _Ctx, value: Any, key: str) -> str:
+    form = '"http://HOST[:PORT]/PATH" or "https://..."'
+    url = _str(ctx, value, key).strip()
+    scheme, sep, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rpartition("@")[2]
+    if not sep or scheme.lower() not in ("http", "https") or not host or any(
+            ch.isspace() for ch in url):
+        raise ctx.error(key, f"expected {form}, got {_show(url)}")
+    return url
+
+
+def _seconds_or_zero(ctx: _Ctx, value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise ctx.error(key, f"expected a number of seconds, 0 (off) or more, got {_show(value)}")
+    return float(value)
+
+
+def _region(ctx: _Ctx, value: Any, key: str) -> str:
+    region = _str(ctx, value, key).strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ctx.error(key, f'expected a two-letter region such as "US" or "GB", got {_show(value)}')
+    return region
+
+
+def _parse_hook(ctx: _Ctx, raw: Mapping[str, Any]) -> HookConfig:
+    _check_keys(ctx, raw, _HOOK_KEYS, "hook")
+    kw: dict[str, Any] = {}
+    if "url" in raw:
+        kw["url"] = _http_url(ctx, raw["url"], "hook.url")
+    if "send" in raw:
+        kw["send"] = _choice(ctx, raw["send"], "hook.send", HOOK_SEND)
+    if "timeout_s" in raw:
+        kw["timeout_s"] = _positive(ctx, raw["timeout_s"], "hook.timeout_s")
+    if "cache_s" in raw:
+        kw["cache_s"] = _seconds_or_zero(ctx, raw["cache_s"], "hook.cache_s")
+    if "cache_size" in raw:
+        kw["cache_size"] = _int(ctx, raw["cache_size"], "hook.cache_size", 1)
+    for name in ("secret", "bearer_token"):
+        if name in raw:
+            kw[name] = _str(ctx, raw[name], f"hook.{name}")
+    if "default_region" in raw:
+        kw["default_region"] = _region(ctx, raw["default_region"], "hook.default_region")
+    return replace(HookConfig(), **kw)
+
+
+def _parse_webhook(ctx: _Ctx, value: Any, key: str) -> WebhookConfig:
+    raw = _table(ctx, value, key)
+    _check_keys(ctx, raw, _WEBHOOK_KEYS, key)
+    if "url" not in raw:
+        raise ctx.error(f"{key}.url", 'missing; expected "https://HOST/PATH"')
+    kw: dict[str, Any] = {"url": _http_url(ctx, raw["url"], f"{key}.url")}
+    if "secret" in raw:
+        kw["secret"] = _str(ctx, raw["secret"], f"{key}.secret")
+    if "secret_env" in raw:
+        kw["secret_env"] = _str(ctx, raw["secret_env"], f"{key}.secret_env").strip()
+        if "secret" in raw:
+            raise ctx.error(f"{key}.secret_env", "expected either secret or secret_env, not both")
+    if "events" in raw:
+        kw["events"] = _list(ctx, raw["events"], f"{key}.events",
+                             lambda v, k: _choice(ctx, v, k, WEBHOOK_EVENTS))
+    if "max_attempts" in raw:
+        kw["max_attempts"] = _int(ctx, raw["max_attempts"], f"{key}.max_attempts", 1, 100)
+    if "include_numbers" in raw:
+        kw["include_numbers"] = _bool(ctx, raw["include_numbers"], f"{key}.include_numbers")
+    if "timeout_s" in raw:
+        kw["timeout_s"] = _positive(ctx, raw["timeout_s"], f"{key}.timeout_s")
+    return WebhookConfig(**kw)
 
 
 def _parse_store(ctx: _Ctx, raw: Mapping[str, Any]) -> StoreConfig:
@@ -670,6 +820,11 @@ def _parse(ctx: _Ctx, raw: Mapping[str, Any], source: Path | None) -> Config:
         kw["log"] = _parse_log(ctx, _table(ctx, raw["log"], "log"))
     if "api" in raw:
         kw["api"] = _parse_api(ctx, _table(ctx, raw["api"], "api"))
+    if "hook" in raw:
+        kw["hook"] = _parse_hook(ctx, _table(ctx, raw["hook"], "hook"))
+    if "webhooks" in raw:
+        kw["webhooks"] = _list(ctx, raw["webhooks"], "webhooks",
+                               lambda v, k: _parse_webhook(ctx, v, k))
     if "rules_file" in raw:
         rules = Path(ctx.path(_str(ctx, raw["rules_file"], "rules_file").strip()))
         if not rules.is_file():
@@ -705,7 +860,30 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
         if not specs:
             raise ctx.error("SIPMASK_LISTEN", f"expected comma-separated {_ADDRESS_FORM}")
         config = replace(config, sip=replace(config.sip, listen=specs))
-    return config
+    return _apply_secret_env(config, env, ctx)
+
+
+def _apply_secret_env(config: Config, env: Mapping[str, str], ctx: _Ctx) -> Config:
+    """Secrets kept out of the file: the hook's, and each webhook's ``secret_env``."""
+    hook = config.hook
+    if (secret := env.get("SIPMASK_HOOK_SECRET")) is not None:
+        hook = replace(hook, secret=_str(ctx, secret, "SIPMASK_HOOK_SECRET"))
+    if (bearer := env.get("SIPMASK_HOOK_BEARER_TOKEN")) is not None:
+        hook = replace(hook, bearer_token=_str(ctx, bearer, "SIPMASK_HOOK_BEARER_TOKEN"))
+    webhooks = list(config.webhooks)
+    for i, hook_cfg in enumerate(webhooks):
+        if hook_cfg.secret_env is not None:
+            secret = env.get(hook_cfg.secret_env)
+            if not secret:
+                raise ConfigError(_ENV_FILE, f"webhooks[{i}].secret_env",
+                                  f"environment variable {hook_cfg.secret_env} is not set")
+            webhooks[i] = replace(hook_cfg, secret=_str(ctx, secret, hook_cfg.secret_env))
+    return replace(config, hook=hook, webhooks=tuple(webhooks))
+
+
+def _check_unknown_policy(config: Config, file: str) -> None:
+    if config.calls.unknown_policy == "hook" and not config.hook.enabled:
+        raise ConfigError(file, "hook.url", 'required when calls.unknown_policy = "hook"')
 
 
 def _check_tls(config: Config, file: str) -> None:
@@ -750,4 +928,5 @@ def load_config(
         config = _parse(ctx, raw, source.resolve())
     config = _apply_env(config, env)
     _check_tls(config, file)
+    _check_unknown_policy(config, file)
     return config
