@@ -143,6 +143,7 @@ async def start(config: Config) -> App:
         wall_clock=lambda now: now + offset,
     )
     stack.attach(b2bua)
+    stack.on_busy = b2bua.admission.record_busy
     app = App(config, log, service, transports, stack, b2bua)
     # Store calls run in one worker thread (serialised, in order); the cache stays on the loop.
     app.store_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipmask-store")

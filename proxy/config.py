@@ -180,6 +180,9 @@ class CallsConfig:
     min_se_s: int = 90
     refer: str = "reject"
     max_calls: int = 0
+    max_cps: float = 0.0
+    overload_busy: float = 0.8
+    overload_retry_after_s: int = 5
     failover_timeout_s: float = 4.0
     unknown_policy: str = "reject"
     fallback_route: tuple[Gateway, ...] = ()
@@ -410,6 +413,16 @@ def _positive(ctx: _Ctx, value: Any, key: str) -> float:
     return float(value)
 
 
+def _fraction_or_more(ctx: _Ctx, value: Any, key: str, lo: float, hi: float | None) -> float:
+    """A finite number in [lo, hi] (hi None: no upper bound)."""
+    want = f"a number from {lo:g} to {hi:g}" if hi is not None else f"a number >= {lo:g}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ctx.error(key, f"expected {want}, got {_show(value)}")
+    if value < lo or (hi is not None and value > hi):
+        raise ctx.error(key, f"expected {want}, got {value}")
+    return float(value)
+
+
 def _list(ctx: _Ctx, value: Any, key: str, item: Callable[[Any, str], T]) -> tuple[T, ...]:
     if not isinstance(value, list):
         raise ctx.error(key, f"expected a list, got {_show(value)}")
@@ -497,7 +510,7 @@ _ROUTE_KEYS: Final = ("prefix", "gateways", "name")
 _CALLS_KEYS: Final = (
     "unknown_code", "unknown_reason", "untrusted_code", "ring_timeout_s", "max_duration_s",
     "session_expires_s", "min_se_s", "refer", "max_calls", "failover_timeout_s",
-    "unknown_policy", "fallback_route",
+    "max_cps", "overload_busy", "overload_retry_after_s", "unknown_policy", "fallback_route",
 )
 _STORE_KEYS: Final = ("backend", "path", "key_file", "redis_url", "redis_prefix",
                       "poll_interval_s", "retention_days", "purge_interval_s")
@@ -601,6 +614,13 @@ def _parse_calls(ctx: _Ctx, raw: Mapping[str, Any]) -> CallsConfig:
         kw["refer"] = _choice(ctx, raw["refer"], "calls.refer", REFER_MODES)
     if "max_calls" in raw:
         kw["max_calls"] = _int(ctx, raw["max_calls"], "calls.max_calls", 0)
+    if "max_cps" in raw:
+        kw["max_cps"] = _fraction_or_more(ctx, raw["max_cps"], "calls.max_cps", 0.0, None)
+    if "overload_busy" in raw:
+        kw["overload_busy"] = _fraction_or_more(ctx, raw["overload_busy"], "calls.overload_busy", 0.0, 1.0)
+    if "overload_retry_after_s" in raw:
+        kw["overload_retry_after_s"] = _int(ctx, raw["overload_retry_after_s"],
+                                            "calls.overload_retry_after_s", 1, 3600)
     if "unknown_policy" in raw:
         kw["unknown_policy"] = _choice(ctx, raw["unknown_policy"], "calls.unknown_policy",
                                        UNKNOWN_POLICIES)

@@ -10,6 +10,7 @@ next deadline the asyncio adapter arms.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -35,6 +36,7 @@ from ..sip.transaction import (
 )
 from ..sip.uri import NameAddr, SipUri
 from .call import Call, CallState, Leg
+from .overload import Admission
 from .policy import Rules
 from .timers import TimerHeap
 
@@ -80,6 +82,10 @@ class B2bua:
         self.ids = ids
         self.local_address = local_address
         self.tokenize = tokenize
+        # numbers recur (one caller, many calls): keep their tokens, an HMAC each otherwise
+        self._number_token = functools.lru_cache(maxsize=65536)(tokenize)
+        calls_cfg = config.calls
+        self.admission = Admission(calls_cfg.max_cps, calls_cfg.overload_busy)
         self.log = log
         self.metrics = metrics
         self.wall_clock = wall_clock
@@ -207,6 +213,11 @@ class B2bua:
         if max_forwards <= 0:
             self._reply(txn, 483, None, now)
             return
+        if not self.admission.admit(now):
+            # shed load before the lookup: a refusal costs a fraction of a bridged call
+            self._count("overload")
+            self._reply(txn, 503, None, now, extra=[("Retry-After", str(cfg.overload_retry_after_s))])
+            return
         caller, dialed = self._identities(request, trunk)
         match = None
         if caller is not None and dialed is not None:
@@ -225,14 +236,14 @@ class B2bua:
             return
         if cfg.max_calls and len(self.calls) >= cfg.max_calls:
             self._count("overload")
-            self._reply(txn, 503, None, now, extra=[("Retry-After", "5")])
+            self._reply(txn, 503, None, now, extra=[("Retry-After", str(cfg.overload_retry_after_s))])
             return
 
         call_key = self.ids.call_id()
         call = Call(call_key, request, txn, match, now)
         call.gateways = route.gateways
-        call.caller_token = self.tokenize(caller or "")
-        call.callee_token = self.tokenize(match.callee)
+        call.caller_token = self._number_token(caller or "")
+        call.callee_token = self._number_token(match.callee)
         call.log = self.log.bind(call=call_key[:16], pairing_id=match.session_id)
         a_tag = self.ids.tag()
         call.a = Leg(call, "a", source.transport, source, request.call_id, a_tag)

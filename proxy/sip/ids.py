@@ -6,7 +6,6 @@ use :class:`SequentialIds`; the application passes ``SecretIds(os.urandom)``.
 
 from __future__ import annotations
 
-from base64 import b32encode
 from collections.abc import Callable
 from typing import Protocol
 
@@ -55,20 +54,34 @@ class SequentialIds:
 class SecretIds:
     """Unpredictable ids from an injected entropy source (``os.urandom`` in the application).
 
-    One call to ``source`` per id; base32 (lower-case, no padding: byte counts are multiples
-    of 5) keeps them compact and token-safe: branch 80 bits, tag 80 bits, Call-ID 120 bits.
+    Entropy is drawn ``_CHUNK`` bytes at a time and sliced (one syscall per ~400 ids instead of
+    one per id) and rendered as lower-case hex, which ``bytes.hex`` does in C: base32 through
+    ``base64.b32encode`` is pure Python on 3.11 and cost ~3% of a call's CPU (py-spy, sipbench).
+    Sizes: branch 80 bits, tag 64 bits, Call-ID 128 bits, all token-safe.
     """
 
-    __slots__ = ("_source",)
+    __slots__ = ("_source", "_buf", "_pos")
+    _CHUNK = 4096
 
     def __init__(self, source: Callable[[int], bytes]) -> None:
         self._source = source
+        self._buf = b""
+        self._pos = 0
+
+    def _take(self, n: int) -> str:
+        pos = self._pos
+        end = pos + n
+        if end > len(self._buf):
+            self._buf = self._source(self._CHUNK)
+            pos, end = 0, n
+        self._pos = end
+        return self._buf[pos:end].hex()
 
     def branch(self) -> str:
-        return MAGIC_COOKIE + b32encode(self._source(10)).decode("ascii").lower()
+        return MAGIC_COOKIE + self._take(10)
 
     def tag(self) -> str:
-        return b32encode(self._source(10)).decode("ascii").lower()
+        return self._take(8)
 
     def call_id(self) -> str:
-        return b32encode(self._source(15)).decode("ascii").lower()
+        return self._take(16)

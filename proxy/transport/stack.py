@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import traceback
+from time import perf_counter
 from collections.abc import Callable
 from typing import Protocol
 
@@ -46,6 +47,8 @@ class SipStack:
         ``sip.sent``, the whole message; the log redaction replaces the numbers in it)."""
         self.layer = layer
         self._trace = trace
+        #: called with (seconds spent handling a message, now): the load signal for admission
+        self.on_busy: Callable[[float, float], None] | None = None
         self.tu: TransactionUser | None = None
         self._send = send
         self._loop = loop
@@ -61,6 +64,7 @@ class SipStack:
     def on_message(self, message: Request | Response, source: Address) -> None:
         """Feed one parsed message through the layer and the TU."""
         now = self._loop.time()
+        started = perf_counter()
         if self._trace:
             self._log_message("sip.recv", message, source)
         try:
@@ -73,6 +77,9 @@ class SipStack:
             self.errors += 1
             self._report()
         self.flush()
+        on_busy = self.on_busy
+        if on_busy is not None:
+            on_busy(perf_counter() - started, now)
 
     def on_send_error(self, dest: Address) -> None:
         """A transport could not reach ``dest``: fail the transactions waiting on it."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from proxy.sip.ids import MAGIC_COOKIE, SecretIds, SequentialIds
 from proxy.sip.message import Request, Response, build_response
 from proxy.sip.parser import parse_message
@@ -102,19 +104,24 @@ def test_8_1_1_7_sequential_branches_carry_magic_cookie() -> None:
     assert SequentialIds("x").branch() == b1  # deterministic
 
 
-def test_secret_ids_one_entropy_call_per_id() -> None:
+def test_secret_ids_draw_entropy_in_chunks_and_never_reuse_it() -> None:
     calls: list[int] = []
+    rng = random.Random(7)
 
     def source(n: int) -> bytes:
         calls.append(n)
-        return bytes(range(n))
+        return rng.randbytes(n)
 
     ids = SecretIds(source)
     branch, tag, call_id = ids.branch(), ids.tag(), ids.call_id()
-    assert len(calls) == 3
-    assert branch.startswith(MAGIC_COOKIE) and len(branch) == len(MAGIC_COOKIE) + 16
-    assert len(tag) == 16 and len(call_id) == 24
-    assert all(c.isalnum() and not c.isupper() for c in tag + call_id)
+    assert len(calls) == 1, "one entropy read serves many ids"
+    assert branch.startswith(MAGIC_COOKIE) and len(branch) == len(MAGIC_COOKIE) + 20
+    assert len(tag) == 16 and len(call_id) == 32
+    assert all(c in "0123456789abcdef" for c in branch[len(MAGIC_COOKIE):] + tag + call_id)
+    # every id uses fresh bytes: 2000 ids cross several chunk boundaries without a repeat
+    many = [ids.tag() for _ in range(2000)]
+    assert len(set(many)) == len(many)
+    assert len(calls) > 1 and all(n == calls[0] for n in calls)
 
 
 # ---------------------------------------------------------------------------- builders

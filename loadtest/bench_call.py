@@ -1,0 +1,189 @@
+"""CPU per basic call through the sans-IO part of sipmask: ``python -m loadtest.bench_call``.
+
+Drives the real :class:`TransactionLayer` and :class:`B2bua` (real SQLite pairing store,
+in-memory cache, the default header policy) with the byte-exact messages of the shared
+benchmark's call (SIPp uac -> sipmask -> SIPp uas: INVITE/100/180/200/ACK/BYE/200 on both legs),
+parsing every incoming datagram and serialising every outgoing one as the transports do. Only
+sockets and the event loop are left out, so the figure isolates what Python code changes
+move; ``../shared/bench/sipbench.sh`` gives the whole-process figure.
+
+Prints CPU microseconds per call (``time.process_time``, best of ``--repeat`` runs of
+``--calls`` calls): a before/after figure for every optimisation of the call path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import structlog
+
+from proxy.b2bua.core import B2bua
+from proxy.b2bua.policy import load_rules
+from proxy.config import load_config
+from proxy.observability.logging import configure_logging
+from proxy.pairing.cache import PairingCache
+from proxy.pairing.crypto import NumberVault
+from proxy.pairing.model import Participant
+from proxy.pairing.service import PairingService
+from proxy.pairing.sqlite_store import SqliteStore
+from proxy.sip.ids import SecretIds
+from proxy.sip.message import Request, Response
+from proxy.sip.parser import parse_message
+from proxy.sip.transaction import Address, TimerConfig, TransactionLayer
+
+A = Address("udp", "127.0.0.1", 5070)
+B = Address("udp", "127.0.0.1", 5080)
+ROOT = Path(__file__).resolve().parents[1]
+
+_SDP = (
+    "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+    "t=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+def _invite(n: int) -> bytes:
+    return (
+        "INVITE sip:+15557770001@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-4242-{n}-0\r\n"
+        f"From: sipp <sip:+15551230001@127.0.0.1:5070>;tag=4242SIPpTag00{n}\r\n"
+        "To: <sip:+15557770001@127.0.0.1:5060>\r\n"
+        f"Call-ID: {n}-4242@127.0.0.1\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Contact: sip:sipp@127.0.0.1:5070\r\n"
+        "Max-Forwards: 70\r\n"
+        "Subject: Performance Test\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(_SDP)}\r\n\r\n{_SDP}"
+    ).encode()
+
+
+def _in_dialog(method: str, n: int, cseq: int, ok: Response) -> bytes:
+    to = ok.headers.get("to")
+    return (
+        f"{method} sip:+15557770001@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-4242-{n}-{cseq}\r\n"
+        f"From: sipp <sip:+15551230001@127.0.0.1:5070>;tag=4242SIPpTag00{n}\r\n"
+        f"To: {to}\r\n"
+        f"Call-ID: {n}-4242@127.0.0.1\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        "Contact: sip:sipp@127.0.0.1:5070\r\n"
+        "Max-Forwards: 70\r\n"
+        "Subject: Performance Test\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def _uas_response(req: Request, status: int, reason: str, body: str = "") -> bytes:
+    """What SIPp's built-in uas answers (Via/From/To/Call-ID/CSeq echoed, Contact, tag)."""
+    vias = "".join(f"Via: {v}\r\n" for v in req.headers.get_all("via"))
+    to = req.headers.get("to") or ""
+    if status > 100 and "tag=" not in to:
+        to += ";tag=1SIPpTag01"
+    ctype = "Content-Type: application/sdp\r\n" if body else ""
+    return (
+        f"SIP/2.0 {status} {reason}\r\n{vias}From: {req.headers.get('from')}\r\nTo: {to}\r\n"
+        f"Call-ID: {req.call_id}\r\nCSeq: {req.headers.get('cseq')}\r\n"
+        "Contact: <sip:127.0.0.1:5080;transport=UDP>\r\n"
+        f"{ctype}Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        cfg = workdir / "sipmask.toml"
+        cfg.write_text(
+            '[[routes]]\nprefix = "+15559990001"\ngateways = ["udp:127.0.0.1:5080"]\n'
+            f'[store]\npath = "{workdir / "db.sqlite"}"\nkey_file = "{workdir / "key"}"\n'
+        )
+        self.config = load_config(cfg)
+        vault = NumberVault.from_key_file(self.config.store.key_file)
+        store = SqliteStore(self.config.store.path, vault)
+        self.now = 1000.0
+        self.service = PairingService(store, PairingCache(), lambda: time.time())
+        store.create_session(
+            Participant("+15551230001", "+15557770001"), Participant("+15559990001", "+15557770001"),
+            now=time.time(),
+        )
+        self.service.start()
+        self.layer = TransactionLayer(TimerConfig(), SecretIds(os.urandom))
+        self.b2b = B2bua(
+            layer=self.layer, config=self.config,
+            rules=load_rules(ROOT / "rules" / "default.toml"), pairings=self.service,
+            ids=SecretIds(os.urandom), local_address=lambda t: ("127.0.0.1", 5060),
+            tokenize=vault.token, log=structlog.get_logger("bench"),
+        )
+        self.cpu = 0.0
+
+    def deliver(self, data: bytes, source: Address) -> list[tuple[bytes, Address]]:
+        """What the transports + SipStack do for one datagram; CPU time is accumulated."""
+        t0 = time.process_time()
+        msg = parse_message(data)
+        for event in self.layer.receive(msg, source, self.now):
+            self.b2b.handle(event, self.now)
+        out = [(s.message.serialise(), s.dest) for s in self.layer.take_outgoing()]
+        self.layer.next_deadline()
+        self.b2b.next_deadline()
+        self.cpu += time.process_time() - t0
+        return out
+
+    def tick(self, seconds: float) -> None:
+        t0 = time.process_time()
+        self.now += seconds
+        for event in self.layer.handle_timers(self.now):
+            self.b2b.handle(event, self.now)
+        self.b2b.handle_timers(self.now)
+        self.layer.take_outgoing()
+        self.cpu += time.process_time() - t0
+
+    def call(self, n: int) -> None:
+        out = self.deliver(_invite(n), A)
+        b_inv = next(parse_message(m) for m, d in out if d == B)
+        assert isinstance(b_inv, Request) and b_inv.method == "INVITE"
+        self.deliver(_uas_response(b_inv, 180, "Ringing"), B)
+        out = self.deliver(_uas_response(b_inv, 200, "OK", _SDP), B)
+        ok = next(parse_message(m) for m, d in out if d == A)
+        assert isinstance(ok, Response) and ok.status == 200, ok
+        out = self.deliver(_in_dialog("ACK", n, 1, ok), A)
+        self.now += 0.01
+        out = self.deliver(_in_dialog("BYE", n, 2, ok), A)
+        b_bye = next(parse_message(m) for m, d in out if d == B)
+        assert isinstance(b_bye, Request) and b_bye.method == "BYE"
+        self.deliver(_uas_response(b_bye, 200, "OK"), B)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=3000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--log-level", default="warning")
+    args = ap.parse_args(argv)
+    configure_logging(args.log_level, "json", stream=open(os.devnull, "w"))  # noqa: SIM115
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)  # as proxy/app.py does
+    best = float("inf")
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(Path(tmp))
+        n = 0
+        for _ in range(args.repeat):
+            bench.cpu = 0.0
+            for _ in range(args.calls):
+                n += 1
+                bench.call(n)
+                if n % 50 == 0:
+                    bench.tick(0.05)
+            bench.tick(70.0)  # let Timer K/J/D etc. free everything
+            assert bench.b2b.active_calls == 0, bench.b2b.active_calls
+            best = min(best, bench.cpu / args.calls * 1e6)
+    print(f"# CPython {sys.version.split()[0]}, {args.calls} calls x {args.repeat}, best run")
+    print(f"sans-IO call path (parse, transactions, B2BUA, serialise): {best:.0f} us CPU per call")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

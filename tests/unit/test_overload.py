@@ -1,0 +1,57 @@
+"""Admission control (proxy/b2bua/overload.py) with a fake clock, and its 503 in the B2BUA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from proxy.b2bua.overload import Admission
+from proxy.sip.message import Request, Response
+
+from .test_b2bua import A, Harness, invite, only
+
+
+def test_rate_gate_admits_max_cps_per_second() -> None:
+    gate = Admission(max_cps=10, busy_target=0)
+    now = 100.0
+    admitted = 0
+    for i in range(300):  # 100 new calls per second for 3 s
+        admitted += gate.admit(now + i * 0.01)
+    assert 28 <= admitted <= 41, admitted  # 10/s for 3 s, plus the initial burst of 10
+    assert gate.refused == 300 - admitted
+
+
+def test_busy_gate_shrinks_admission_when_saturated_and_recovers() -> None:
+    gate = Admission(busy_target=0.8)
+    now = 0.0
+    for _ in range(20):  # 2 s fully busy: the loop never idles
+        gate.record_busy(0.1, now)
+        now += 0.1
+    assert gate.busy_ratio > 0.99
+    low = gate.fraction
+    assert low < 0.2
+    taken = sum(gate.admit(now) for _ in range(1000))
+    assert abs(taken - 1000 * low) <= 1, (taken, low)
+    for _ in range(100):  # 10 s mostly idle: back to admitting everything
+        gate.record_busy(0.01, now)
+        now += 0.1
+    assert gate.fraction == 1.0
+    assert all(gate.admit(now) for _ in range(100))
+
+
+def test_disabled_gates_admit_everything() -> None:
+    gate = Admission(max_cps=0, busy_target=0)
+    for i in range(50):
+        gate.record_busy(1.0, float(i))
+    assert all(gate.admit(50.0) for _ in range(1000)) and gate.refused == 0
+
+
+def test_b2bua_answers_503_with_retry_after_when_not_admitted(tmp_path: Path) -> None:
+    h = Harness(tmp_path, extra_config="")
+    h.b2b.admission = Admission(max_cps=1, busy_target=0)
+    first = h.feed(invite(cid="c1"), A)
+    assert only(first, Request, method="INVITE"), "the first call is admitted"
+    second = h.feed(invite(cid="c2"), A)
+    finals = [m for m, _ in only(second, Response) if m.status >= 200]
+    assert [(m.status, m.headers.get("retry-after")) for m in finals] == [(503, "5")]
+    assert not only(second, Request), "a refused call never reaches a gateway"
+    assert h.b2b.active_calls == 1
