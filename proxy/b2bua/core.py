@@ -178,6 +178,8 @@ class B2bua:
             self._new_call(request, event.source, txn, now)
         elif method == "CANCEL":
             self._on_cancel(txn, event.cancelled, now)
+        elif method == "MESSAGE":
+            self._new_message(request, event.source, txn, now)
         elif method == "OPTIONS":
             self._reply(
                 txn, 200, None, now,
@@ -348,6 +350,9 @@ class B2bua:
             self._stray_2xx(response, now)
             return
         data = txn.tu_data
+        if isinstance(data, _Message):
+            self._on_message_response(data, response, now)
+            return
         if isinstance(data, Call):
             if txn is data.b_txn:
                 self._on_b_invite_response(data, response, txn, now)
@@ -541,6 +546,11 @@ class B2bua:
                 # §13.3.1.4: the caller never ACKed our 2xx: confirm B and hang up both sides
                 call.cause = "no_ack"
                 self._hangup(call, "no_ack", now)
+            return
+        if isinstance(data, _Message) and isinstance(txn, ClientTransaction):
+            server = data.server
+            if server.last_response is None or server.last_response.status < 200:
+                self._reply(server, 408, None, now, to_tag=data.a_tag)
             return
         if isinstance(data, _Forwarded) and isinstance(txn, ClientTransaction):
             # the peer never answered a relayed request: 408 back (§8.1.3.1), and for a
@@ -786,6 +796,64 @@ class B2bua:
             return leg.source
         return Address("udp", host, uri.port or 5060)
 
+    # ------------------------------------------------------------------ MESSAGE
+    def _new_message(self, request: Request, source: Address, txn: ServerTransaction, now: float) -> None:
+        """An out-of-dialog MESSAGE (RFC 3428, pager mode) masked through the same sessions as
+        calls: same trunk check, identity, uniform rejection and routes; the copy sent on is a
+        new transaction with virtual numbers only and the whitelisted headers; the final answer
+        comes back without the callee's headers. The body (the text) is the users' own content
+        and passes unchanged."""
+        cfg = self.calls_cfg
+        trunk = self.config.trunk_for(source.host)
+        if trunk is None:
+            self._count("untrusted")
+            self._reply(txn, cfg.untrusted_code, None, now)
+            return
+        caller, dialed = self._identities(request, trunk)
+        match = None
+        if caller is not None and dialed is not None:
+            match = self.pairings.lookup(caller, dialed, self.wall_clock(now))
+        if match is None:
+            self._count("message_no_pairing")
+            self._reply(txn, cfg.unknown_code, cfg.unknown_reason, now)
+            return
+        route = self.config.route_for(match.callee)
+        if route is None or not route.gateways:
+            self._reply(txn, 503, None, now)
+            return
+        gw = route.gateways[0]
+        host = self._host()
+        tparam = "" if gw.transport == "udp" else f";transport={gw.transport}"
+        gw_host = f"[{gw.host}]" if ":" in gw.host else gw.host
+        out = Request("MESSAGE", f"sip:{match.callee}@{gw_host}:{gw.port}{tparam}")
+        h = out.headers
+        h.add("Via", self._via(gw.transport))
+        h.add("Max-Forwards", "70")
+        h.add("From", f"<sip:{match.present}@{host}>;tag={self.ids.tag()}")
+        h.add("To", f"<sip:{dialed}@{gw_host}>")
+        h.add("Call-ID", self.ids.call_id())
+        h.add("CSeq", "1 MESSAGE")
+        h.add("P-Asserted-Identity", f"<sip:{match.present}@{host}>")
+        self._copy_headers(request, out)
+        out.body = request.body
+        client = self.layer.send_request(out, Address(gw.transport, gw.host, gw.port), now)
+        client.tu_data = _Message(txn, self.ids.tag())
+        self.pairings.touch(match.session_id, self.wall_clock(now))
+        self._count("messages")
+        self.log.info("message.relayed", pairing_id=match.session_id, trunk=trunk.name)
+
+    def _on_message_response(self, msg: _Message, response: Response, now: float) -> None:
+        status = response.status
+        server = msg.server
+        if status < 200 or (server.last_response is not None and server.last_response.status >= 200):
+            return
+        if 300 <= status < 400 or status in (401, 407):
+            status = 480 if status < 400 else 403  # never hand the callee's contacts or realm over
+        out = build_response(server.request, status, None if status != response.status else response.reason,
+                             to_tag=msg.a_tag)
+        self._copy_headers(response, out)
+        self.layer.send_response(server, out, now)
+
     # ------------------------------------------------------------------ end of call
     def _end(self, call: Call, outcome: str, now: float) -> None:
         """Free the call's state and write its CDR. Late messages for it get 481."""
@@ -823,6 +891,16 @@ class B2bua:
     def active_calls(self) -> int:
         """Calls not yet ended."""
         return len(self.calls)
+
+
+class _Message:
+    """tu_data of a client transaction relaying an out-of-dialog MESSAGE."""
+
+    __slots__ = ("server", "a_tag")
+
+    def __init__(self, server: ServerTransaction, a_tag: str) -> None:
+        self.server = server
+        self.a_tag = a_tag
 
 
 class _Forwarded:

@@ -105,6 +105,17 @@ def test_basic_busy_cancel_and_compare(tmp_path):
     assert res.returncode == 1 and "calls.ok" in res.stderr
 
 
+def test_message_scenario_is_relayed_through_sessions(tmp_path):
+    """Out-of-dialog MESSAGE (RFC 3428) crosses sipmask through the pairings: every one of
+    them reaches the PBX-like callee and its 200 comes back."""
+    report = _run(tmp_path, "message", "--scenario", "message", "--calls", "20", "--rate", "40",
+                  "--pairings", "10")
+    c = report["calls"]
+    assert c["attempted"] == c["ok"] == 20 and c["failed"] == 0, report["_details"]
+    assert c["responses"] == {"200": 20}, report["_details"]
+    assert report["callee"]["calls"] == 20, report["_details"]
+
+
 def test_target_a_running_sipmask_with_csv_and_sut_pid(tmp_path, sipmask_factory):
     """A load tester's set-up: the system is already running with its own pairing; the runner
     gets its address, the numbers (CSV) and the process to measure."""

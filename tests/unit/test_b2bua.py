@@ -458,3 +458,37 @@ def test_national_numbers_are_normalised_with_the_trunk_region(tmp_path: Path) -
     out = h.feed(invite(frm="5551230001", to="(555) 777-0001".replace(" ", "")), A)
     (b_inv, _), = only(out, Request, method="INVITE")
     assert b_inv.request_uri.user == CALLEE
+
+
+def _message(frm: str = CALLER, to: str = CALLER_V, text: str = "running 5 min late", extra: str = "") -> str:
+    return (
+        f"MESSAGE sip:{to}@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKm{next(_seq)}\n"
+        f"From: <sip:{frm}@127.0.0.2:5070>;tag=mtag\nTo: <sip:{to}@127.0.0.1:5060>\nCall-ID: msg-1\n"
+        f"CSeq: 1 MESSAGE\nMax-Forwards: 70\n{extra}Content-Type: text/plain\nContent-Length: {len(text)}\n\n{text}"
+    )
+
+
+def test_message_is_masked_through_the_session_and_answered(h: Harness) -> None:
+    out = h.feed(_message(extra=f"User-Agent: Phone-{CALLER}\n"), A)
+    (b_msg, dest), = only(out, Request, method="MESSAGE")
+    assert dest == GW1
+    assert b_msg.request_uri.user == CALLEE and b_msg.from_.sip_uri().user == CALLEE_V
+    wire = b_msg.serialise()
+    assert CALLER.encode() not in wire and b"127.0.0.2" not in wire and b"msg-1" not in wire
+    assert b_msg.body == b"running 5 min late" and b_msg.headers.get("content-type") == "text/plain"
+    out = h.feed(response_to(b_msg, 202, "Accepted", extra=f"Server: PBX-{CALLEE}\n"), GW1)
+    (ok, dest), = only(out, Response)
+    assert (ok.status, dest) == (202, A)
+    assert CALLEE.encode() not in ok.serialise() and b"127.0.0.3" not in ok.serialise()
+
+
+def test_message_from_unknown_caller_gets_the_uniform_answer(h: Harness) -> None:
+    out = h.feed(_message(frm="+15550000000"), A)
+    assert [m.status for m, _ in only(out, Response)] == [404]
+    assert not only(out, Request)
+
+
+def test_message_to_a_silent_gateway_gets_408(h: Harness) -> None:
+    h.feed(_message(), A)
+    out = h.advance(40)
+    assert 408 in [m.status for m, d in only(out, Response) if d == A]
