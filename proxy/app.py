@@ -25,6 +25,7 @@ from .pairing.service import PairingService
 from .sip.ids import SecretIds
 from .sip.transaction import TimerConfig, TransactionLayer
 from .transport import SipTransports
+from .pairing.hook import LookupHook
 from .transport.stack import SipStack
 
 _CDR_FLUSH_S = 0.2
@@ -44,6 +45,7 @@ class App:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     store_worker: ThreadPoolExecutor | None = None
     api: Any = None  # proxy.api.ApiServer when [api] is enabled
+    closers: list[Any] = field(default_factory=list)  # async close() of hook, webhooks
 
     def reload_rules(self) -> None:
         """SIGHUP: re-read the header policy; a bad file keeps the old policy and says why."""
@@ -68,10 +70,46 @@ class App:
                 pass
         self.stack.close()
         await self.transports.close()
+        for closer in self.closers:
+            try:
+                await closer()
+            except Exception:  # noqa: BLE001 - shutting down: log and go on
+                self.log.exception("app.close_failed")
         if self.store_worker is not None:
             self.store_worker.shutdown(wait=True)  # a write in flight lands before the last flush
         self.service.flush()
         self.service.store.close()
+
+
+class _HookAdapter:
+    """The lookup hook (asyncio) as the sans-IO B2BUA's ``unknown_lookup``."""
+
+    def __init__(self, hook: LookupHook, loop: asyncio.AbstractEventLoop, stack: SipStack, log: Any) -> None:
+        self.hook = hook
+        self.loop = loop
+        self.stack = stack
+        self.log = log
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def cached(self, caller: str, dialed: str) -> object:
+        return self.hook.cached(caller, dialed)
+
+    def ask(self, caller: str, dialed: str, done: Any) -> None:
+        task = self.loop.create_task(self.hook.resolve(caller, dialed))
+        self.tasks.add(task)
+
+        def finished(t: asyncio.Task[Any]) -> None:
+            self.tasks.discard(t)
+            match = None
+            if not t.cancelled() and t.exception() is None:
+                match = t.result()
+            try:
+                done(match, self.loop.time())
+            except Exception:  # noqa: BLE001 - like SipStack: never into the loop
+                self.log.exception("hook.resume_failed")
+            self.stack.flush()
+
+        task.add_done_callback(finished)
 
 
 async def start(config: Config) -> App:
@@ -131,6 +169,12 @@ async def start(config: Config) -> App:
         return host, port
 
     offset = time.time() - loop.time()
+    hook_adapter: _HookAdapter | None = None
+    closers: list[Any] = []
+    if config.calls.unknown_policy == "hook" and config.hook.url:
+        hook = LookupHook.from_config(config.hook, vault)
+        hook_adapter = _HookAdapter(hook, loop, stack, log)
+        closers.append(hook.close)
     b2bua = B2bua(
         layer=layer,
         config=config,
@@ -141,10 +185,12 @@ async def start(config: Config) -> App:
         tokenize=vault.token,
         log=log,
         wall_clock=lambda now: now + offset,
+        unknown_lookup=hook_adapter,
     )
     stack.attach(b2bua)
     stack.on_busy = b2bua.admission.record_busy
     app = App(config, log, service, transports, stack, b2bua)
+    app.closers.extend(closers)
     # Store calls run in one worker thread (serialised, in order); the cache stays on the loop.
     app.store_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipmask-store")
     worker = app.store_worker

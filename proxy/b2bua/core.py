@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ..config import CallsConfig, Config, Gateway, TrunkConfig
 from ..pairing.model import Cdr, Match
@@ -57,6 +57,14 @@ class PairingLookup(Protocol):
     def record_cdr(self, cdr: Cdr) -> None: ...
 
 
+class UnknownLookup(Protocol):
+    """The lookup hook as the B2BUA sees it (see ``B2bua.__init__``)."""
+
+    def cached(self, caller: str, dialed: str) -> object: ...
+
+    def ask(self, caller: str, dialed: str, done: Callable[[Match | None, float], None]) -> None: ...
+
+
 class B2bua:
     """Bridges calls between an A leg (caller, sipmask as UAS) and a B leg (callee, sipmask as UAC)."""
 
@@ -73,8 +81,14 @@ class B2bua:
         log: Any,
         metrics: Any = None,
         wall_clock: Callable[[float], float] = lambda now: now,
+        unknown_lookup: UnknownLookup | None = None,
     ) -> None:
+        """``unknown_lookup`` answers for calls no session matches when ``calls.unknown_policy
+        = "hook"``: ``cached(caller, dialed)`` returns a Match, None (reject) or anything else
+        (not known yet), and ``ask(caller, dialed, done)`` starts the lookup and later calls
+        ``done(match_or_none, now)``; the asyncio side provides it (proxy/app.py)."""
         self.layer = layer
+        self.unknown_lookup = unknown_lookup
         self.config = config
         self.calls_cfg: CallsConfig = config.calls
         self.rules = rules
@@ -224,14 +238,56 @@ class B2bua:
         match = None
         if caller is not None and dialed is not None:
             match = self.pairings.lookup(caller, dialed, self.wall_clock(now))
+        if match is None and caller is not None and dialed is not None:
+            policy = cfg.unknown_policy
+            if policy == "route" and cfg.fallback_route:
+                # the business's own fallback (an IVR, an agent queue): the dialed line, no caller number
+                match = Match("fallback", dialed, dialed)
+                self._bridge(request, source, txn, trunk, caller, dialed, match, max_forwards, now,
+                             gateways=cfg.fallback_route)
+                return
+            if policy == "hook" and self.unknown_lookup is not None:
+                answer = self.unknown_lookup.cached(caller, dialed)
+                if isinstance(answer, Match) or answer is None:
+                    match = answer
+                else:
+                    self._ask_hook(request, source, txn, trunk, caller, dialed, max_forwards)
+                    return
+        self._bridge(request, source, txn, trunk, caller, dialed, match, max_forwards, now)
+
+    def _ask_hook(self, request: Request, source: Address, txn: ServerTransaction,
+                  trunk: TrunkConfig, caller: str, dialed: str, max_forwards: int) -> None:
+        """Park the INVITE (100 Trying is already out) until the hook answers."""
+        assert self.unknown_lookup is not None
+        txn.tu_data = _AWAITING_HOOK
+        self._count("hook_asked")
+
+        def done(match: Match | None, now: float) -> None:
+            if txn.tu_data is not _AWAITING_HOOK:
+                return  # cancelled (CANCEL answered 487) while the hook was thinking
+            txn.tu_data = None
+            last = txn.last_response
+            if last is not None and last.status >= 200:
+                return
+            self._bridge(request, source, txn, trunk, caller, dialed, match, max_forwards, now)
+
+        self.unknown_lookup.ask(caller, dialed, done)
+
+    def _bridge(self, request: Request, source: Address, txn: ServerTransaction, trunk: TrunkConfig,
+                caller: str | None, dialed: str | None, match: Match | None, max_forwards: int,
+                now: float, gateways: tuple[Gateway, ...] | None = None) -> None:
+        """Reject uniformly (no match) or set up the call and send the B-leg INVITE."""
+        cfg = self.calls_cfg
         if match is None:
             # one uniform answer whatever the reason, so the table cannot be enumerated
             self._count("no_pairing")
             self.log.info("call.rejected", reason="no_pairing", trunk=trunk.name)
             self._reply(txn, cfg.unknown_code, cfg.unknown_reason, now)
             return
-        route = self.config.route_for(match.callee)
-        if route is None or not route.gateways:
+        if gateways is None:
+            route = self.config.route_for(match.callee)
+            gateways = route.gateways if route is not None else ()
+        if not gateways:
             self._count("no_route")
             self.log.warning("call.rejected", reason="no_route", pairing_id=match.session_id)
             self._reply(txn, 503, None, now)
@@ -243,7 +299,7 @@ class B2bua:
 
         call_key = self.ids.call_id()
         call = Call(call_key, request, txn, match, now)
-        call.gateways = route.gateways
+        call.gateways = gateways
         call.caller_token = self._number_token(caller or "")
         call.callee_token = self._number_token(match.callee)
         call.log = self.log.bind(call=call_key[:16], pairing_id=match.session_id)
@@ -485,6 +541,10 @@ class B2bua:
             return
         self._reply(txn, 200, None, now)
         call = cancelled.tu_data
+        if call is _AWAITING_HOOK:
+            cancelled.tu_data = None
+            self._reply(cancelled, 487, None, now)
+            return
         if not isinstance(call, Call) or call.final_sent or call.state is CallState.ENDED:
             return  # §9.2: CANCEL after the final response has no effect
         a_req = cancelled.request
@@ -891,6 +951,10 @@ class B2bua:
     def active_calls(self) -> int:
         """Calls not yet ended."""
         return len(self.calls)
+
+
+_AWAITING_HOOK: Final = object()
+"""tu_data of an INVITE server transaction parked until the lookup hook answers."""
 
 
 class _Message:

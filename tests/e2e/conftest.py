@@ -421,6 +421,7 @@ class Sipmask:
     calls: dict[str, object] = field(default_factory=dict)
     log_level: str = "debug"
     api: bool = True
+    extra_toml: str = ""
     api_port: int = field(init=False)
     config_path: Path = field(init=False)
     db: Path = field(init=False)
@@ -478,6 +479,8 @@ class Sipmask:
             f'listen = "{self.ip}:{self.api_port or 8080}"',
             "",
         ]
+        if self.extra_toml:
+            lines += ["", self.extra_toml]
         self.config_path.write_text("\n".join(lines))
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -579,11 +582,13 @@ def sipmask_factory(tmp_path: Path) -> Iterator[object]:
     started: list[Sipmask] = []
 
     def make(routes: list[tuple[str, list[str]]] | None = None, *, calls: dict[str, object] | None = None,
-             pairing: bool = True, start: bool = True, log_level: str = "debug") -> Sipmask:
+             pairing: bool = True, start: bool = True, log_level: str = "debug",
+             extra_toml: str = "") -> Sipmask:
         workdir = tmp_path / f"sipmask{len(started)}"
         workdir.mkdir()
         sm = Sipmask(workdir, free_port(SIPMASK_IP), free_port(SIPMASK_IP), routes or [],
                      dict(calls or {}), log_level)
+        sm.extra_toml = extra_toml
         started.append(sm)
         if pairing:
             sm.add_pairing()

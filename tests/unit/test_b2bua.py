@@ -3,6 +3,7 @@ SQLite pairing store, and peers that are just bytes in and out (no sockets)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -11,10 +12,10 @@ import structlog
 
 from proxy.b2bua.core import B2bua
 from proxy.b2bua.policy import default_rules
-from proxy.config import load_config
+from proxy.config import Gateway, load_config
 from proxy.pairing.cache import PairingCache
 from proxy.pairing.crypto import NumberVault
-from proxy.pairing.model import Participant
+from proxy.pairing.model import Match, Participant
 from proxy.pairing.service import PairingService
 from proxy.pairing.sqlite_store import SqliteStore
 from proxy.sip.ids import SequentialIds
@@ -492,3 +493,77 @@ def test_message_to_a_silent_gateway_gets_408(h: Harness) -> None:
     h.feed(_message(), A)
     out = h.advance(40)
     assert 408 in [m.status for m, d in only(out, Response) if d == A]
+
+
+class FakeHook:
+    """The B2BUA's ``unknown_lookup``: answers from ``answers`` or parks the ask until the
+    test calls ``finish``."""
+
+    def __init__(self, answers: dict[tuple[str, str], object] | None = None) -> None:
+        self.answers = answers or {}
+        self.asked: list[tuple[str, str, object]] = []
+
+    def cached(self, caller: str, dialed: str) -> object:
+        return self.answers.get((caller, dialed), "missing")
+
+    def ask(self, caller: str, dialed: str, done: object) -> None:
+        self.asked.append((caller, dialed, done))
+
+
+STRANGER = "+15550000000"
+
+
+def _hooked(tmp_path: Path, hook: FakeHook) -> Harness:
+    h = Harness(tmp_path, extra_config="")
+    h.b2b.calls_cfg = dataclasses.replace(h.b2b.calls_cfg, unknown_policy="hook")
+    h.b2b.unknown_lookup = hook
+    return h
+
+
+def test_hook_answer_connects_an_unknown_caller(tmp_path: Path) -> None:
+    hook = FakeHook()
+    h = _hooked(tmp_path, hook)
+    out = h.feed(invite(frm=STRANGER), A)
+    assert [m.status for m, _ in only(out, Response)] == [100] and not only(out, Request)
+    (caller, dialed, done), = hook.asked
+    assert (caller, dialed) == (STRANGER, CALLER_V)
+    done(Match("hook", CALLEE, CALLEE_V), h.now)  # type: ignore[operator]
+    (b_inv, dest), = only(h.drain(), Request, method="INVITE")
+    assert dest == GW1 and b_inv.request_uri.user == CALLEE
+    assert STRANGER.encode() not in b_inv.serialise()
+
+
+def test_hook_reject_and_cached_reject_get_the_uniform_answer(tmp_path: Path) -> None:
+    hook = FakeHook({("+15550000001", CALLER_V): None})
+    h = _hooked(tmp_path, hook)
+    out = h.feed(invite(frm="+15550000001", cid="c1"), A)
+    assert [m.status for m, _ in only(out, Response) if m.status >= 200] == [404]
+    h.feed(invite(frm=STRANGER, cid="c2"), A)
+    hook.asked[0][2](None, h.now)  # type: ignore[operator]
+    assert [m.status for m, _ in only(h.drain(), Response) if m.status >= 200] == [404]
+
+
+def test_cancel_while_the_hook_thinks_gets_487_and_a_late_answer_is_ignored(tmp_path: Path) -> None:
+    hook = FakeHook()
+    h = _hooked(tmp_path, hook)
+    h.feed(invite(frm=STRANGER, branch="z9hG4bKhk"), A)
+    out = h.feed(
+        "CANCEL sip:+15557770001@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKhk\n"
+        f"From: \"Alice\" <sip:{STRANGER}@127.0.0.2:5070>;tag=atag\nTo: <sip:+15557770001@127.0.0.1:5060>\n"
+        "Call-ID: a-call-1\nCSeq: 1 CANCEL\nMax-Forwards: 70\nContent-Length: 0\n\n",
+        A,
+    )
+    assert sorted(m.status for m, _ in only(out, Response)) == [200, 487]
+    hook.asked[0][2](Match("hook", CALLEE, CALLEE_V), h.now)  # type: ignore[operator]
+    assert not only(h.drain(), Request, method="INVITE")
+    assert h.b2b.active_calls == 0
+
+
+def test_fallback_route_policy_sends_unknown_callers_to_the_fallback(tmp_path: Path) -> None:
+    h = Harness(tmp_path, extra_config="")
+    gw = Gateway("udp", "127.0.0.9", 5099)
+    h.b2b.calls_cfg = dataclasses.replace(h.b2b.calls_cfg, unknown_policy="route", fallback_route=(gw,))
+    out = h.feed(invite(frm=STRANGER), A)
+    (b_inv, dest), = only(out, Request, method="INVITE")
+    assert (dest.host, dest.port) == ("127.0.0.9", 5099)
+    assert STRANGER.encode() not in b_inv.serialise() and b"5550000000" not in b_inv.serialise()
