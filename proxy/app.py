@@ -25,6 +25,7 @@ from .pairing.service import PairingService
 from .sip.ids import SecretIds
 from .sip.transaction import TimerConfig, TransactionLayer
 from .transport import SipTransports
+from .observability.webhooks import WebhookSink
 from .pairing.hook import LookupHook
 from .transport.stack import SipStack
 
@@ -175,6 +176,11 @@ async def start(config: Config) -> App:
         hook = LookupHook.from_config(config.hook, vault)
         hook_adapter = _HookAdapter(hook, loop, stack, log)
         closers.append(hook.close)
+    sink: WebhookSink | None = None
+    if config.webhooks:
+        sink = WebhookSink(config.webhooks, vault=vault)
+        await sink.start()
+        closers.append(sink.close)
     b2bua = B2bua(
         layer=layer,
         config=config,
@@ -186,6 +192,7 @@ async def start(config: Config) -> App:
         log=log,
         wall_clock=lambda now: now + offset,
         unknown_lookup=hook_adapter,
+        events=sink.emit if sink is not None else None,
     )
     stack.attach(b2bua)
     stack.on_busy = b2bua.admission.record_busy
@@ -201,7 +208,7 @@ async def start(config: Config) -> App:
     housekeeping: list[tuple[str, float, Any]] = [
         ("poll", config.store.poll_interval_s, lambda: service.poll_async(run)),
         ("flush", _CDR_FLUSH_S, lambda: service.flush_async(run)),
-        ("expire", 5.0, lambda: service.expire_async(run)),
+        ("expire", 5.0, lambda: _expire(service, run, sink)),
     ]
     if config.store.retention_days > 0:
         retention_s = config.store.retention_days * 86_400.0
@@ -232,6 +239,15 @@ async def start(config: Config) -> App:
     log.info("sipmask.started", pairings=loaded, store=config.store.backend,
              db=config.store.path if config.store.backend == "sqlite" else None)
     return app
+
+
+async def _expire(service: PairingService, run: Any, sink: WebhookSink | None) -> None:
+    """Expire sessions past their deadline; tell the webhooks (``session.expired``)."""
+    expired = await service.expire_async(run)
+    if sink is not None:
+        at = time.time()
+        for session_id in expired:
+            sink.emit("session.expired", {"session_id": session_id, "expired_at": at})
 
 
 def _tune_gc() -> None:

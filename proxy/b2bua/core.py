@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from ..config import CallsConfig, Config, Gateway, TrunkConfig
-from ..pairing.model import Cdr, Match
+from ..pairing.model import Cdr, Match, cdr_payload
 from ..pairing.normalize import try_normalize
 from ..sip.dialog import Dialog
 from ..sip.errors import SipParseError
@@ -82,6 +82,7 @@ class B2bua:
         metrics: Any = None,
         wall_clock: Callable[[float], float] = lambda now: now,
         unknown_lookup: UnknownLookup | None = None,
+        events: Callable[[str, dict[str, Any]], object] | None = None,
     ) -> None:
         """``unknown_lookup`` answers for calls no session matches when ``calls.unknown_policy
         = "hook"``: ``cached(caller, dialed)`` returns a Match, None (reject) or anything else
@@ -89,6 +90,8 @@ class B2bua:
         ``done(match_or_none, now)``; the asyncio side provides it (proxy/app.py)."""
         self.layer = layer
         self.unknown_lookup = unknown_lookup
+        #: webhook events (call.started/answered/ended): payloads carry tokens, never numbers
+        self.events = events
         self.config = config
         self.calls_cfg: CallsConfig = config.calls
         self.rules = rules
@@ -313,6 +316,12 @@ class B2bua:
         self.pairings.touch(match.session_id, self.wall_clock(now))
         self._count("calls")
         call.log.info("call.received", trunk=trunk.name, transport=source.transport)
+        if self.events is not None:
+            self.events("call.started", {
+                "session_id": match.session_id, "call_id_token": self.tokenize(request.call_id),
+                "caller_token": call.caller_token, "callee_token": call.callee_token,
+                "started_at": self.wall_clock(now), "trunk": trunk.name,
+            })
 
         gw = call.gateways[0]
         b_call_id = self.ids.call_id()
@@ -498,6 +507,13 @@ class B2bua:
                 now + self.calls_cfg.max_duration_s, lambda t, c=call: self._hangup(c, "max_duration", t)
             )
         call.log.info("call.answered", setup_ms=round((now - call.started_at) * 1000))
+        if self.events is not None:
+            self.events("call.answered", {
+                "session_id": call.pairing_id, "call_id_token": self.tokenize(call.a.call_id),
+                "caller_token": call.caller_token, "callee_token": call.callee_token,
+                "answered_at": self.wall_clock(now),
+                "setup_ms": round((now - call.started_at) * 1000),
+            })
 
     def _update_b_dialog(self, call: Call, response: Response, *, early: bool) -> None:
         b = call.b
@@ -931,21 +947,22 @@ class B2bua:
         self._count(f"ended_{outcome}")
         call.log.info("call.ended", outcome=outcome, cause=call.cause, code=call.code, duration_s=round(duration, 3))
         wall = self.wall_clock
-        self.pairings.record_cdr(
-            Cdr(
-                call_id_token=self.tokenize(call.a.call_id),
-                session_id=call.pairing_id,
-                caller_token=call.caller_token,
-                callee_token=call.callee_token,
-                started_at=wall(call.started_at),
-                answered_at=wall(call.answered_at) if call.answered_at is not None else None,
-                ended_at=wall(now),
-                outcome=outcome,
-                sip_code=call.code,
-                cause=call.cause,
-                duration_s=duration,
-            )
+        cdr = Cdr(
+            call_id_token=self.tokenize(call.a.call_id),
+            session_id=call.pairing_id,
+            caller_token=call.caller_token,
+            callee_token=call.callee_token,
+            started_at=wall(call.started_at),
+            answered_at=wall(call.answered_at) if call.answered_at is not None else None,
+            ended_at=wall(now),
+            outcome=outcome,
+            sip_code=call.code,
+            cause=call.cause,
+            duration_s=duration,
         )
+        self.pairings.record_cdr(cdr)
+        if self.events is not None:
+            self.events("call.ended", cdr_payload(cdr))
 
     @property
     def active_calls(self) -> int:

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 import aiohttp
 
@@ -32,8 +32,7 @@ from .metrics import Metrics
 from .redaction import contains_phone_number
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
-if TYPE_CHECKING:
-    from ..pairing.model import Cdr
+from ..pairing.model import cdr_payload  # re-exported: the call.ended payload of a CDR
 
 __all__ = ["EVENT_TYPES", "EndpointSpec", "WebhookSink", "cdr_payload"]
 
@@ -72,23 +71,6 @@ class _Delivery:
     event_id: str
     event_type: str
     body: bytes
-
-
-def cdr_payload(cdr: Cdr) -> dict[str, Any]:
-    """The ``call.ended`` payload of a CDR (tokens only, as the CDR holds them)."""
-    return {
-        "session_id": cdr.session_id,
-        "call_id_token": cdr.call_id_token,
-        "caller_token": cdr.caller_token,
-        "callee_token": cdr.callee_token,
-        "started_at": cdr.started_at,
-        "answered_at": cdr.answered_at,
-        "ended_at": cdr.ended_at,
-        "outcome": cdr.outcome,
-        "sip_code": cdr.sip_code,
-        "cause": cdr.cause,
-        "duration_s": cdr.duration_s,
-    }
 
 
 class _Endpoint:

@@ -112,3 +112,20 @@ class Cdr:
     sip_code: int
     cause: str
     duration_s: float
+
+
+def cdr_payload(cdr: Cdr) -> dict[str, Any]:
+    """The ``call.ended`` payload of a CDR (tokens only, as the CDR holds them)."""
+    return {
+        "session_id": cdr.session_id,
+        "call_id_token": cdr.call_id_token,
+        "caller_token": cdr.caller_token,
+        "callee_token": cdr.callee_token,
+        "started_at": cdr.started_at,
+        "answered_at": cdr.answered_at,
+        "ended_at": cdr.ended_at,
+        "outcome": cdr.outcome,
+        "sip_code": cdr.sip_code,
+        "cause": cdr.cause,
+        "duration_s": cdr.duration_s,
+    }
