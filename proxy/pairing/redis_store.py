@@ -15,6 +15,14 @@ prefix (default ``sipmask:``)::
     {p}ended                sorted set: closed/expired ids scored by ended_at (purge)
     {p}cdr:seq, {p}cdr      counter and hash id -> CDR (JSON, tokens only)
     {p}cdr:ids, {p}cdr:ended, {p}cdr:s:{session}  sorted sets of CDR ids (order, purge, session)
+    {p}p:{index}            sorted set: every session of a participant (HMAC index), by creation
+    {p}vload                hash: virtual number -> open sessions using it (one per side)
+    {p}vs:{virtual}         set: ids of the open sessions using that virtual number
+
+The pool, tokens, audit log and idempotency records (`redis_admin`) have their own keys,
+listed there. ``{p}meta`` also holds ``schema``: 2 once the participant index and the
+open-session counts above exist (`_migrate` builds them for a table written before); each
+session's ``counted`` field says whether it is in those counts.
 
 Every check-then-write runs as one Lua script, so two workers cannot both pass the conflict
 check and a poller never sees half of a change. Encryption happens here, in the client:
@@ -41,6 +49,8 @@ import redis
 
 from .crypto import NumberVault
 from .model import MODES, STATUSES, Cdr, ConflictError, NotFound, PairingError, Participant, Session
+from .redis_admin import RedisAdminMixin
+from .redis_pool import RedisPoolMixin
 from .sqlite_store import StoreError, new_session_id
 
 __all__ = ["RedisStore", "DEFAULT_PREFIX"]
@@ -57,11 +67,17 @@ local function due(ea, ttl, la, now)
   if ttl and ttl ~= '' and tonumber(la) + tonumber(ttl) <= now then return true end
   return false
 end
+-- Open sessions per virtual number, mirrored into the pool's pick order when it is active.
+local function vload_add(virtual, delta)
+  local n = redis.call('HINCRBY', p .. 'vload', virtual, delta)
+  if n <= 0 then redis.call('HDEL', p .. 'vload', virtual) end
+  redis.call('ZADD', p .. 'pool:pick', 'XX', n, virtual)
+end
 local function set_status(id, status, now_s)
   local h = p .. 's:' .. id
-  local f = redis.call('HMGET', h, 'ia', 'va', 'ib', 'vb', 'cseq')
+  local f = redis.call('HMGET', h, 'ia', 'va', 'ib', 'vb', 'cseq', 'counted')
   local seq = redis.call('INCR', p .. 'seq')
-  redis.call('HSET', h, 'status', status, 'ended_at', now_s, 'seq', seq)
+  redis.call('HSET', h, 'status', status, 'ended_at', now_s, 'seq', seq, 'counted', '0')
   redis.call('ZREM', p .. 'st:open', id)
   redis.call('ZADD', p .. 'st:' .. status, f[5], id)
   redis.call('ZADD', p .. 'changes', seq, id)
@@ -70,19 +86,23 @@ local function set_status(id, status, now_s)
   for _, pair in ipairs({{f[1], f[2]}, {f[3], f[4]}}) do
     local bk = p .. 'busy:' .. pair[1] .. ':' .. pair[2]
     if redis.call('GET', bk) == id then redis.call('DEL', bk) end
+    if f[6] == '1' then vload_add(pair[2], -1) end
+    redis.call('SREM', p .. 'vs:' .. pair[2], id)
   end
 end
 """
 
-# ARGV: prefix, id, now, kc, mode, na, ia, va, nb, ib, vb, expires_at, ttl_s, metadata, deadline
-# Returns {'ok'} | {'conflict', 'A'|'B', holder id} | {'key'} | {'rotating'}
-_CREATE = _LUA_COMMON + r"""
+# Inserts an open session unless a participant is busy on its virtual number. `a` holds
+# ARGV[2..15] of _CREATE: id, now, kc, mode, na, ia, va, nb, ib, vb, expires_at, ttl_s,
+# metadata, deadline. Returns {'ok'} | {'conflict', 'A'|'B', holder id} | {'key'} | {'rotating'}
+_LUA_CREATE_FN = r"""
+local function create(a)
 local meta = redis.call('HMGET', p .. 'meta', 'key_check', 'rotation')
 if meta[2] then return {'rotating'} end
-if meta[1] ~= ARGV[4] then return {'key'} end
-local id, now_s = ARGV[2], ARGV[3]
+if meta[1] ~= a[3] then return {'key'} end
+local id, now_s = a[1], a[2]
 local now = tonumber(now_s)
-local sides = {{'A', ARGV[7], ARGV[8]}, {'B', ARGV[10], ARGV[11]}}
+local sides = {{'A', a[6], a[7]}, {'B', a[9], a[10]}}
 local stale = {}
 for _, side in ipairs(sides) do
   local bk = p .. 'busy:' .. side[2] .. ':' .. side[3]
@@ -107,17 +127,27 @@ for _, holder in ipairs(stale) do
   end
 end
 local seq = redis.call('INCR', p .. 'seq')
-redis.call('HSET', p .. 's:' .. id, 'seq', seq, 'cseq', seq, 'status', 'open', 'mode', ARGV[5],
-  'na', ARGV[6], 'ia', ARGV[7], 'va', ARGV[8], 'nb', ARGV[9], 'ib', ARGV[10], 'vb', ARGV[11],
-  'created_at', now_s, 'expires_at', ARGV[12], 'ttl_s', ARGV[13], 'last_activity', now_s,
-  'ended_at', '', 'metadata', ARGV[14], 'kc', ARGV[4])
+redis.call('HSET', p .. 's:' .. id, 'seq', seq, 'cseq', seq, 'status', 'open', 'mode', a[4],
+  'na', a[5], 'ia', a[6], 'va', a[7], 'nb', a[8], 'ib', a[9], 'vb', a[10],
+  'created_at', now_s, 'expires_at', a[11], 'ttl_s', a[12], 'last_activity', now_s,
+  'ended_at', '', 'metadata', a[13], 'kc', a[3], 'counted', '1')
 redis.call('ZADD', p .. 'all', seq, id)
 redis.call('ZADD', p .. 'st:open', seq, id)
 redis.call('ZADD', p .. 'changes', seq, id)
-if ARGV[15] ~= '' then redis.call('ZADD', p .. 'deadline', ARGV[15], id) end
-redis.call('SET', p .. 'busy:' .. ARGV[7] .. ':' .. ARGV[8], id)
-redis.call('SET', p .. 'busy:' .. ARGV[10] .. ':' .. ARGV[11], id)
+if a[14] ~= '' then redis.call('ZADD', p .. 'deadline', a[14], id) end
+for _, side in ipairs(sides) do
+  redis.call('SET', p .. 'busy:' .. side[2] .. ':' .. side[3], id)
+  redis.call('ZADD', p .. 'p:' .. side[2], seq, id)
+  vload_add(side[3], 1)
+  redis.call('SADD', p .. 'vs:' .. side[3], id)
+end
 return {'ok'}
+end
+"""
+
+# ARGV: prefix, then _LUA_CREATE_FN's arguments.
+_CREATE = _LUA_COMMON + _LUA_CREATE_FN + r"""
+return create({unpack(ARGV, 2, 15)})
 """
 
 # ARGV: prefix, id, now. Returns 0 for an unknown id, 1 otherwise.
@@ -196,6 +226,10 @@ local p = ARGV[1]
 local limit = tonumber(ARGV[3])
 local ids = redis.call('ZRANGEBYSCORE', p .. 'ended', '-inf', '(' .. ARGV[2], 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
+  local ix = redis.call('HMGET', p .. 's:' .. id, 'ia', 'ib')
+  for _, index in ipairs(ix) do
+    if index then redis.call('ZREM', p .. 'p:' .. index, id) end
+  end
   redis.call('DEL', p .. 's:' .. id)
   for _, z in ipairs({'all', 'st:closed', 'st:expired', 'changes', 'ended'}) do
     redis.call('ZREM', p .. z, id)
@@ -220,8 +254,12 @@ return {#ids, #cdrs}
 _ROTATE_ONE = r"""
 local p, id = ARGV[1], ARGV[2]
 local h = p .. 's:' .. id
-local f = redis.call('HMGET', h, 'kc', 'status', 'ia', 'va', 'ib', 'vb')
+local f = redis.call('HMGET', h, 'kc', 'status', 'ia', 'va', 'ib', 'vb', 'cseq')
 if f[1] ~= ARGV[3] then return 0 end
+for _, move in ipairs({{f[3], ARGV[6]}, {f[5], ARGV[8]}}) do
+  redis.call('ZREM', p .. 'p:' .. move[1], id)
+  redis.call('ZADD', p .. 'p:' .. move[2], f[7], id)
+end
 if f[2] == 'open' then
   for _, side in ipairs({{f[3], f[4], ARGV[6]}, {f[5], f[6], ARGV[8]}}) do
     local old = p .. 'busy:' .. side[1] .. ':' .. side[2]
@@ -233,6 +271,35 @@ if f[2] == 'open' then
 end
 redis.call('HSET', h, 'kc', ARGV[4], 'na', ARGV[5], 'ia', ARGV[6], 'nb', ARGV[7], 'ib', ARGV[8])
 return 1
+"""
+
+SCHEMA = 2
+"""Layout version written to ``{p}meta`` (1: before the pool; the key had no ``schema``)."""
+
+# ARGV: prefix, creation seq to start after, batch size. One batch of the migration to
+# schema 2 (see `_migrate`): indexes each session by participant and counts the open ones
+# not yet counted. Returns the creation seq of the last session seen, or false when done.
+_MIGRATE_BATCH = _LUA_COMMON + r"""
+local rows = redis.call('ZRANGEBYSCORE', p .. 'all', '(' .. ARGV[2], '+inf', 'WITHSCORES',
+                        'LIMIT', 0, tonumber(ARGV[3]))
+if #rows == 0 then return false end
+for i = 1, #rows, 2 do
+  local id = rows[i]
+  local h = p .. 's:' .. id
+  local f = redis.call('HMGET', h, 'status', 'ia', 'va', 'ib', 'vb', 'cseq', 'counted')
+  if f[1] then
+    local count = f[1] == 'open' and not f[7]
+    for _, side in ipairs({{f[2], f[3]}, {f[4], f[5]}}) do
+      redis.call('ZADD', p .. 'p:' .. side[1], f[6], id)
+      if count then
+        vload_add(side[2], 1)
+        redis.call('SADD', p .. 'vs:' .. side[2], id)
+      end
+    end
+    if not f[7] then redis.call('HSET', h, 'counted', count and '1' or '0') end
+  end
+end
+return rows[#rows]
 """
 
 
@@ -260,7 +327,7 @@ def _opt(raw: bytes) -> float | None:
     return None if raw == b"" else float(raw)
 
 
-class RedisStore:
+class RedisStore(RedisPoolMixin, RedisAdminMixin):
     """Sessions and CDRs in Redis, numbers encrypted; several processes share one table.
 
     `client` is a ready ``redis.Redis`` (bytes responses); `from_url` builds one. The store
@@ -289,6 +356,9 @@ class RedisStore:
         self._purge = client.register_script(_PURGE)
         self._rotate_one = client.register_script(_ROTATE_ONE)
         self._check_key(rotating)
+        self._migrate(client.register_script(_MIGRATE_BATCH))
+        self._init_pool(_LUA_COMMON + _LUA_CREATE_FN)
+        self._init_admin()
 
     @classmethod
     def from_url(
@@ -318,6 +388,20 @@ class RedisStore:
                 "again with the same keys to finish it"
             )
 
+    def _migrate(self, batch: Any) -> None:
+        """Bring a table written before the pool (schema 1) to schema 2, in batches so Redis
+        is never blocked for long. Each session records whether it is counted in the
+        open-session counts (``counted``), so workers already running this code may create
+        and close sessions meanwhile, and two workers migrating at once count each session
+        once. Workers of the previous version must be stopped first: they keep no counts."""
+        meta = self._p + "meta"
+        if int(self._r.hget(meta, "schema") or 1) >= SCHEMA:
+            return
+        after: bytes | None = b"0"
+        while after is not None:  # the script answers nil after the last batch
+            after = batch(args=[self._p, int(after), _PAGE])
+        self._r.hset(meta, "schema", SCHEMA)
+
     # -- sessions ----------------------------------------------------------------------------
 
     def create_session(
@@ -332,27 +416,44 @@ class RedisStore:
         now: float,
     ) -> Session:
         """Insert an open session between `a` and `b`; see `PairingStore.create_session`."""
+        session = self._new_session(a, b, expires_at=expires_at, ttl_s=ttl_s,
+                                    metadata=metadata, mode=mode, now=now)
+        result = self._create(args=[self._p, *self._session_args(session)])
+        self._check_outcome(result, session)
+        return session
+
+    def _new_session(
+        self, a: Participant, b: Participant, *, expires_at: float | None,
+        ttl_s: float | None, metadata: Mapping[str, Any] | None, mode: str, now: float,
+    ) -> Session:
+        """Validate the arguments of a new session and build it (not yet stored)."""
         _check_new_session(a, b, mode=mode, expires_at=expires_at, ttl_s=ttl_s, now=now)
-        meta = dict(metadata or {})
-        session = Session(
+        return Session(
             id=new_session_id(), a=a, b=b, status="open", created_at=now,
-            expires_at=expires_at, ttl_s=ttl_s, last_activity=now, metadata=meta,
+            expires_at=expires_at, ttl_s=ttl_s, last_activity=now, metadata=dict(metadata or {}),
             mode=mode,  # type: ignore[arg-type]  # checked by _check_new_session
         )
+
+    def _session_args(self, session: Session) -> list[str | bytes]:
+        """The arguments of _LUA_CREATE_FN's `create` for `session` (numbers encrypted)."""
+        a, b, vault = session.a, session.b, self._vault
         deadline = session.deadline()
-        vault = self._vault
-        result = self._create(args=[
-            self._p, session.id, _num(now), self._kc, mode,
+        return [
+            session.id, _num(session.created_at), self._kc, session.mode,
             vault.encrypt(a.number), vault.index(a.number), a.virtual,
             vault.encrypt(b.number), vault.index(b.number), b.virtual,
-            _num(expires_at), _num(ttl_s),
-            json.dumps(meta, sort_keys=True, separators=(",", ":")),
+            _num(session.expires_at), _num(session.ttl_s),
+            json.dumps(session.metadata, sort_keys=True, separators=(",", ":")),
             "" if math.isinf(deadline) else repr(deadline),
-        ])
+        ]
+
+    @staticmethod
+    def _check_outcome(result: Sequence[Any], session: Session) -> None:
+        """Raise for what `create` answered unless it is 'ok'."""
         outcome = result[0]
         if outcome == b"conflict":
             label, holder = result[1].decode(), result[2].decode()
-            virtual = a.virtual if label == "A" else b.virtual
+            virtual = session.a.virtual if label == "A" else session.b.virtual
             raise ConflictError(
                 f"participant {label} already has open session {holder} "
                 f"on virtual number {virtual}"
@@ -361,7 +462,6 @@ class RedisStore:
             raise StoreError("a key rotation of this Redis store is in progress")
         if outcome == b"key":
             raise StoreError("the key does not match this Redis store (was it rotated?)")
-        return session
 
     def get_session(self, session_id: str) -> Session:
         """The session with `session_id` as stored; raise `NotFound` if there is none."""
