@@ -17,6 +17,8 @@ import structlog
 from proxy.api import ApiContext, ApiServer
 from proxy.pairing import NumberVault, SqliteStore
 from proxy.pairing.admin import PairingAdmin
+from proxy.pairing.redis_store import RedisStore
+from proxy.pairing.store import ApiStore
 
 SECRET = bytes(range(64))
 
@@ -51,7 +53,7 @@ class Api:
     """Handle of a running test API."""
 
     port: int
-    store: SqliteStore
+    store: ApiStore
     admin: PairingAdmin
     clock: Clock
     ctx: ApiContext
@@ -82,10 +84,12 @@ class Api:
 
 
 @contextmanager
-def running_api(tmp_path: Path) -> Iterator[Api]:
-    """Start the API on a free port with admin/operator/viewer tokens."""
+def running_api(tmp_path: Path, redis_url: str | None = None) -> Iterator[Api]:
+    """Start the API on a free port with admin/operator/viewer tokens, on a SQLite file in
+    `tmp_path` or, given `redis_url`, on a Redis store there (flushed by the caller)."""
     vault = NumberVault.from_secret(SECRET)
-    store = SqliteStore(tmp_path / "api.db", vault)
+    store: ApiStore = (SqliteStore(tmp_path / "api.db", vault) if redis_url is None
+                       else RedisStore.from_url(redis_url, vault))
     clock = Clock()
     admin = PairingAdmin(store, vault, clock=clock)
     ctx = ApiContext(admin=admin, clock=clock, checks={"store": store.ping})
