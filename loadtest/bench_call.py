@@ -7,8 +7,11 @@ parsing every incoming datagram and serialising every outgoing one as the transp
 sockets and the event loop are left out, so the figure isolates what Python code changes
 move; ``../shared/bench/sipbench.sh`` gives the whole-process figure.
 
-Prints CPU microseconds per call (``time.process_time``, best of ``--repeat`` runs of
-``--calls`` calls): a before/after figure for every optimisation of the call path.
+Prints microseconds per call spent inside sipmask's code (``time.perf_counter`` around each
+delivery: single-threaded and CPU-bound, so this is CPU time, minus the harness's own work of
+building the peers' messages; ``process_time`` was not used because on this VM its syscall
+cost ~20% of the figure), best of ``--repeat`` runs of ``--calls`` calls: a before/after
+figure for every optimisation of the call path.
 """
 
 from __future__ import annotations
@@ -122,26 +125,31 @@ class Bench:
 
     def deliver(self, data: bytes, source: Address) -> list[tuple[bytes, Address]]:
         """What the transports + SipStack do for one datagram; CPU time is accumulated."""
-        t0 = time.process_time()
+        t0 = time.perf_counter()
         msg = parse_message(data)
         for event in self.layer.receive(msg, source, self.now):
             self.b2b.handle(event, self.now)
         out = [(s.message.serialise(), s.dest) for s in self.layer.take_outgoing()]
         self.layer.next_deadline()
         self.b2b.next_deadline()
-        self.cpu += time.process_time() - t0
+        self.cpu += time.perf_counter() - t0
         return out
 
     def tick(self, seconds: float) -> None:
-        t0 = time.process_time()
+        t0 = time.perf_counter()
         self.now += seconds
         for event in self.layer.handle_timers(self.now):
             self.b2b.handle(event, self.now)
         self.b2b.handle_timers(self.now)
         self.layer.take_outgoing()
-        self.cpu += time.process_time() - t0
+        self.cpu += time.perf_counter() - t0
 
     def call(self, n: int) -> None:
+        ok = self.answer(n)
+        self.hang_up(n, ok)
+
+    def answer(self, n: int) -> Response:
+        """INVITE .. ACK of call ``n``; returns the 200 OK the caller saw."""
         out = self.deliver(_invite(n), A)
         b_inv = next(parse_message(m) for m, d in out if d == B)
         assert isinstance(b_inv, Request) and b_inv.method == "INVITE"
@@ -149,7 +157,10 @@ class Bench:
         out = self.deliver(_uas_response(b_inv, 200, "OK", _SDP), B)
         ok = next(parse_message(m) for m, d in out if d == A)
         assert isinstance(ok, Response) and ok.status == 200, ok
-        out = self.deliver(_in_dialog("ACK", n, 1, ok), A)
+        self.deliver(_in_dialog("ACK", n, 1, ok), A)
+        return ok
+
+    def hang_up(self, n: int, ok: Response) -> None:
         self.now += 0.01
         out = self.deliver(_in_dialog("BYE", n, 2, ok), A)
         b_bye = next(parse_message(m) for m, d in out if d == B)
@@ -162,7 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--log-level", default="warning")
+    ap.add_argument("--hold", type=int, default=0, metavar="N",
+                    help="instead: establish N calls at once, report RSS per established call, "
+                         "hang them all up and report what is left")
     args = ap.parse_args(argv)
+    if args.hold:
+        return _hold(args.hold)
     configure_logging(args.log_level, "json", stream=open(os.devnull, "w"))  # noqa: SIM115
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)  # as proxy/app.py does
@@ -181,7 +197,53 @@ def main(argv: list[str] | None = None) -> int:
             assert bench.b2b.active_calls == 0, bench.b2b.active_calls
             best = min(best, bench.cpu / args.calls * 1e6)
     print(f"# CPython {sys.version.split()[0]}, {args.calls} calls x {args.repeat}, best run")
-    print(f"sans-IO call path (parse, transactions, B2BUA, serialise): {best:.0f} us CPU per call")
+    print(f"sans-IO call path (parse, transactions, B2BUA, serialise): {best:.0f} us per call")
+    return 0
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _hold(n_calls: int) -> int:
+    """Memory per established call (both dialogs, their transactions and timers)."""
+    configure_logging("warning", "json", stream=open(os.devnull, "w"))  # noqa: SIM115
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(Path(tmp))
+        for n in range(1, 201):  # warm up: imports, caches, allocator arenas
+            bench.call(n)
+        bench.tick(70.0)
+        gc.collect()
+        base = _rss_kib()
+        oks = []
+        for n in range(1000, 1000 + n_calls):
+            oks.append((n, bench.answer(n)))
+            if n % 100 == 0:
+                bench.tick(0.5)
+        bench.tick(70.0)  # INVITE transactions done (Timer K/L/M): only the dialogs remain
+        gc.collect()
+        held = _rss_kib()
+        assert bench.b2b.active_calls == n_calls
+        for n, ok in oks:
+            bench.hang_up(n, ok)
+        del oks
+        bench.tick(70.0)
+        gc.collect()
+        after = _rss_kib()
+        assert bench.b2b.active_calls == 0
+        print(f"# CPython {sys.version.split()[0]}, {n_calls} established calls held at once")
+        print(f"RSS per established call (A+B dialog pair): {(held - base) * 1024 / n_calls:.0f} bytes")
+        print(f"RSS after all ended: {after - base:+d} KiB vs before (freed memory stays in "
+              f"CPython's arenas; a second round reuses it)")
+        for n in range(10_000_000, 10_000_000 + n_calls):
+            bench.answer(n)
+        bench.tick(70.0)
+        gc.collect()
+        print(f"second round of {n_calls}: RSS {_rss_kib() - held:+d} KiB vs the first round held")
     return 0
 
 
