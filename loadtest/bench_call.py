@@ -21,6 +21,7 @@ import gc
 import os
 import sys
 import tempfile
+import tracemalloc
 import time
 from pathlib import Path
 
@@ -66,8 +67,7 @@ def _invite(n: int) -> bytes:
     ).encode()
 
 
-def _in_dialog(method: str, n: int, cseq: int, ok: Response) -> bytes:
-    to = ok.headers.get("to")
+def _in_dialog(method: str, n: int, cseq: int, to: str) -> bytes:
     return (
         f"{method} sip:+15557770001@127.0.0.1:5060 SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-4242-{n}-{cseq}\r\n"
@@ -148,8 +148,8 @@ class Bench:
         ok = self.answer(n)
         self.hang_up(n, ok)
 
-    def answer(self, n: int) -> Response:
-        """INVITE .. ACK of call ``n``; returns the 200 OK the caller saw."""
+    def answer(self, n: int) -> str:
+        """INVITE .. ACK of call ``n``; returns the To (with tag) of the 200 OK the caller saw."""
         out = self.deliver(_invite(n), A)
         b_inv = next(parse_message(m) for m, d in out if d == B)
         assert isinstance(b_inv, Request) and b_inv.method == "INVITE"
@@ -157,12 +157,13 @@ class Bench:
         out = self.deliver(_uas_response(b_inv, 200, "OK", _SDP), B)
         ok = next(parse_message(m) for m, d in out if d == A)
         assert isinstance(ok, Response) and ok.status == 200, ok
-        self.deliver(_in_dialog("ACK", n, 1, ok), A)
-        return ok
+        to = ok.headers.get("to") or ""
+        self.deliver(_in_dialog("ACK", n, 1, to), A)
+        return to
 
-    def hang_up(self, n: int, ok: Response) -> None:
+    def hang_up(self, n: int, to: str) -> None:
         self.now += 0.01
-        out = self.deliver(_in_dialog("BYE", n, 2, ok), A)
+        out = self.deliver(_in_dialog("BYE", n, 2, to), A)
         b_bye = next(parse_message(m) for m, d in out if d == B)
         assert isinstance(b_bye, Request) and b_bye.method == "BYE"
         self.deliver(_uas_response(b_bye, 200, "OK"), B)
@@ -218,32 +219,44 @@ def _hold(n_calls: int) -> int:
             bench.call(n)
         bench.tick(70.0)
         gc.collect()
+
+        def establish(first: int) -> list[tuple[int, str]]:
+            oks = []
+            for n in range(first, first + n_calls):
+                oks.append((n, bench.answer(n)))
+                if n % 100 == 0:
+                    bench.tick(0.5)
+            bench.tick(70.0)  # INVITE transactions end (RFC 6026 Timer L/M): the dialogs remain
+            gc.collect()
+            assert bench.b2b.active_calls == n_calls
+            return oks
+
+        def end_all(oks: list[tuple[int, str]]) -> None:
+            for n, ok in oks:
+                bench.hang_up(n, ok)
+            bench.tick(70.0)
+            gc.collect()
+            assert bench.b2b.active_calls == 0
+
         base = _rss_kib()
-        oks = []
-        for n in range(1000, 1000 + n_calls):
-            oks.append((n, bench.answer(n)))
-            if n % 100 == 0:
-                bench.tick(0.5)
-        bench.tick(70.0)  # INVITE transactions done (Timer K/L/M): only the dialogs remain
-        gc.collect()
+        oks = establish(1000)
         held = _rss_kib()
-        assert bench.b2b.active_calls == n_calls
-        for n, ok in oks:
-            bench.hang_up(n, ok)
-        del oks
-        bench.tick(70.0)
-        gc.collect()
+        end_all(oks)
         after = _rss_kib()
-        assert bench.b2b.active_calls == 0
+        # second round under tracemalloc: the bytes still alive per held call
+        tracemalloc.start()
+        traced0 = tracemalloc.get_traced_memory()[0]
+        oks = establish(10_000_000)
+        live = tracemalloc.get_traced_memory()[0] - traced0
+        live -= sum(sys.getsizeof(to) for _, to in oks)  # the harness's own To values
+        tracemalloc.stop()
+        end_all(oks)
         print(f"# CPython {sys.version.split()[0]}, {n_calls} established calls held at once")
-        print(f"RSS per established call (A+B dialog pair): {(held - base) * 1024 / n_calls:.0f} bytes")
+        print(f"live memory per established call (A+B dialog pair, tracemalloc): {live / n_calls:.0f} bytes")
+        print(f"RSS growth per established call: {(held - base) * 1024 / n_calls:.0f} bytes "
+              "(includes the set-up peak: the allocator keeps freed memory for reuse)")
         print(f"RSS after all ended: {after - base:+d} KiB vs before (freed memory stays in "
-              f"CPython's arenas; a second round reuses it)")
-        for n in range(10_000_000, 10_000_000 + n_calls):
-            bench.answer(n)
-        bench.tick(70.0)
-        gc.collect()
-        print(f"second round of {n_calls}: RSS {_rss_kib() - held:+d} KiB vs the first round held")
+              "CPython's arenas for reuse)")
     return 0
 
 

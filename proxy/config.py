@@ -181,7 +181,8 @@ class CallsConfig:
     refer: str = "reject"
     max_calls: int = 0
     max_cps: float = 0.0
-    overload_busy: float = 0.8
+    overload_busy: float = 0.0
+    overload_retransmissions: float = 0.2
     overload_retry_after_s: int = 5
     failover_timeout_s: float = 4.0
     unknown_policy: str = "reject"
@@ -510,7 +511,7 @@ _ROUTE_KEYS: Final = ("prefix", "gateways", "name")
 _CALLS_KEYS: Final = (
     "unknown_code", "unknown_reason", "untrusted_code", "ring_timeout_s", "max_duration_s",
     "session_expires_s", "min_se_s", "refer", "max_calls", "failover_timeout_s",
-    "max_cps", "overload_busy", "overload_retry_after_s", "unknown_policy", "fallback_route",
+    "max_cps", "overload_busy", "overload_retransmissions", "overload_retry_after_s", "unknown_policy", "fallback_route",
 )
 _STORE_KEYS: Final = ("backend", "path", "key_file", "redis_url", "redis_prefix",
                       "poll_interval_s", "retention_days", "purge_interval_s")
@@ -618,6 +619,9 @@ def _parse_calls(ctx: _Ctx, raw: Mapping[str, Any]) -> CallsConfig:
         kw["max_cps"] = _fraction_or_more(ctx, raw["max_cps"], "calls.max_cps", 0.0, None)
     if "overload_busy" in raw:
         kw["overload_busy"] = _fraction_or_more(ctx, raw["overload_busy"], "calls.overload_busy", 0.0, 1.0)
+    if "overload_retransmissions" in raw:
+        kw["overload_retransmissions"] = _fraction_or_more(
+            ctx, raw["overload_retransmissions"], "calls.overload_retransmissions", 0.0, None)
     if "overload_retry_after_s" in raw:
         kw["overload_retry_after_s"] = _int(ctx, raw["overload_retry_after_s"],
                                             "calls.overload_retry_after_s", 1, 3600)

@@ -110,5 +110,32 @@ class Call:
             handle.cancel()
         self.timers.clear()
 
+    def compact(self) -> None:
+        """Once both legs are confirmed, drop the parsed views (Via, From/To, URIs) cached on
+        the messages the call keeps: they are not read again for a confirmed call, would be
+        recomputed if they were, and were about a third of an established call's memory
+        (tracemalloc, loadtest/bench_call.py --hold)."""
+        for message in (self.a_invite, self.b_invite):
+            if message is not None:
+                message.headers._cache.clear()
+        for txn in (self.a_txn, self.b_txn):
+            if txn is not None:
+                txn.request.headers._cache.clear()
+                if txn.last_response is not None:
+                    txn.last_response.headers._cache.clear()
+
+    def release(self, txn: object) -> None:
+        """The initial INVITE transaction ``txn`` of a confirmed call has terminated (RFC 6026
+        Timer L/M, 32 s after the 2xx): nothing will match it again, and a confirmed call
+        never reads its INVITE again (CANCEL, final responses, failover and PRACK all happen
+        before confirmation), so the call stops holding the messages. For long calls this
+        takes an established call from ~18 KB to a few KB (loadtest/bench_call.py --hold)."""
+        if txn is self.a_txn:
+            self.a_txn = None  # type: ignore[assignment]
+            self.a_invite = None  # type: ignore[assignment]
+        elif txn is self.b_txn:
+            self.b_txn = None
+            self.b_invite = None
+
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state.value}>"

@@ -102,7 +102,8 @@ class B2bua:
         # numbers recur (one caller, many calls): keep their tokens, an HMAC each otherwise
         self._number_token = functools.lru_cache(maxsize=65536)(tokenize)
         calls_cfg = config.calls
-        self.admission = Admission(calls_cfg.max_cps, calls_cfg.overload_busy)
+        self.admission = Admission(calls_cfg.max_cps, calls_cfg.overload_busy,
+                                   calls_cfg.overload_retransmissions)
         self.log = log
         self.metrics = metrics
         self.wall_clock = wall_clock
@@ -167,7 +168,9 @@ class B2bua:
         elif isinstance(event, TransactionTimeout):
             self._on_timeout(event.transaction, event.timer, now)
         elif isinstance(event, TransactionTerminated):
-            pass
+            data = event.transaction.tu_data
+            if isinstance(data, Call) and data.state is CallState.CONFIRMED:
+                data.release(event.transaction)
         elif isinstance(event, MessageRejected):
             self._count("rejected")
 
@@ -232,7 +235,7 @@ class B2bua:
         if max_forwards <= 0:
             self._reply(txn, 483, None, now)
             return
-        if not self.admission.admit(now):
+        if not self.admission.admit(now, self.layer.request_retransmissions):
             # shed load before the lookup: a refusal costs a fraction of a bridged call
             self._count("overload")
             self._reply(txn, 503, None, now, extra=[("Retry-After", str(cfg.overload_retry_after_s))])
@@ -756,6 +759,7 @@ class B2bua:
         if leg is call.a and call.state is CallState.ANSWERED:
             call.state = CallState.CONFIRMED
             call.b_acked = True
+            call.compact()
 
     def _ack_reinvite(
         self, peer: Leg, client_txn: ClientTransaction, response: Response | None,
@@ -796,6 +800,7 @@ class B2bua:
         if target is not None:
             self._ack_reinvite(call.b, target[0], None, None, now, cseq=target[1])
         call.b_acked = True
+        call.compact()
 
     def _send_bye(self, leg: Leg, now: float) -> None:
         dialog = leg.dialog

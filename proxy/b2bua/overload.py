@@ -5,15 +5,26 @@ anyway (retransmissions pile up, every call fails: congestion collapse). sipmask
 excess at the door with ``503 Service Unavailable`` + ``Retry-After`` (RFC 3261 §21.5.4), which
 costs a fraction of a bridged call, so goodput stays near the peak under overload.
 
-Two independent gates, both sans-IO (fed a ``now``, no clocks of their own):
+Three independent gates, all sans-IO (fed a ``now``, no clocks of their own):
 
 - ``max_cps``: a token bucket (burst of one second's worth) capping new calls per second.
-- ``busy``: the fraction of wall time the event loop spent handling SIP messages over the
-  last window (the asyncio adapter reports it through :meth:`Admission.record_busy`). Above the
-  target, the admitted fraction of new calls shrinks multiplicatively; below it, it grows back
-  additively (AIMD, as TCP does), so admission settles where the process is just saturated
-  instead of oscillating between "accept all" and "refuse all". Which calls are admitted is
-  decided by a deterministic accumulator, so tests are reproducible and no randomness is used.
+- retransmissions (on by default): the share of requests that arrive as retransmissions
+  (§17.2: the peer's T1 fired before sipmask answered) per window of new INVITEs, above the
+  target in two 500 ms windows in a row (a single stall, such as a full GC pass, is not
+  overload). Below
+  saturation, or saturated in a closed loop (a benchmark with N calls in flight), it stays near
+  0; once requests queue for more than T1 (500 ms) it rises at once. It measures what the
+  peers suffer, where CPU load alone cannot tell a busy-but-keeping-up process from one that
+  is falling behind.
+- ``busy`` (off by default): the fraction of wall time the event loop spent handling SIP
+  messages over the last window (the asyncio adapter reports it through
+  :meth:`Admission.record_busy`).
+
+When a gate reports pressure, the admitted fraction of new calls shrinks multiplicatively;
+without pressure it grows back additively (AIMD, as TCP does), so admission settles where the
+process keeps up instead of oscillating between "accept all" and "refuse all". Which calls are
+admitted is decided by a deterministic accumulator, so tests are reproducible and no
+randomness is used.
 
 In-dialog requests, ACKs, CANCELs and responses are never refused: finishing admitted calls
 is the point.
@@ -24,8 +35,10 @@ from __future__ import annotations
 __all__ = ["Admission"]
 
 _WINDOW_S = 0.2
-_DECREASE = 0.8  # multiplicative decrease per saturated window
-_INCREASE = 0.05  # additive increase per unsaturated window
+_RETRANS_WINDOW_S = 0.5
+_RETRANS_STREAK = 2  # windows in a row: one stall (a full GC pass) must not shed calls
+_DECREASE = 0.9  # multiplicative decrease per window under pressure
+_INCREASE = 0.1  # additive increase per window without pressure
 _FLOOR = 0.02  # always let a trickle through, so recovery is seen
 
 
@@ -34,13 +47,22 @@ class Admission:
 
     __slots__ = (
         "max_cps", "busy_target", "_tokens", "_last_refill", "_busy_s", "_window_start",
-        "fraction", "_accumulator", "busy_ratio", "refused",
+        "fraction", "_accumulator", "busy_ratio", "refused", "retrans_target",
+        "_arrivals", "_retrans_seen", "_retrans_window_start", "retrans_ratio", "_streak",
     )
 
-    def __init__(self, max_cps: float = 0.0, busy_target: float = 0.9) -> None:
-        """``max_cps`` 0 disables the rate gate; ``busy_target`` 0 disables the CPU gate."""
+    def __init__(self, max_cps: float = 0.0, busy_target: float = 0.0,
+                 retrans_target: float = 0.2) -> None:
+        """``max_cps`` 0 disables the rate gate; ``busy_target`` 0 the CPU gate;
+        ``retrans_target`` 0 the retransmission gate."""
         self.max_cps = max_cps
         self.busy_target = busy_target
+        self.retrans_target = retrans_target
+        self._arrivals = 0
+        self._retrans_seen: int | None = None
+        self._retrans_window_start: float | None = None
+        self.retrans_ratio = 0.0
+        self._streak = 0
         self._tokens = max_cps
         self._last_refill: float | None = None
         self._busy_s = 0.0
@@ -63,15 +85,42 @@ class Admission:
         self.busy_ratio = min(1.0, self._busy_s / elapsed)
         self._busy_s = 0.0
         self._window_start = now
-        if not self.busy_target:
-            return
-        if self.busy_ratio > self.busy_target:
+        if self.busy_target:
+            self._pressure(self.busy_ratio > self.busy_target)
+
+    def _pressure(self, high: bool) -> None:
+        if high:
             self.fraction = max(_FLOOR, self.fraction * _DECREASE)
         elif self.fraction < 1.0:
             self.fraction = min(1.0, self.fraction + _INCREASE)
 
-    def admit(self, now: float) -> bool:
-        """True to take the new call; False to answer it 503 + Retry-After."""
+    def _observe_retransmissions(self, now: float, retransmissions: int) -> None:
+        """One window per 500 ms: retransmitted requests / new INVITEs that arrived in it;
+        pressure once two windows in a row are above the target."""
+        self._arrivals += 1
+        start = self._retrans_window_start
+        if start is None or self._retrans_seen is None:
+            self._retrans_window_start = now
+            self._retrans_seen = retransmissions
+            self._arrivals = 0
+            return
+        if now - start < _RETRANS_WINDOW_S:
+            return
+        delta = retransmissions - self._retrans_seen
+        self.retrans_ratio = delta / max(self._arrivals, 1)
+        self._retrans_seen = retransmissions
+        self._retrans_window_start = now
+        self._arrivals = 0
+        self._streak = self._streak + 1 if self.retrans_ratio > self.retrans_target else 0
+        self._pressure(self._streak >= _RETRANS_STREAK)
+
+    def admit(self, now: float, retransmissions: int | None = None) -> bool:
+        """True to take the new call; False to answer it 503 + Retry-After.
+
+        ``retransmissions``: the transaction layer's running count of retransmitted requests
+        it absorbed (``TransactionLayer.request_retransmissions``)."""
+        if self.retrans_target and retransmissions is not None:
+            self._observe_retransmissions(now, retransmissions)
         if self.max_cps:
             last = self._last_refill
             if last is not None:

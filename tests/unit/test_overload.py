@@ -23,7 +23,7 @@ def test_rate_gate_admits_max_cps_per_second() -> None:
 def test_busy_gate_shrinks_admission_when_saturated_and_recovers() -> None:
     gate = Admission(busy_target=0.8)
     now = 0.0
-    for _ in range(20):  # 2 s fully busy: the loop never idles
+    for _ in range(50):  # 5 s fully busy: the loop never idles
         gate.record_busy(0.1, now)
         now += 0.1
     assert gate.busy_ratio > 0.99
@@ -55,3 +55,52 @@ def test_b2bua_answers_503_with_retry_after_when_not_admitted(tmp_path: Path) ->
     assert [(m.status, m.headers.get("retry-after")) for m in finals] == [(503, "5")]
     assert not only(second, Request), "a refused call never reaches a gateway"
     assert h.b2b.active_calls == 1
+
+
+def test_retransmission_gate_sheds_when_peers_retransmit_and_recovers() -> None:
+    gate = Admission(retrans_target=0.2)
+    now, retrans = 0.0, 0
+    # keeping up: 100 new INVITEs per second, 1 retransmission per second (1%)
+    for i in range(300):
+        now += 0.01
+        retrans += 1 if i % 100 == 0 else 0
+        assert gate.admit(now, retrans)
+    assert gate.fraction == 1.0
+    # one stall (a GC pass): a burst of retransmissions in one window sheds nothing
+    retrans += 200
+    for _ in range(60):
+        now += 0.01
+        assert gate.admit(now, retrans)
+    assert gate.fraction == 1.0
+    # falling behind: every new INVITE comes with two retransmissions of older ones
+    for _ in range(1500):
+        now += 0.01
+        retrans += 2
+        gate.admit(now, retrans)
+    assert gate.retrans_ratio > 1.0 and gate.fraction < 0.2
+    assert gate.refused > 500
+    # caught up again: the fraction grows back to admitting everything
+    for _ in range(3000):
+        now += 0.01
+        gate.admit(now, retrans)
+    assert gate.fraction == 1.0 and gate.retrans_ratio == 0.0
+
+
+def test_b2bua_sheds_new_calls_when_invites_are_retransmitted(tmp_path: Path) -> None:
+    """Retransmitted INVITEs (the caller's T1 fired before sipmask answered) are the overload
+    signal: after a window full of them, new calls get 503 + Retry-After."""
+    h = Harness(tmp_path)
+    h.b2b.admission = Admission(retrans_target=0.2)
+    refused = 0
+    for i in range(150):
+        raw = invite(cid=f"c{i}", branch=f"z9hG4bKr{i}")
+        h.feed(raw, A)
+        h.feed(raw, A)  # the same INVITE again: a retransmission, absorbed by the layer
+        h.feed(raw, A)
+        h.now += 0.02
+        out = [m for m, d in h.sent if isinstance(m, Response) and m.status == 503 and d == A]
+        refused = len({m.call_id for m in out})
+    assert h.layer.request_retransmissions >= 300
+    assert refused > 10, refused
+    assert all(m.headers.get("retry-after") == "5" for m, _ in h.sent
+               if isinstance(m, Response) and m.status == 503)

@@ -46,7 +46,7 @@ class TransactionLayer:
 
     __slots__ = (
         "timers", "ids", "auto_trying", "_clients", "_servers", "_merged", "_acks_2xx",
-        "_heap", "_seq", "_dead", "_out", "_events", "_counts",
+        "_heap", "_seq", "_dead", "_out", "_events", "_counts", "request_retransmissions",
     )
 
     def __init__(self, timers: TimerConfig, ids: IdGenerator, *, auto_trying: bool = True) -> None:
@@ -70,6 +70,9 @@ class TransactionLayer:
         self._dead = 0
         self._out: list[Send] = []
         self._events: list[Event] = []
+        #: requests absorbed as retransmissions (§17.2): peers whose T1 fired before we
+        #: answered; the overload signal the B2BUA's admission control reads
+        self.request_retransmissions = 0
         self._counts = {"client_invite": 0, "client_non_invite": 0, "server_invite": 0, "server_non_invite": 0}
 
     # ------------------------------------------------------------------ public API (TU side)
@@ -317,6 +320,7 @@ class TransactionLayer:
         txn = self._servers.get(key)
         if txn is not None:
             # §17.2.1 / §17.2.2: a retransmission
+            self.request_retransmissions += 1
             self._drive_server(txn, Input.REQUEST, request, source, now)
             return
         merge_key: Key | None = None
