@@ -244,6 +244,8 @@ class B2bua:
         match = None
         if caller is not None and dialed is not None:
             match = self.pairings.lookup(caller, dialed, self.wall_clock(now))
+        if match is not None and match.mode == "message":
+            match = None  # a message-only session carries no calls: the uniform rejection
         if match is None and caller is not None and dialed is not None:
             policy = cfg.unknown_policy
             if policy == "route" and cfg.fallback_route:

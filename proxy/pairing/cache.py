@@ -127,8 +127,9 @@ class PairingCache:
         entry = _Entry(session, key_a, key_b)
         session_id = entry.session_id
         deadline = min(entry.expires_at, entry.last_activity + entry.ttl_s)
-        entry.route_a = _Route(Match(session_id, session.b.number, virtual_b), deadline)
-        entry.route_b = _Route(Match(session_id, session.a.number, virtual_a), deadline)
+        mode = session.mode
+        entry.route_a = _Route(Match(session_id, session.b.number, virtual_b, mode), deadline)
+        entry.route_b = _Route(Match(session_id, session.a.number, virtual_a, mode), deadline)
         if previous is not None and previous.last_activity > entry.last_activity:
             # The store learns of touches in batches; keep the newer activity seen here.
             entry.set_activity(previous.last_activity)

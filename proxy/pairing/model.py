@@ -85,11 +85,15 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """Result of a successful lookup: bridge the call to `callee`, presenting `present`."""
+    """Result of a successful lookup: bridge the call to `callee`, presenting `present`.
+
+    `mode` is the session's: "voice" sessions carry calls and SIP MESSAGEs, "message"
+    sessions MESSAGEs only (an INVITE gets the uniform rejection)."""
 
     session_id: str
     callee: str
     present: str
+    mode: str = "voice"
 
 
 @dataclass(frozen=True, slots=True)

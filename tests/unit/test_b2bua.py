@@ -567,3 +567,15 @@ def test_fallback_route_policy_sends_unknown_callers_to_the_fallback(tmp_path: P
     (b_inv, dest), = only(out, Request, method="INVITE")
     assert (dest.host, dest.port) == ("127.0.0.9", 5099)
     assert STRANGER.encode() not in b_inv.serialise() and b"5550000000" not in b_inv.serialise()
+
+
+def test_message_only_session_carries_messages_but_not_calls(h: Harness) -> None:
+    h.store.close_session(h.session.id, now=h.now)
+    h.store.create_session(Participant(CALLER, CALLER_V), Participant(CALLEE, CALLEE_V),
+                           mode="message", now=h.now)
+    h.service.poll()
+    out = h.feed(invite(), A)
+    assert [m.status for m, _ in only(out, Response) if m.status >= 200] == [404]
+    assert not only(out, Request)
+    out = h.feed(_message(), A)
+    assert only(out, Request, method="MESSAGE")
