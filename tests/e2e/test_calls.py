@@ -220,8 +220,10 @@ def test_expired_pairing_is_rejected_like_unknown(sipp, sipmask_factory, tmp_pat
     """A pairing made with --expires-in works until it expires, then gets the same 404."""
     callee = sipp.start_uas("uas_basic.xml")
     sm = sipmask_factory([(B_PREFIX, [_route_to(CALLEE_IP, callee.port)])], pairing=False, start=False)
-    created = time.time()
     sm.add_pairing(A_REAL, A_VIRTUAL, B_REAL, B_VIRTUAL, "--expires-in", "3")
+    # the CLI computed the expiry from its own clock before it returned: it is due by now + 3
+    # (measuring before the call would undercount a slow CLI start, e.g. a cold .pyc cache)
+    created = time.time()
     sm.start()
     caller = sipp.run_uac("uac_basic.xml", sm.udp_target, service=A_VIRTUAL)
     sipp.wait(callee)
