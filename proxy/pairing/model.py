@@ -13,6 +13,8 @@ These are plain values: nothing here touches storage, clocks or crypto.
 from __future__ import annotations
 
 import math
+import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -133,3 +135,29 @@ def cdr_payload(cdr: Cdr) -> dict[str, Any]:
         "cause": cdr.cause,
         "duration_s": cdr.duration_s,
     }
+
+
+def new_session_id() -> str:
+    """A random session id: ``ps_`` + 16 hex chars (never starts with '-', safe on a CLI)."""
+    return "ps_" + secrets.token_hex(8)
+
+
+def new_session(
+    a: Participant, b: Participant, *, expires_at: float | None, ttl_s: float | None,
+    metadata: Mapping[str, Any] | None, mode: str, now: float,
+) -> Session:
+    """An open session between `a` and `b`, its arguments checked (not yet stored); the
+    input rules every store applies (the contract suite holds them all to them)."""
+    if a.number == b.number:
+        raise PairingError("a session needs two different participants")
+    if mode not in MODES:
+        raise PairingError(f"mode must be one of {', '.join(MODES)}")
+    if ttl_s is not None and ttl_s <= 0:
+        raise PairingError("ttl must be positive")
+    if expires_at is not None and expires_at <= now:
+        raise PairingError("expiry must be in the future")
+    return Session(
+        id=new_session_id(), a=a, b=b, status="open", created_at=now,
+        expires_at=expires_at, ttl_s=ttl_s, last_activity=now, metadata=dict(metadata or {}),
+        mode=mode,  # type: ignore[arg-type]  # checked against MODES above
+    )

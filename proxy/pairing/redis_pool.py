@@ -34,7 +34,9 @@ from typing import Any, Final
 import redis
 
 from .crypto import NumberVault
-from .model import STATUSES, ConflictError, NotFound, PairingError, Participant, Session
+from .model import (
+    STATUSES, ConflictError, NotFound, PairingError, Participant, Session, new_session,
+)
 from .records import KEEP, POOL_STATUSES, Page, PoolNumber, SessionFilter, _Keep
 from .sqlite_pool import EXHAUSTED
 
@@ -296,7 +298,7 @@ class RedisPoolMixin:
         now: float,
     ) -> Session:
         """Create a session, picking missing virtual numbers from the pool (see `ApiStore`)."""
-        session = self._new_session(
+        session = new_session(
             Participant(number_a, virtual_a or ""), Participant(number_b, virtual_b or ""),
             expires_at=expires_at, ttl_s=ttl_s, metadata=metadata, mode=mode, now=now,
         )

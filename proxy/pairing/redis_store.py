@@ -48,10 +48,12 @@ from typing import Any
 import redis
 
 from .crypto import NumberVault
-from .model import MODES, STATUSES, Cdr, ConflictError, NotFound, PairingError, Participant, Session
+from .model import (
+    MODES, STATUSES, Cdr, ConflictError, NotFound, PairingError, Participant, Session, new_session,
+)
 from .redis_admin import RedisAdminMixin
 from .redis_pool import RedisPoolMixin
-from .sqlite_store import StoreError, new_session_id
+from .sqlite_store import StoreError
 
 __all__ = ["RedisStore", "DEFAULT_PREFIX"]
 
@@ -303,21 +305,6 @@ return rows[#rows]
 """
 
 
-def _check_new_session(
-    a: Participant, b: Participant, *, mode: str, expires_at: float | None,
-    ttl_s: float | None, now: float,
-) -> None:
-    """The input rules SqliteStore applies too (the contract suite holds both to them)."""
-    if a.number == b.number:
-        raise PairingError("a session needs two different participants")
-    if mode not in MODES:
-        raise PairingError(f"mode must be one of {', '.join(MODES)}")
-    if ttl_s is not None and ttl_s <= 0:
-        raise PairingError("ttl must be positive")
-    if expires_at is not None and expires_at <= now:
-        raise PairingError("expiry must be in the future")
-
-
 def _num(value: float | None) -> str:
     """A timestamp as stored: exact ``repr`` text, '' for None."""
     return "" if value is None else repr(float(value))
@@ -416,23 +403,11 @@ class RedisStore(RedisPoolMixin, RedisAdminMixin):
         now: float,
     ) -> Session:
         """Insert an open session between `a` and `b`; see `PairingStore.create_session`."""
-        session = self._new_session(a, b, expires_at=expires_at, ttl_s=ttl_s,
+        session = new_session(a, b, expires_at=expires_at, ttl_s=ttl_s,
                                     metadata=metadata, mode=mode, now=now)
         result = self._create(args=[self._p, *self._session_args(session)])
         self._check_outcome(result, session)
         return session
-
-    def _new_session(
-        self, a: Participant, b: Participant, *, expires_at: float | None,
-        ttl_s: float | None, metadata: Mapping[str, Any] | None, mode: str, now: float,
-    ) -> Session:
-        """Validate the arguments of a new session and build it (not yet stored)."""
-        _check_new_session(a, b, mode=mode, expires_at=expires_at, ttl_s=ttl_s, now=now)
-        return Session(
-            id=new_session_id(), a=a, b=b, status="open", created_at=now,
-            expires_at=expires_at, ttl_s=ttl_s, last_activity=now, metadata=dict(metadata or {}),
-            mode=mode,  # type: ignore[arg-type]  # checked by _check_new_session
-        )
 
     def _session_args(self, session: Session) -> list[str | bytes]:
         """The arguments of _LUA_CREATE_FN's `create` for `session` (numbers encrypted)."""

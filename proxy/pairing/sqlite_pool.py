@@ -23,7 +23,9 @@ from contextlib import AbstractContextManager
 from typing import Any, Final
 
 from .crypto import NumberVault
-from .model import STATUSES, ConflictError, NotFound, PairingError, Participant, Session
+from .model import (
+    STATUSES, ConflictError, NotFound, PairingError, Participant, Session, new_session,
+)
 from .records import KEEP, POOL_STATUSES, Page, PoolNumber, SessionFilter, _Keep
 
 __all__ = ["POOL_INDEX_TRIM", "POOL_SCHEMA", "SqlitePoolMixin"]
@@ -217,7 +219,7 @@ class SqlitePoolMixin:
         now: float,
     ) -> Session:
         """Create a session, picking missing virtual numbers from the pool (see `ApiStore`)."""
-        session = self._new_session(
+        session = new_session(
             Participant(number_a, virtual_a or ""), Participant(number_b, virtual_b or ""),
             expires_at=expires_at, ttl_s=ttl_s, metadata=metadata, mode=mode, now=now,
         )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,7 +29,6 @@ from .crypto import NumberVault
 from .model import (
     CLOSED,
     EXPIRED,
-    MODES,
     OPEN,
     STATUSES,
     Cdr,
@@ -39,6 +37,7 @@ from .model import (
     PairingError,
     Participant,
     Session,
+    new_session,
 )
 from .sqlite_admin import ADMIN_SCHEMA, SqliteAdminMixin
 from .sqlite_pool import POOL_INDEX_TRIM, POOL_SCHEMA, SqlitePoolMixin
@@ -122,11 +121,6 @@ _ACTIVE_SQL = (
     "AND (ttl_s IS NULL OR last_activity + ttl_s > :now)"
 )
 _KEY_CHECK_LABEL = "sipmask:key-check"
-
-
-def new_session_id() -> str:
-    """A random session id: ``ps_`` + 16 hex chars (never starts with '-', safe on a CLI)."""
-    return "ps_" + secrets.token_hex(8)
 
 
 class SqliteStore(SqlitePoolMixin, SqliteAdminMixin):
@@ -228,31 +222,12 @@ class SqliteStore(SqlitePoolMixin, SqliteAdminMixin):
         virtual number it would dial here; open sessions whose deadline has passed do not
         count and are marked expired on the way.
         """
-        session = self._new_session(
+        session = new_session(
             a, b, expires_at=expires_at, ttl_s=ttl_s, metadata=metadata, mode=mode, now=now
         )
         with self._write() as conn:
             self._insert_session(conn, session)
         return session
-
-    def _new_session(
-        self, a: Participant, b: Participant, *, expires_at: float | None,
-        ttl_s: float | None, metadata: Mapping[str, Any] | None, mode: str, now: float,
-    ) -> Session:
-        """Validate the arguments of a new session and build it (not yet stored)."""
-        if a.number == b.number:
-            raise PairingError("a session needs two different participants")
-        if mode not in MODES:
-            raise PairingError(f"mode must be one of {', '.join(MODES)}")
-        if ttl_s is not None and ttl_s <= 0:
-            raise PairingError("ttl must be positive")
-        if expires_at is not None and expires_at <= now:
-            raise PairingError("expiry must be in the future")
-        return Session(
-            id=new_session_id(), a=a, b=b, status="open", created_at=now,
-            expires_at=expires_at, ttl_s=ttl_s, last_activity=now, metadata=dict(metadata or {}),
-            mode=mode,  # type: ignore[arg-type]  # checked against MODES above
-        )
 
     def _insert_session(self, conn: sqlite3.Connection, session: Session) -> None:
         """Check both participants are free on their virtual numbers, then insert `session`
