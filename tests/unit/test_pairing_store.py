@@ -1,4 +1,5 @@
-"""SqliteStore: schema, WAL, the conflict rule, expiry, the change feed, CDRs, retention."""
+"""What is SQLite's own: schema, WAL, migrations, the key check, the file's contents, two
+processes on one file. Behaviour both stores share is in test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import pytest
 
 from proxy.pairing import (
     Cdr,
-    ConflictError,
-    NotFound,
     NumberVault,
     PairingError,
     Participant,
@@ -90,20 +89,6 @@ def test_a_different_key_is_refused(db_path: Path, vault: NumberVault) -> None:
 
 # -- sessions ----------------------------------------------------------------------------------
 
-def test_create_and_get(store: SqliteStore) -> None:
-    session = pair(store, ttl_s=600, expires_at=T0 + 3600, metadata={"order": "42"})
-    assert session.id.startswith("ps_")
-    assert session.status == "open" and session.mode == "voice"
-    assert session.a == Participant(ALICE, V1) and session.b == Participant(BOB, V2)
-    assert session.created_at == session.last_activity == T0
-    assert store.get_session(session.id) == session
-
-
-def test_get_unknown_raises_not_found(store: SqliteStore) -> None:
-    with pytest.raises(NotFound):
-        store.get_session("ps_nope")
-
-
 def test_invalid_sessions_are_refused(store: SqliteStore) -> None:
     with pytest.raises(PairingError):
         pair(store, b=ALICE)
@@ -126,57 +111,6 @@ def test_numbers_are_stored_encrypted_with_hmac_index(store: SqliteStore, db_pat
     assert row[2] == V1
 
 
-def test_one_virtual_number_serves_many_sessions(store: SqliteStore) -> None:
-    pair(store, ALICE, BOB, V1, V1)
-    pair(store, CAROL, "+15551230004", V1, V1)
-
-
-def test_participant_busy_on_a_virtual_number_conflicts(store: SqliteStore) -> None:
-    first = pair(store, ALICE, BOB, V1, V2)
-    with pytest.raises(ConflictError) as info:
-        pair(store, ALICE, CAROL, V1, V2)  # Alice would dial V1 for both Bob and Carol
-    message = str(info.value)
-    assert first.id in message and ALICE not in message and CAROL not in message
-    # Bob appears as participant A now, on the virtual number he already dials.
-    with pytest.raises(ConflictError):
-        pair(store, BOB, CAROL, V2, V1)
-
-
-def test_same_participant_on_another_virtual_number_is_fine(store: SqliteStore) -> None:
-    pair(store, ALICE, BOB, V1, V2)
-    pair(store, ALICE, CAROL, V2, V1)  # Alice dials V2 for Carol, V1 for Bob
-
-
-def test_closed_and_expired_sessions_free_the_virtual_number(store: SqliteStore) -> None:
-    first = pair(store)
-    store.close_session(first.id, T0 + 1)
-    second = pair(store, now=T0 + 2, expires_at=T0 + 10)
-    # Past its expiry but not yet marked: it does not block, and gets marked on the way.
-    third = pair(store, now=T0 + 10)
-    assert store.get_session(second.id).status == "expired"
-    assert store.get_session(third.id).status == "open"
-
-
-def test_close_session(store: SqliteStore) -> None:
-    session = pair(store)
-    closed = store.close_session(session.id, T0 + 5)
-    assert closed.status == "closed" and not closed.is_active(T0 + 6)
-    assert store.close_session(session.id, T0 + 9).status == "closed"  # idempotent
-    with pytest.raises(NotFound):
-        store.close_session("ps_unknown", T0)
-
-
-def test_list_sessions_filters_and_pages(store: SqliteStore) -> None:
-    ids = [pair(store, ALICE, f"+1555123{i:04d}", f"+1555999{i:04d}", V2).id for i in range(10, 15)]
-    store.close_session(ids[1], T0 + 1)
-    assert [s.id for s in store.list_sessions()] == ids
-    assert [s.id for s in store.list_sessions(status="closed")] == [ids[1]]
-    assert [s.id for s in store.list_sessions(status="open", limit=2)] == [ids[0], ids[2]]
-    assert [s.id for s in store.list_sessions(after=ids[2])] == ids[3:]
-    with pytest.raises(PairingError):
-        store.list_sessions(status="bogus")
-
-
 # -- expiry ------------------------------------------------------------------------------------
 
 def test_expire_due_marks_absolute_and_inactivity_expiry(store: SqliteStore) -> None:
@@ -189,23 +123,6 @@ def test_expire_due_marks_absolute_and_inactivity_expiry(store: SqliteStore) -> 
     assert store.get_session(hard.id).status == "expired"
     assert store.get_session(forever.id).status == "open"
     assert store.expire_due(T0 + 10_000) == []
-
-
-def test_touch_extends_inactivity_ttl(store: SqliteStore) -> None:
-    session = pair(store, ttl_s=30)
-    store.touch(session.id, T0 + 20)
-    assert store.get_session(session.id).last_activity == T0 + 20
-    assert store.expire_due(T0 + 49) == []
-    store.touch(session.id, T0 + 10)  # a late, older touch never moves the clock back
-    assert store.get_session(session.id).last_activity == T0 + 20
-    assert store.expire_due(T0 + 50) == [session.id]
-
-
-def test_touch_does_not_revive_closed_sessions(store: SqliteStore) -> None:
-    session = pair(store, ttl_s=30)
-    store.close_session(session.id, T0 + 1)
-    store.touch(session.id, T0 + 2)
-    assert store.get_session(session.id).last_activity == T0
 
 
 # -- change feed -------------------------------------------------------------------------------
@@ -236,40 +153,6 @@ def test_changes_since_between_two_processes(db_path: Path, vault: NumberVault) 
     cli.close()
 
 
-def test_changes_since_pages_by_limit(store: SqliteStore) -> None:
-    ids = [pair(store, f"+1555123{i:04d}", BOB, V1, f"+1555999{i:04d}").id for i in range(10, 15)]
-    page, seq = store.changes_since(0, limit=2)
-    assert [s.id for s in page] == ids[:2]
-    page, seq = store.changes_since(seq, limit=10)
-    assert [s.id for s in page] == ids[2:]
-
-
-def test_touch_is_not_a_change(store: SqliteStore) -> None:
-    session = pair(store, ttl_s=60)
-    _, seq = store.changes_since(0)
-    store.touch(session.id, T0 + 5)
-    assert store.changes_since(seq) == ([], seq)
-
-
-def test_sequence_never_goes_back_after_purge(store: SqliteStore) -> None:
-    session = pair(store)
-    store.close_session(session.id, T0 + 1)
-    seq = store.current_seq()
-    store.purge(older_than=T0 + 2)
-    newer = pair(store, now=T0 + 3)
-    changed, _ = store.changes_since(seq)
-    assert [s.id for s in changed] == [newer.id]
-
-
-def test_load_active_skips_due_sessions(store: SqliteStore) -> None:
-    live = pair(store, ALICE, BOB, V1, V2, ttl_s=100)
-    due = pair(store, CAROL, BOB, V1, V1, expires_at=T0 + 5)
-    sessions, seq = store.load_active(now=T0 + 10)
-    assert [s.id for s in sessions] == [live.id]
-    assert seq == store.current_seq()
-    assert {s.id for s in store.load_active()[0]} == {live.id, due.id}
-
-
 # -- CDRs and retention ------------------------------------------------------------------------
 
 def make_cdr(vault: NumberVault, session_id: str | None, ended_at: float, n: int = 0) -> Cdr:
@@ -279,17 +162,6 @@ def make_cdr(vault: NumberVault, session_id: str | None, ended_at: float, n: int
         started_at=ended_at - 60, answered_at=ended_at - 50, ended_at=ended_at,
         outcome="answered", sip_code=200, cause="caller hung up", duration_s=50.0,
     )
-
-
-def test_cdrs_round_trip(store: SqliteStore, vault: NumberVault) -> None:
-    session = pair(store)
-    cdrs = [make_cdr(vault, session.id, T0 + 100 + i, i) for i in range(3)]
-    assert store.record_cdrs(cdrs) == 3
-    assert store.record_cdrs([]) == 0
-    store.record_cdrs([make_cdr(vault, None, T0 + 200, 9)])
-    assert store.list_cdrs(session_id=session.id) == list(reversed(cdrs))
-    assert len(store.list_cdrs()) == 4
-    assert store.list_cdrs(limit=1)[0].session_id is None
 
 
 def test_no_real_number_reaches_the_database_file(store: SqliteStore, db_path: Path,
