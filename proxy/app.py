@@ -195,7 +195,8 @@ async def start(config: Config) -> App:
         events=sink.emit if sink is not None else None,
     )
     stack.attach(b2bua)
-    stack.on_busy = b2bua.admission.record_busy
+    if config.calls.overload_busy:  # off by default: no clock reads per message then
+        stack.on_busy = b2bua.admission.record_busy
     app = App(config, log, service, transports, stack, b2bua)
     app.closers.extend(closers)
     # Store calls run in one worker thread (serialised, in order); the cache stays on the loop.

@@ -414,7 +414,7 @@ def _positive(ctx: _Ctx, value: Any, key: str) -> float:
     return float(value)
 
 
-def _fraction_or_more(ctx: _Ctx, value: Any, key: str, lo: float, hi: float | None) -> float:
+def _bounded_number(ctx: _Ctx, value: Any, key: str, lo: float, hi: float | None) -> float:
     """A finite number in [lo, hi] (hi None: no upper bound)."""
     want = f"a number from {lo:g} to {hi:g}" if hi is not None else f"a number >= {lo:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -616,11 +616,11 @@ def _parse_calls(ctx: _Ctx, raw: Mapping[str, Any]) -> CallsConfig:
     if "max_calls" in raw:
         kw["max_calls"] = _int(ctx, raw["max_calls"], "calls.max_calls", 0)
     if "max_cps" in raw:
-        kw["max_cps"] = _fraction_or_more(ctx, raw["max_cps"], "calls.max_cps", 0.0, None)
+        kw["max_cps"] = _bounded_number(ctx, raw["max_cps"], "calls.max_cps", 0.0, None)
     if "overload_busy" in raw:
-        kw["overload_busy"] = _fraction_or_more(ctx, raw["overload_busy"], "calls.overload_busy", 0.0, 1.0)
+        kw["overload_busy"] = _bounded_number(ctx, raw["overload_busy"], "calls.overload_busy", 0.0, 1.0)
     if "overload_retransmissions" in raw:
-        kw["overload_retransmissions"] = _fraction_or_more(
+        kw["overload_retransmissions"] = _bounded_number(
             ctx, raw["overload_retransmissions"], "calls.overload_retransmissions", 0.0, None)
     if "overload_retry_after_s" in raw:
         kw["overload_retry_after_s"] = _int(ctx, raw["overload_retry_after_s"],

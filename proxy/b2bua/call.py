@@ -64,7 +64,7 @@ class Call:
 
     __slots__ = (
         "id", "a", "b", "state", "a_invite", "a_txn", "b_invite", "b_txn", "match",
-        "caller_token", "callee_token", "gateways", "gateway_index", "provisional_seen",
+        "caller_token", "callee_token", "call_id_token", "gateways", "gateway_index", "provisional_seen",
         "cancel_pending", "started_at", "answered_at", "ended_at", "code", "cause", "outcome",
         "timers", "session_interval", "final_sent", "b_acked", "pairing_id", "log", "__weakref__",
     )
@@ -82,6 +82,7 @@ class Call:
         self.b_txn: ClientTransaction | None = None
         self.caller_token = ""
         self.callee_token = ""
+        self.call_id_token = ""
         self.gateways: tuple[Any, ...] = ()
         self.gateway_index = 0
         self.provisional_seen = False

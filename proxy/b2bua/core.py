@@ -323,7 +323,7 @@ class B2bua:
         call.log.info("call.received", trunk=trunk.name, transport=source.transport)
         if self.events is not None:
             self.events("call.started", {
-                "session_id": match.session_id, "call_id_token": self.tokenize(request.call_id),
+                "session_id": match.session_id, "call_id_token": self._call_id_token(call),
                 "caller_token": call.caller_token, "callee_token": call.callee_token,
                 "started_at": self.wall_clock(now), "trunk": trunk.name,
             })
@@ -357,24 +357,29 @@ class B2bua:
         return caller, dialed
 
     def _build_b_invite(self, call: Call, a_invite: Request, gw: Gateway, max_forwards: int, cseq: int, dialed: str) -> Request:
-        match = call.match
         b = call.b
+        req = self._outbound_request("INVITE", call.match, gw, dialed, b.local_tag, b.call_id, cseq, max_forwards)
+        req.headers.add("Contact", b.contact)
+        self._copy_headers(a_invite, req)
+        req.body = self._sdp(a_invite.body)
+        return req
+
+    def _outbound_request(self, method: str, match: Match, gw: Gateway, dialed: str, from_tag: str,
+                          call_id: str, cseq: int, max_forwards: int) -> Request:
+        """A request that starts a new dialog or transaction toward the callee: sipmask's Via,
+        virtual numbers only in From/To/P-Asserted-Identity (the design's B-leg rules)."""
         host = self._host()
         tparam = "" if gw.transport == "udp" else f";transport={gw.transport}"
         gw_host = f"[{gw.host}]" if ":" in gw.host else gw.host
-        ruri = f"sip:{match.callee}@{gw_host}:{gw.port}{tparam}"
-        req = Request("INVITE", ruri)
+        req = Request(method, f"sip:{match.callee}@{gw_host}:{gw.port}{tparam}")
         h = req.headers
         h.add("Via", self._via(gw.transport))
         h.add("Max-Forwards", str(max_forwards))
-        h.add("From", f"<sip:{match.present}@{host}>;tag={b.local_tag}")
+        h.add("From", f"<sip:{match.present}@{host}>;tag={from_tag}")
         h.add("To", f"<sip:{dialed or match.present}@{gw_host}>")
-        h.add("Call-ID", b.call_id)
-        h.add("CSeq", f"{cseq} INVITE")
-        h.add("Contact", b.contact)
+        h.add("Call-ID", call_id)
+        h.add("CSeq", f"{cseq} {method}")
         h.add("P-Asserted-Identity", f"<sip:{match.present}@{host}>")
-        self._copy_headers(a_invite, req)
-        req.body = self._sdp(a_invite.body)
         return req
 
     def _send_b_invite(self, call: Call, now: float) -> None:
@@ -514,7 +519,7 @@ class B2bua:
         call.log.info("call.answered", setup_ms=round((now - call.started_at) * 1000))
         if self.events is not None:
             self.events("call.answered", {
-                "session_id": call.pairing_id, "call_id_token": self.tokenize(call.a.call_id),
+                "session_id": call.pairing_id, "call_id_token": self._call_id_token(call),
                 "caller_token": call.caller_token, "callee_token": call.callee_token,
                 "answered_at": self.wall_clock(now),
                 "setup_ms": round((now - call.started_at) * 1000),
@@ -905,18 +910,7 @@ class B2bua:
             self._reply(txn, 503, None, now)
             return
         gw = route.gateways[0]
-        host = self._host()
-        tparam = "" if gw.transport == "udp" else f";transport={gw.transport}"
-        gw_host = f"[{gw.host}]" if ":" in gw.host else gw.host
-        out = Request("MESSAGE", f"sip:{match.callee}@{gw_host}:{gw.port}{tparam}")
-        h = out.headers
-        h.add("Via", self._via(gw.transport))
-        h.add("Max-Forwards", "70")
-        h.add("From", f"<sip:{match.present}@{host}>;tag={self.ids.tag()}")
-        h.add("To", f"<sip:{dialed}@{gw_host}>")
-        h.add("Call-ID", self.ids.call_id())
-        h.add("CSeq", "1 MESSAGE")
-        h.add("P-Asserted-Identity", f"<sip:{match.present}@{host}>")
+        out = self._outbound_request("MESSAGE", match, gw, dialed or "", self.ids.tag(), self.ids.call_id(), 1, 70)
         self._copy_headers(request, out)
         out.body = request.body
         client = self.layer.send_request(out, Address(gw.transport, gw.host, gw.port), now)
@@ -955,7 +949,7 @@ class B2bua:
         call.log.info("call.ended", outcome=outcome, cause=call.cause, code=call.code, duration_s=round(duration, 3))
         wall = self.wall_clock
         cdr = Cdr(
-            call_id_token=self.tokenize(call.a.call_id),
+            call_id_token=self._call_id_token(call),
             session_id=call.pairing_id,
             caller_token=call.caller_token,
             callee_token=call.callee_token,
@@ -970,6 +964,12 @@ class B2bua:
         self.pairings.record_cdr(cdr)
         if self.events is not None:
             self.events("call.ended", cdr_payload(cdr))
+
+    def _call_id_token(self, call: Call) -> str:
+        """The caller's Call-ID as a token (CDR, webhooks), computed once per call."""
+        if not call.call_id_token:
+            call.call_id_token = self.tokenize(call.a.call_id)
+        return call.call_id_token
 
     @property
     def active_calls(self) -> int:

@@ -64,7 +64,8 @@ class SipStack:
     def on_message(self, message: Request | Response, source: Address) -> None:
         """Feed one parsed message through the layer and the TU."""
         now = self._loop.time()
-        started = perf_counter()
+        on_busy = self.on_busy
+        started = perf_counter() if on_busy is not None else 0.0
         if self._trace:
             self._log_message("sip.recv", message, source)
         try:
@@ -77,7 +78,6 @@ class SipStack:
             self.errors += 1
             self._report()
         self.flush()
-        on_busy = self.on_busy
         if on_busy is not None:
             on_busy(perf_counter() - started, now)
 
