@@ -66,10 +66,12 @@ class Call:
         "id", "a", "b", "state", "a_invite", "a_txn", "b_invite", "b_txn", "match",
         "caller_token", "callee_token", "call_id_token", "gateways", "gateway_index", "provisional_seen",
         "cancel_pending", "started_at", "answered_at", "ended_at", "code", "cause", "outcome",
-        "timers", "session_interval", "final_sent", "b_acked", "pairing_id", "log", "__weakref__",
+        "timers", "session_interval", "final_sent", "b_acked", "pairing_id", "_log", "_parent_log",
+        "__weakref__",
     )
 
-    def __init__(self, call_id: str, a_invite: Request, a_txn: ServerTransaction, match: Match, now: float) -> None:
+    def __init__(self, call_id: str, a_invite: Request, a_txn: ServerTransaction, match: Match, now: float,
+                 log: Any = None) -> None:
         self.id = call_id
         self.a_invite = a_invite
         self.a_txn = a_txn
@@ -97,7 +99,17 @@ class Call:
         self.session_interval = 0
         self.final_sent = False
         self.b_acked = False
-        self.log: Any = None
+        self._parent_log = log
+        self._log: Any = None
+
+    @property
+    def log(self) -> Any:
+        """The B2BUA's logger bound to this call (a short call key and the pairing id), bound
+        on first use: at the default levels most calls never log, and binding is not free."""
+        log = self._log
+        if log is None:
+            log = self._log = self._parent_log.bind(call=self.id[:16], pairing_id=self.pairing_id)
+        return log
 
     def cancel_timer(self, name: str) -> None:
         """Cancel one named timer if armed."""

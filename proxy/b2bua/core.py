@@ -11,6 +11,7 @@ next deadline the asyncio adapter arms.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
@@ -104,7 +105,12 @@ class B2bua:
         calls_cfg = config.calls
         self.admission = Admission(calls_cfg.max_cps, calls_cfg.overload_busy,
                                    calls_cfg.overload_retransmissions)
-        self.log = log
+        # resolve a lazy structlog proxy once: each call on a proxy re-reads the configuration
+        bind = getattr(log, "bind", None)
+        self.log = bind() if bind is not None else log
+        is_enabled_for = getattr(self.log, "is_enabled_for", None)
+        #: whether per-call info events are emitted (binding the call's logger is skipped if not)
+        self._info = is_enabled_for(logging.INFO) if is_enabled_for is not None else True
         self.metrics = metrics
         self.wall_clock = wall_clock
         self.timers = TimerHeap()
@@ -306,11 +312,10 @@ class B2bua:
             return
 
         call_key = self.ids.call_id()
-        call = Call(call_key, request, txn, match, now)
+        call = Call(call_key, request, txn, match, now, self.log)
         call.gateways = gateways
         call.caller_token = self._number_token(caller or "")
         call.callee_token = self._number_token(match.callee)
-        call.log = self.log.bind(call=call_key[:16], pairing_id=match.session_id)
         a_tag = self.ids.tag()
         call.a = Leg(call, "a", source.transport, source, request.call_id, a_tag)
         call.a.contact = self._contact(source.transport, dialed or "sipmask")
@@ -320,7 +325,8 @@ class B2bua:
         self.dialogs[(request.call_id, a_tag)] = call.a
         self.pairings.touch(match.session_id, self.wall_clock(now))
         self._count("calls")
-        call.log.info("call.received", trunk=trunk.name, transport=source.transport)
+        if self._info:
+            call.log.info("call.received", trunk=trunk.name, transport=source.transport)
         if self.events is not None:
             self.events("call.started", {
                 "session_id": match.session_id, "call_id_token": self._call_id_token(call),
@@ -516,7 +522,8 @@ class B2bua:
             call.timers["max_duration"] = self.timers.schedule(
                 now + self.calls_cfg.max_duration_s, lambda t, c=call: self._hangup(c, "max_duration", t)
             )
-        call.log.info("call.answered", setup_ms=round((now - call.started_at) * 1000))
+        if self._info:
+            call.log.info("call.answered", setup_ms=round((now - call.started_at) * 1000))
         if self.events is not None:
             self.events("call.answered", {
                 "session_id": call.pairing_id, "call_id_token": self._call_id_token(call),
@@ -946,7 +953,8 @@ class B2bua:
             self.dialogs.pop((call.b.call_id, call.b.local_tag), None)
         duration = (now - call.answered_at) if call.answered_at is not None else 0.0
         self._count(f"ended_{outcome}")
-        call.log.info("call.ended", outcome=outcome, cause=call.cause, code=call.code, duration_s=round(duration, 3))
+        if self._info:
+            call.log.info("call.ended", outcome=outcome, cause=call.cause, code=call.code, duration_s=round(duration, 3))
         wall = self.wall_clock
         cdr = Cdr(
             call_id_token=self._call_id_token(call),

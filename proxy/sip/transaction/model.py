@@ -51,6 +51,10 @@ class TransactionState(enum.Enum):
     ACCEPTED = "Accepted"
     TERMINATED = "Terminated"
 
+    #: members are singletons compared by identity: hash them in C (``Enum.__hash__`` is a
+    #: Python function, and the machines hash a (state, input) pair for every transition)
+    __hash__ = object.__hash__
+
 
 @enum.unique
 class Input(enum.Enum):
@@ -77,6 +81,8 @@ class Input(enum.Enum):
     TIMER_M = "M"
     #: RFC 3261 §13.3.1.4: the UAS re-sends its 2xx (T1 doubling, capped at T2) until the ACK
     RETRANSMIT_2XX = "2xx retransmission"
+
+    __hash__ = object.__hash__  # as TransactionState: identity hash, in C
 
 
 def response_input(status: int) -> Input:
