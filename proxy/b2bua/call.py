@@ -44,10 +44,49 @@ class Leg:
         # re-INVITE bookkeeping for glare (RFC 3261 §14.2) and ACK relaying
         self.server_invite: ServerTransaction | None = None  # INVITE from this leg not yet finally answered
         self.client_invite: ClientTransaction | None = None  # INVITE we sent to this leg not yet finally answered
-        # CSeq of an INVITE from this leg whose 2xx we relayed -> (client txn on peer leg, its CSeq)
-        self.pending_ack: dict[int, tuple[ClientTransaction, int]] = {}
-        # server transactions of this leg waiting for the peer's answer (answered 487 on teardown)
-        self.server_pending: set[ServerTransaction] = set()
+        # CSeq of an INVITE from this leg whose 2xx we relayed -> (client txn on peer leg, its
+        # CSeq), and the server transactions of this leg waiting for the peer's answer (answered
+        # 487 on teardown). Both are usually empty for the whole call: created on first use,
+        # dropped when emptied (an established call is held in memory for minutes).
+        self.pending_ack: dict[int, tuple[ClientTransaction, int]] | None = None
+        self.server_pending: list[ServerTransaction] | None = None
+
+    def expect_ack(self, cseq: int, client: ClientTransaction, peer_cseq: int) -> None:
+        """Remember that the ACK for this leg's INVITE ``cseq`` must be relayed to ``client``."""
+        if self.pending_ack is None:
+            self.pending_ack = {}
+        self.pending_ack[cseq] = (client, peer_cseq)
+
+    def take_ack(self, cseq: int) -> tuple[ClientTransaction, int] | None:
+        """The (client transaction, CSeq) an ACK for ``cseq`` goes to, forgotten once taken."""
+        pending = self.pending_ack
+        if pending is None:
+            return None
+        target = pending.pop(cseq, None)
+        if not pending:
+            self.pending_ack = None
+        return target
+
+    def add_pending(self, server: ServerTransaction) -> None:
+        """A request of this leg now waits for the peer's answer."""
+        if self.server_pending is None:
+            self.server_pending = [server]
+        elif server not in self.server_pending:
+            self.server_pending.append(server)
+
+    def discard_pending(self, server: ServerTransaction) -> None:
+        """The request of ``server`` was finally answered."""
+        pending = self.server_pending
+        if pending is not None and server in pending:
+            pending.remove(server)
+            if not pending:
+                self.server_pending = None
+
+    def take_pending(self) -> list[ServerTransaction]:
+        """Every request still waiting, forgotten (teardown answers them)."""
+        pending = self.server_pending or []
+        self.server_pending = None
+        return pending
 
     @property
     def peer(self) -> Leg:

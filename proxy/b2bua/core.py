@@ -516,7 +516,7 @@ class B2bua:
         self._relay_to_a(call, response, now)
         a_cseq = call.a_invite.cseq.number
         assert call.b_invite is not None
-        call.a.pending_ack[a_cseq] = (txn, call.b_invite.cseq.number)
+        call.a.expect_ack(a_cseq, txn, call.b_invite.cseq.number)
         self._session_timer(call, response, now)
         if self.calls_cfg.max_duration_s > 0:
             call.timers["max_duration"] = self.timers.schedule(
@@ -653,7 +653,7 @@ class B2bua:
             last = server.last_response
             if last is None or last.status < 200:
                 self._reply(server, 408, None, now, to_tag=fwd.leg.local_tag)
-            fwd.leg.server_pending.discard(server)
+            fwd.leg.discard_pending(server)
             if fwd.method == "INVITE":
                 fwd.leg.server_invite = None
                 fwd.leg.peer.client_invite = None
@@ -710,7 +710,7 @@ class B2bua:
         client = self.layer.send_request(out, self._dest(peer), now)
         client.tu_data = _Forwarded(leg, txn, method)
         txn.tu_data = client
-        leg.server_pending.add(txn)
+        leg.add_pending(txn)
         if method == "INVITE":
             peer.client_invite = client
 
@@ -748,12 +748,12 @@ class B2bua:
         out.body = self._sdp(response.body) if _is_sdp(response) else response.body
         self.layer.send_response(server, out, now)
         if status >= 200:
-            leg.server_pending.discard(server)
+            leg.discard_pending(server)
             if fwd.method == "INVITE":
                 leg.server_invite = None
                 leg.peer.client_invite = None
                 if status < 300:
-                    leg.pending_ack[server.request.cseq.number] = (txn, txn.request.cseq.number)
+                    leg.expect_ack(server.request.cseq.number, txn, txn.request.cseq.number)
             if fwd.method in ("INVITE", "UPDATE") and status < 300:
                 self._session_timer(leg.call, response, now)
             if status in (408, 481) and leg.call.state is not CallState.ENDED:
@@ -765,7 +765,7 @@ class B2bua:
             cseq = ack.cseq.number
         except SipParseError:
             return
-        target = leg.pending_ack.pop(cseq, None)
+        target = leg.take_ack(cseq)
         if target is None:
             return  # retransmitted ACK or ACK for a non-2xx (absorbed by the transaction layer)
         client_txn, peer_cseq = target
@@ -810,7 +810,7 @@ class B2bua:
 
     def _confirm_b(self, call: Call, now: float) -> None:
         """ACK B's 2xx ourselves (the caller's ACK never came or the call ends first)."""
-        target = call.a.pending_ack.pop(call.a_invite.cseq.number, None)
+        target = call.a.take_ack(call.a_invite.cseq.number)
         if target is not None:
             self._ack_reinvite(call.b, target[0], None, None, now, cseq=target[1])
         call.b_acked = True
@@ -827,11 +827,10 @@ class B2bua:
     def _terminate_pending(self, call: Call, now: float) -> None:
         """§15.1.2: answer the other requests still pending in the dialog with 487."""
         for leg in (call.a, call.b):
-            for server in list(leg.server_pending):
+            for server in leg.take_pending():
                 last = server.last_response
                 if last is None or last.status < 200:
                     self._reply(server, 487, None, now, to_tag=leg.local_tag)
-            leg.server_pending.clear()
             leg.server_invite = None
 
     def _hangup(self, call: Call, cause: str, now: float) -> None:
