@@ -4,6 +4,7 @@ B leg (a new dialog toward the callee, sipmask is UAC)."""
 from __future__ import annotations
 
 import enum
+import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,12 +29,14 @@ class Leg:
     """One side of the bridge."""
 
     __slots__ = (
-        "call", "name", "dialog", "transport", "source", "local_tag", "call_id", "contact",
+        "_call", "name", "dialog", "transport", "source", "local_tag", "call_id", "contact",
         "server_invite", "client_invite", "pending_ack", "server_pending",
     )
 
     def __init__(self, call: Call, name: str, transport: str, source: Address, call_id: str, local_tag: str) -> None:
-        self.call = call
+        # weak: the call holds its legs, a strong reference back would make every call a
+        # reference cycle that only the cyclic GC frees (its pauses grow with the calls held)
+        self._call = weakref.ref(call)
         self.name = name  # "a" or "b"
         self.dialog: Dialog | None = None
         self.transport = transport
@@ -50,6 +53,14 @@ class Leg:
         # dropped when emptied (an established call is held in memory for minutes).
         self.pending_ack: dict[int, tuple[ClientTransaction, int]] | None = None
         self.server_pending: list[ServerTransaction] | None = None
+
+    @property
+    def call(self) -> Call:
+        """The call this leg belongs to (alive as long as anything can reach the leg's events:
+        the B2BUA's tables, a transaction's ``tu_data`` or a forwarded request)."""
+        call = self._call()
+        assert call is not None
+        return call
 
     def expect_ack(self, cseq: int, client: ClientTransaction, peer_cseq: int) -> None:
         """Remember that the ACK for this leg's INVITE ``cseq`` must be relayed to ``client``."""
@@ -177,11 +188,12 @@ class Call:
                     txn.last_response.headers._cache.clear()
 
     def release(self, txn: object) -> None:
-        """The initial INVITE transaction ``txn`` of a confirmed call has terminated (RFC 6026
-        Timer L/M, 32 s after the 2xx): nothing will match it again, and a confirmed call
-        never reads its INVITE again (CANCEL, final responses, failover and PRACK all happen
-        before confirmation), so the call stops holding the messages. For long calls this
-        takes an established call from ~18 KB to a few KB (loadtest/bench_call.py --hold)."""
+        """The initial INVITE transaction ``txn`` of a confirmed or ended call has terminated
+        (RFC 6026 Timer L/M, 32 s after the 2xx; Timer D/H/I after a failure): nothing will
+        match it again, and such a call never reads its INVITE again (CANCEL, final responses,
+        failover and PRACK all happen before confirmation), so the call stops holding the
+        messages. For long calls this takes an established call from ~18 KB to a few KB
+        (loadtest/bench_call.py --hold); for ended calls it leaves nothing for the cyclic GC."""
         if txn is self.a_txn:
             self.a_txn = None  # type: ignore[assignment]
             self.a_invite = None  # type: ignore[assignment]

@@ -174,9 +174,11 @@ class B2bua:
         elif isinstance(event, TransactionTimeout):
             self._on_timeout(event.transaction, event.timer, now)
         elif isinstance(event, TransactionTerminated):
-            data = event.transaction.tu_data
-            if isinstance(data, Call) and data.state is CallState.CONFIRMED:
-                data.release(event.transaction)
+            txn = event.transaction
+            data = txn.tu_data
+            txn.tu_data = None  # nothing matches it again: no call <-> transaction cycle left
+            if isinstance(data, Call) and data.state in _SETTLED:
+                data.release(txn)
         elif isinstance(event, MessageRejected):
             self._count("rejected")
 
@@ -984,6 +986,9 @@ class B2bua:
         return len(self.calls)
 
 
+_SETTLED: Final = (CallState.CONFIRMED, CallState.ENDED)
+"""Call states in which a terminated INVITE transaction is never read again."""
+
 _AWAITING_HOOK: Final = object()
 """tu_data of an INVITE server transaction parked until the lookup hook answers."""
 
@@ -1001,10 +1006,11 @@ class _Message:
 class _Forwarded:
     """tu_data of a client transaction relaying an in-dialog request from ``leg``."""
 
-    __slots__ = ("leg", "server", "method")
+    __slots__ = ("leg", "call", "server", "method")
 
     def __init__(self, leg: Leg, server: ServerTransaction, method: str) -> None:
         self.leg = leg
+        self.call = leg.call  # keeps the call alive until the answer is relayed (legs refer weakly)
         self.server = server
         self.method = method
 
