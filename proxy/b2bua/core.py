@@ -444,6 +444,9 @@ class B2bua:
             return
         if isinstance(data, _Forwarded):
             self._on_forwarded_response(data, response, txn, now)
+        elif isinstance(data, _EndedInvite):
+            if 200 <= response.status < 300 and response.to_tag != data.acked_tag:
+                self._ack_and_bye_stray(response, txn, now)  # a 2xx from another fork
 
     def _stray_2xx(self, response: Response, now: float) -> None:
         """A 2xx retransmission after the INVITE client transaction ended (§13.2.2.4): the
@@ -948,6 +951,7 @@ class B2bua:
         call.outcome = outcome
         call.ended_at = now
         call.cancel_timers()
+        self._detach(call)
         self.calls.pop(call.id, None)
         self.dialogs.pop((call.a.call_id, call.a.local_tag), None)
         if call.b is not None:
@@ -973,6 +977,21 @@ class B2bua:
         self.pairings.record_cdr(cdr)
         if self.events is not None:
             self.events("call.ended", cdr_payload(cdr))
+
+    @staticmethod
+    def _detach(call: Call) -> None:
+        """Let the call's INVITE transactions (which linger up to 64*T1 after a 2xx, RFC 6026)
+        stop holding the ended call, so it is freed now rather than 32 s later. What they may
+        still see needs no call: the caller's INVITE is finally answered, and a 2xx to ours
+        that we already ACKed is re-ACKed by the transaction layer; only a 2xx from another
+        fork still needs ACK + BYE, which ``_EndedInvite`` remembers enough for. A B-leg INVITE
+        not yet answered with a 2xx keeps the call (a late 2xx is ACKed and released)."""
+        a_txn = call.a_txn
+        if a_txn is not None and a_txn.tu_data is call:
+            a_txn.tu_data = None
+        b_txn = call.b_txn
+        if b_txn is not None and b_txn.tu_data is call and call.b_acked and call.b.dialog is not None:
+            b_txn.tu_data = _EndedInvite(call.b.dialog.remote_tag)
 
     def _call_id_token(self, call: Call) -> str:
         """The caller's Call-ID as a token (CDR, webhooks), computed once per call."""
@@ -1001,6 +1020,15 @@ class _Message:
     def __init__(self, server: ServerTransaction, a_tag: str) -> None:
         self.server = server
         self.a_tag = a_tag
+
+
+class _EndedInvite:
+    """tu_data of the B-leg INVITE of an ended call whose 2xx was ACKed (see ``_detach``)."""
+
+    __slots__ = ("acked_tag",)
+
+    def __init__(self, acked_tag: str) -> None:
+        self.acked_tag = acked_tag
 
 
 class _Forwarded:

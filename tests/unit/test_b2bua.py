@@ -582,6 +582,20 @@ def test_message_only_session_carries_messages_but_not_calls(h: Harness) -> None
     assert only(out, Request, method="MESSAGE")
 
 
+def test_after_the_call_ended_a_2xx_retransmission_is_reacked_and_another_forks_2xx_released(h: Harness) -> None:
+    """The ended call is let go at BYE; its B-leg INVITE transaction still lingers (RFC 6026)."""
+    _, b_inv = answered_call(h)
+    out = h.feed(_in_dialog(h, "BYE", "byeF", 2), A)
+    (b_bye, _), = only(out, Request, method="BYE")
+    h.feed(response_to(b_bye, 200, "OK"), GW1)
+    assert h.b2b.active_calls == 0
+    out = h.feed(response_to(b_inv, 200, "OK"), GW1)  # the same 2xx again: ACK only
+    assert [m.method for m, _ in only(out, Request)] == ["ACK"]
+    out = h.feed(response_to(b_inv, 200, "OK", to_tag="fork2"), GW1)
+    assert sorted(m.method for m, _ in only(out, Request)) == ["ACK", "BYE"]
+    assert all(m.to_tag == "fork2" for m, _ in only(out, Request))
+
+
 @pytest.mark.parametrize("flow", [
     test_basic_call_relays_answer_ack_and_bye_and_frees_everything,
     test_busy_is_relayed,
