@@ -22,23 +22,45 @@ class TimerHandle:
         self.cancelled = False
 
     def cancel(self) -> None:
-        """Stop the timer from firing."""
+        """Stop the timer from firing. The callback (and the call its closure holds) is let
+        go now, not when the heap entry reaches its deadline (a max-duration timer is hours)."""
         self.cancelled = True
+        self.callback = _nothing
+
+
+def _nothing(now: float) -> None:
+    """The callback of a cancelled timer."""
+
+
+#: compact once this many cancelled entries make up more than half of the heap
+_COMPACT_AFTER = 4096
 
 
 class TimerHeap:
-    """Deadlines ordered in a heap; cancelled entries are skipped when popped."""
+    """Deadlines ordered in a heap; cancelled entries are skipped when popped, and dropped in
+    one pass when they outnumber the live ones (every answered call cancels its ring timer,
+    every ended call its max-duration timer: without compaction the heap would hold hours of
+    cancelled entries)."""
 
-    __slots__ = ("_heap", "_seq")
+    __slots__ = ("_heap", "_seq", "_scheduled")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, TimerHandle]] = []
         self._seq = count()
+        self._scheduled = 0  # entries pushed since the last compaction
 
     def schedule(self, deadline: float, callback: Callable[[float], None]) -> TimerHandle:
         """Call ``callback(now)`` once ``now >= deadline``."""
         handle = TimerHandle(deadline, callback)
-        heapq.heappush(self._heap, (deadline, next(self._seq), handle))
+        heap = self._heap
+        heapq.heappush(heap, (deadline, next(self._seq), handle))
+        self._scheduled += 1
+        if self._scheduled > _COMPACT_AFTER and len(heap) > 2 * _COMPACT_AFTER:
+            self._scheduled = 0
+            live = [entry for entry in heap if not entry[2].cancelled]
+            if 2 * len(live) < len(heap):
+                heapq.heapify(live)
+                self._heap = live
         return handle
 
     def next_deadline(self) -> float | None:
