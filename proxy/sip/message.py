@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from .errors import SipParseError
-from .headers import CSeq, Via, header_key, split_list
+from .headers import _KEY_CACHE, CSeq, Via, header_key, split_list
 from .uri import NameAddr, SipUri
 
 T = TypeVar("T")
@@ -39,10 +39,10 @@ class Headers:
         self._values: list[str] = []
         self._cache: dict[str, Any] = {}
         if items:
-            for name, value in items:
-                self._names.append(name)
-                self._keys.append(header_key(name))
-                self._values.append(value)
+            cache = _KEY_CACHE
+            self._names = [name for name, _ in items]
+            self._keys = [cache.get(name) or header_key(name) for name in self._names]
+            self._values = [value for _, value in items]
 
     @classmethod
     def _from_lists(cls, names: list[str], keys: list[str], values: list[str]) -> Headers:
@@ -72,8 +72,9 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """First value of the header, or None."""
+        key = _KEY_CACHE.get(name) or header_key(name)
         try:
-            return self._values[self._keys.index(header_key(name))]
+            return self._values[self._keys.index(key)]
         except ValueError:
             return None
 
@@ -110,8 +111,9 @@ class Headers:
 
     def add(self, name: str, value: str, first: bool = False) -> None:
         """Add a line: at the top (before the first line of the same header) or at the end."""
-        key = header_key(name)
-        self._cache.clear()
+        key = _KEY_CACHE.get(name) or header_key(name)
+        if self._cache:
+            self._cache.clear()
         if first:
             pos = self._keys.index(key) if key in self._keys else 0
             self._names.insert(pos, name)
@@ -150,25 +152,28 @@ class Headers:
 
     def render(self, body_length: int) -> list[str]:
         """Header lines with Content-Length set to the body's real length (added when absent)."""
-        lines: list[str] = []
-        seen_length = False
-        for k, n, v in zip(self._keys, self._names, self._values):
-            if k == "content-length":
-                if seen_length:
-                    continue
-                seen_length = True
-                v = str(body_length)
-            lines.append(f"{n}: {v}")
-        if not seen_length:
+        names = self._names
+        keys = self._keys
+        lines = [f"{n}: {v}" for n, v in zip(names, self._values)]
+        count = keys.count("content-length")
+        if count == 0:
             lines.append(f"Content-Length: {body_length}")
+        elif count == 1:
+            i = keys.index("content-length")
+            lines[i] = f"{names[i]}: {body_length}"
+        else:
+            first = keys.index("content-length")
+            lines[first] = f"{names[first]}: {body_length}"
+            lines = [ln for i, ln in enumerate(lines) if i <= first or keys[i] != "content-length"]
         return lines
 
 
-def _require(headers: Headers, name: str) -> str:
-    value = headers.get(name)
-    if value is None:
-        raise SipParseError(f"Missing {name} header")
-    return value
+def _require(headers: Headers, key: str) -> str:
+    """The first value of the header with canonical ``key``; SipParseError when absent."""
+    try:
+        return headers._values[headers._keys.index(key)]
+    except ValueError:
+        raise SipParseError(f"Missing {key} header") from None
 
 
 class Message:
@@ -185,7 +190,11 @@ class Message:
     @property
     def call_id(self) -> str:
         """The Call-ID value."""
-        return _require(self.headers, "call-id")
+        h = self.headers
+        try:
+            return h._values[h._keys.index("call-id")]
+        except ValueError:
+            raise SipParseError("Missing call-id header") from None
 
     @property
     def cseq(self) -> CSeq:
@@ -292,8 +301,8 @@ class Request(Message):
 
     def serialise(self) -> bytes:
         body = self.body
-        lines = self.headers.render(len(body))
-        head = f"{self.method} {self.uri} {self.version}\r\n" + "\r\n".join(lines) + "\r\n\r\n"
+        lines = "\r\n".join(self.headers.render(len(body)))
+        head = f"{self.method} {self.uri} {self.version}\r\n{lines}\r\n\r\n"
         return head.encode("utf-8", "surrogateescape") + body
 
     def __repr__(self) -> str:
@@ -321,8 +330,8 @@ class Response(Message):
 
     def serialise(self) -> bytes:
         body = self.body
-        lines = self.headers.render(len(body))
-        head = f"{self.version} {self.status} {self.reason}\r\n" + "\r\n".join(lines) + "\r\n\r\n"
+        lines = "\r\n".join(self.headers.render(len(body)))
+        head = f"{self.version} {self.status} {self.reason}\r\n{lines}\r\n\r\n"
         return head.encode("utf-8", "surrogateescape") + body
 
     def __repr__(self) -> str:
