@@ -80,14 +80,17 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every line of the header, in order."""
-        key = header_key(name)
+        key = _KEY_CACHE.get(name) or header_key(name)
         return [v for k, v in zip(self._keys, self._values) if k == key]
 
     def values(self, name: str) -> list[str]:
         """Every comma-separated value of a list header across all its lines (§7.3.1)."""
         out: list[str] = []
         for v in self.get_all(name):
-            out.extend(split_list(v))
+            if "," in v:
+                out.extend(split_list(v))
+            else:
+                out.append(v.strip())
         return out
 
     def set(self, name: str, value: str) -> None:
@@ -226,18 +229,23 @@ class Message:
     @property
     def from_tag(self) -> str | None:
         """The From tag."""
-        return self.from_.params.get("tag")
+        value: NameAddr | None = self.headers._cache.get("from")
+        return (value or self.from_).params.get("tag")
 
     @property
     def to_tag(self) -> str | None:
         """The To tag."""
-        return self.to.params.get("tag")
+        value: NameAddr | None = self.headers._cache.get("to")
+        return (value or self.to).params.get("tag")
 
     @property
     def via(self) -> list[Via]:
         """Every Via value, topmost first."""
         h = self.headers
-        return h.cached("via", lambda: [Via.parse(v) for v in h.values("via")])
+        value: list[Via] | None = h._cache.get("via")
+        if value is None:
+            value = h._cache["via"] = [Via.parse(v) for v in h.values("via")]
+        return value
 
     @property
     def top_via(self) -> Via:
@@ -245,9 +253,10 @@ class Message:
         h = self.headers
         value: Via | None = h._cache.get("top_via")
         if value is None:
-            first = h.get("via")
-            if first is None:
+            keys = h._keys
+            if "via" not in keys:
                 raise SipParseError("Missing Via header")
+            first = h._values[keys.index("via")]
             if "," in first:  # several values on the first line (§7.3.1)
                 first = split_list(first)[0] if '"' in first else first.split(",", 1)[0]
             value = h._cache["top_via"] = Via.parse(first)
@@ -256,15 +265,18 @@ class Message:
     @property
     def branch(self) -> str | None:
         """Branch of the top Via."""
-        return self.top_via.params.get("branch")
+        value: Via | None = self.headers._cache.get("top_via")
+        return (value or self.top_via).params.get("branch")
 
     def contacts(self) -> list[NameAddr]:
         """Parsed Contact values (``*`` is returned as a NameAddr with uri ``*``)."""
         h = self.headers
-        return h.cached(
-            "contact",
-            lambda: [NameAddr("*") if v == "*" else NameAddr.parse(v) for v in h.values("contact")],
-        )
+        value: list[NameAddr] | None = h._cache.get("contact")
+        if value is None:
+            value = h._cache["contact"] = [
+                NameAddr("*") if v == "*" else NameAddr.parse(v) for v in h.values("contact")
+            ]
+        return value
 
     def serialise(self) -> bytes:
         """The wire form. Content-Length always reflects the body."""
@@ -338,7 +350,7 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
-_RESPONSE_COPY = ("via", "from", "to", "call-id", "cseq")
+_RESPONSE_COPY = frozenset(("via", "from", "to", "call-id", "cseq"))
 
 
 def build_response(
@@ -352,19 +364,25 @@ def build_response(
 ) -> Response:
     """A response to ``request`` per RFC 3261 §8.2.6: Via (all), From, To, Call-ID and CSeq
     copied verbatim; a To tag added when given and the request had none (§8.2.6.2)."""
-    items: list[tuple[str, str]] = []
-    for key, name, value in request.headers.keyed():
-        if key in _RESPONSE_COPY:
-            if key == "to" and to_tag and status != 100 and not _has_tag(request, value):
-                value = f"{value};tag={to_tag}"
-            items.append((name, value))
-    if status == 100:
-        ts = request.headers.get("timestamp")
-        if ts is not None:  # §8.2.6.1
-            items.append(("Timestamp", ts))
+    h = request.headers
+    copied = [i for i, key in enumerate(h._keys) if key in _RESPONSE_COPY]
+    req_names = h._names
+    req_keys = h._keys
+    req_values = h._values
+    names = [req_names[i] for i in copied]
+    keys = [req_keys[i] for i in copied]
+    values = [req_values[i] for i in copied]
+    if to_tag and status != 100 and "to" in keys:
+        for i, key in enumerate(keys):
+            if key == "to" and not _has_tag(request, values[i]):
+                values[i] = f"{values[i]};tag={to_tag}"
+    headers = Headers._from_lists(names, keys, values)
+    if status == 100 and "timestamp" in req_keys:  # §8.2.6.1
+        headers.add("Timestamp", req_values[req_keys.index("timestamp")])
     if extra:
-        items.extend(extra)
-    return Response(status, reason, Headers(items), body)
+        for name, value in extra:
+            headers.add(name, value)
+    return Response(status, reason, headers, body)
 
 
 def _has_tag(request: Request, raw_to: str) -> bool:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.sip import Headers, SipParseError, parse_message
+from proxy.sip import Headers, Request, SipParseError, build_response, parse_message
 
 
 def _render_reference(headers: Headers, body_length: int) -> list[str]:
@@ -42,8 +42,6 @@ def test_render_matches_reference(items: list[tuple[str, str]]) -> None:
 
 
 def test_missing_header_views_raise_parse_error() -> None:
-    from proxy.sip import Request
-
     r = Request("OPTIONS", "sip:a@b", Headers([("Via", "SIP/2.0/UDP h;branch=z9hG4bK1")]))
     for view in ("call_id", "from_", "to", "cseq"):
         with pytest.raises(SipParseError):
@@ -220,3 +218,45 @@ def test_bare_lf_message_parses_as_crlf() -> None:
     lf = crlf.replace(b"\r\n", b"\n")
     a, b = parse_message(crlf), parse_message(lf)
     assert a.serialise() == b.serialise()
+
+
+# -- build_response: copied straight from the request's lists ---------------------------------------
+
+def _build_response_reference(request: Request, status: int, to_tag: str | None,
+                              extra: list[tuple[str, str]] | None) -> list[tuple[str, str]]:
+    items: list[tuple[str, str]] = []
+    for key, name, value in request.headers.keyed():
+        if key in ("via", "from", "to", "call-id", "cseq"):
+            if key == "to" and to_tag and status != 100:
+                try:
+                    tagged = request.to_tag is not None
+                except SipParseError:
+                    tagged = "tag=" in value.lower()
+                if not tagged:
+                    value = f"{value};tag={to_tag}"
+            items.append((name, value))
+    if status == 100 and request.headers.get("timestamp") is not None:
+        items.append(("Timestamp", request.headers.get("timestamp") or ""))
+    return items + (extra or [])
+
+
+@pytest.mark.parametrize("status", [100, 180, 200, 486])
+@pytest.mark.parametrize("to_tag", [None, "", "abc"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("v", "SIP/2.0/UDP a"), ("Via", "SIP/2.0/UDP b"), ("f", "<sip:x@y>;tag=1"), ("t", "<sip:z@w>"),
+         ("i", "c"), ("CSeq", "1 INVITE"), ("Timestamp", "54"), ("Timestamp", "55"), ("X", "y")],
+        [("To", "<sip:z@w>;tag=9"), ("Via", "SIP/2.0/UDP b"), ("CSeq", "1 INVITE")],
+        [("To", "<sip:z@w>"), ("To", "<sip:q@w>;tag=2"), ("Call-ID", "c")],
+        [("To", "<sip:z@w;tag=1"), ("To", "<sip:z@w"), ("Call-ID", "c")],
+        [("Call-ID", "c")],
+    ],
+)
+def test_build_response_matches_reference(headers: list[tuple[str, str]], to_tag: str | None,
+                                          status: int) -> None:
+    request = Request("INVITE", "sip:a@b", Headers(headers))
+    extra = [("Contact", "<sip:me@here>"), ("m", "<sip:you@there>")]
+    response = build_response(request, status, to_tag=to_tag, extra=extra)
+    assert response.headers.items() == _build_response_reference(request, status, to_tag, extra)
+    assert list(response.headers.keyed()) == list(Headers(response.headers.items()).keyed())
