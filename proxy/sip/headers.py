@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from .errors import SipParseError
 from .uri import format_params, is_digits, parse_params, split_hostport
 
@@ -33,7 +35,8 @@ def header_key(name: str) -> str:
     key = _KEY_CACHE.get(name)
     if key is None:
         low = name.lower()
-        key = COMPACT_FORMS.get(low, low)
+        # interned: the lists of keys are searched with literals, which identity then matches
+        key = sys.intern(COMPACT_FORMS.get(low, low))
         if len(_KEY_CACHE) < 4096:  # bounded: names come from the network
             _KEY_CACHE[name] = key
     return key

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from .errors import SipParseError
-from .headers import CSeq, Via, header_key, split_list
+from .headers import _KEY_CACHE, CSeq, Via, header_key, split_list
 from .uri import NameAddr, SipUri
 
 T = TypeVar("T")
@@ -39,10 +39,10 @@ class Headers:
         self._values: list[str] = []
         self._cache: dict[str, Any] = {}
         if items:
-            for name, value in items:
-                self._names.append(name)
-                self._keys.append(header_key(name))
-                self._values.append(value)
+            cache = _KEY_CACHE
+            self._names = [name for name, _ in items]
+            self._keys = [cache.get(name) or header_key(name) for name in self._names]
+            self._values = [value for _, value in items]
 
     @classmethod
     def _from_lists(cls, names: list[str], keys: list[str], values: list[str]) -> Headers:
@@ -72,21 +72,25 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """First value of the header, or None."""
+        key = _KEY_CACHE.get(name) or header_key(name)
         try:
-            return self._values[self._keys.index(header_key(name))]
+            return self._values[self._keys.index(key)]
         except ValueError:
             return None
 
     def get_all(self, name: str) -> list[str]:
         """Every line of the header, in order."""
-        key = header_key(name)
+        key = _KEY_CACHE.get(name) or header_key(name)
         return [v for k, v in zip(self._keys, self._values) if k == key]
 
     def values(self, name: str) -> list[str]:
         """Every comma-separated value of a list header across all its lines (§7.3.1)."""
         out: list[str] = []
         for v in self.get_all(name):
-            out.extend(split_list(v))
+            if "," in v:
+                out.extend(split_list(v))
+            else:
+                out.append(v.strip())
         return out
 
     def set(self, name: str, value: str) -> None:
@@ -110,8 +114,9 @@ class Headers:
 
     def add(self, name: str, value: str, first: bool = False) -> None:
         """Add a line: at the top (before the first line of the same header) or at the end."""
-        key = header_key(name)
-        self._cache.clear()
+        key = _KEY_CACHE.get(name) or header_key(name)
+        if self._cache:
+            self._cache.clear()
         if first:
             pos = self._keys.index(key) if key in self._keys else 0
             self._names.insert(pos, name)
@@ -150,25 +155,28 @@ class Headers:
 
     def render(self, body_length: int) -> list[str]:
         """Header lines with Content-Length set to the body's real length (added when absent)."""
-        lines: list[str] = []
-        seen_length = False
-        for k, n, v in zip(self._keys, self._names, self._values):
-            if k == "content-length":
-                if seen_length:
-                    continue
-                seen_length = True
-                v = str(body_length)
-            lines.append(f"{n}: {v}")
-        if not seen_length:
+        names = self._names
+        keys = self._keys
+        lines = [f"{n}: {v}" for n, v in zip(names, self._values)]
+        count = keys.count("content-length")
+        if count == 0:
             lines.append(f"Content-Length: {body_length}")
+        elif count == 1:
+            i = keys.index("content-length")
+            lines[i] = f"{names[i]}: {body_length}"
+        else:
+            first = keys.index("content-length")
+            lines[first] = f"{names[first]}: {body_length}"
+            lines = [ln for i, ln in enumerate(lines) if i <= first or keys[i] != "content-length"]
         return lines
 
 
-def _require(headers: Headers, name: str) -> str:
-    value = headers.get(name)
-    if value is None:
-        raise SipParseError(f"Missing {name} header")
-    return value
+def _require(headers: Headers, key: str) -> str:
+    """The first value of the header with canonical ``key``; SipParseError when absent."""
+    try:
+        return headers._values[headers._keys.index(key)]
+    except ValueError:
+        raise SipParseError(f"Missing {key} header") from None
 
 
 class Message:
@@ -185,7 +193,11 @@ class Message:
     @property
     def call_id(self) -> str:
         """The Call-ID value."""
-        return _require(self.headers, "call-id")
+        h = self.headers
+        try:
+            return h._values[h._keys.index("call-id")]
+        except ValueError:
+            raise SipParseError("Missing call-id header") from None
 
     @property
     def cseq(self) -> CSeq:
@@ -217,18 +229,23 @@ class Message:
     @property
     def from_tag(self) -> str | None:
         """The From tag."""
-        return self.from_.params.get("tag")
+        value: NameAddr | None = self.headers._cache.get("from")
+        return (value or self.from_).params.get("tag")
 
     @property
     def to_tag(self) -> str | None:
         """The To tag."""
-        return self.to.params.get("tag")
+        value: NameAddr | None = self.headers._cache.get("to")
+        return (value or self.to).params.get("tag")
 
     @property
     def via(self) -> list[Via]:
         """Every Via value, topmost first."""
         h = self.headers
-        return h.cached("via", lambda: [Via.parse(v) for v in h.values("via")])
+        value: list[Via] | None = h._cache.get("via")
+        if value is None:
+            value = h._cache["via"] = [Via.parse(v) for v in h.values("via")]
+        return value
 
     @property
     def top_via(self) -> Via:
@@ -236,9 +253,10 @@ class Message:
         h = self.headers
         value: Via | None = h._cache.get("top_via")
         if value is None:
-            first = h.get("via")
-            if first is None:
+            keys = h._keys
+            if "via" not in keys:
                 raise SipParseError("Missing Via header")
+            first = h._values[keys.index("via")]
             if "," in first:  # several values on the first line (§7.3.1)
                 first = split_list(first)[0] if '"' in first else first.split(",", 1)[0]
             value = h._cache["top_via"] = Via.parse(first)
@@ -247,15 +265,18 @@ class Message:
     @property
     def branch(self) -> str | None:
         """Branch of the top Via."""
-        return self.top_via.params.get("branch")
+        value: Via | None = self.headers._cache.get("top_via")
+        return (value or self.top_via).params.get("branch")
 
     def contacts(self) -> list[NameAddr]:
         """Parsed Contact values (``*`` is returned as a NameAddr with uri ``*``)."""
         h = self.headers
-        return h.cached(
-            "contact",
-            lambda: [NameAddr("*") if v == "*" else NameAddr.parse(v) for v in h.values("contact")],
-        )
+        value: list[NameAddr] | None = h._cache.get("contact")
+        if value is None:
+            value = h._cache["contact"] = [
+                NameAddr("*") if v == "*" else NameAddr.parse(v) for v in h.values("contact")
+            ]
+        return value
 
     def serialise(self) -> bytes:
         """The wire form. Content-Length always reflects the body."""
@@ -292,8 +313,8 @@ class Request(Message):
 
     def serialise(self) -> bytes:
         body = self.body
-        lines = self.headers.render(len(body))
-        head = f"{self.method} {self.uri} {self.version}\r\n" + "\r\n".join(lines) + "\r\n\r\n"
+        lines = "\r\n".join(self.headers.render(len(body)))
+        head = f"{self.method} {self.uri} {self.version}\r\n{lines}\r\n\r\n"
         return head.encode("utf-8", "surrogateescape") + body
 
     def __repr__(self) -> str:
@@ -321,15 +342,15 @@ class Response(Message):
 
     def serialise(self) -> bytes:
         body = self.body
-        lines = self.headers.render(len(body))
-        head = f"{self.version} {self.status} {self.reason}\r\n" + "\r\n".join(lines) + "\r\n\r\n"
+        lines = "\r\n".join(self.headers.render(len(body)))
+        head = f"{self.version} {self.status} {self.reason}\r\n{lines}\r\n\r\n"
         return head.encode("utf-8", "surrogateescape") + body
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
 
 
-_RESPONSE_COPY = ("via", "from", "to", "call-id", "cseq")
+_RESPONSE_COPY = frozenset(("via", "from", "to", "call-id", "cseq"))
 
 
 def build_response(
@@ -343,19 +364,25 @@ def build_response(
 ) -> Response:
     """A response to ``request`` per RFC 3261 §8.2.6: Via (all), From, To, Call-ID and CSeq
     copied verbatim; a To tag added when given and the request had none (§8.2.6.2)."""
-    items: list[tuple[str, str]] = []
-    for key, name, value in request.headers.keyed():
-        if key in _RESPONSE_COPY:
-            if key == "to" and to_tag and status != 100 and not _has_tag(request, value):
-                value = f"{value};tag={to_tag}"
-            items.append((name, value))
-    if status == 100:
-        ts = request.headers.get("timestamp")
-        if ts is not None:  # §8.2.6.1
-            items.append(("Timestamp", ts))
+    h = request.headers
+    copied = [i for i, key in enumerate(h._keys) if key in _RESPONSE_COPY]
+    req_names = h._names
+    req_keys = h._keys
+    req_values = h._values
+    names = [req_names[i] for i in copied]
+    keys = [req_keys[i] for i in copied]
+    values = [req_values[i] for i in copied]
+    if to_tag and status != 100 and "to" in keys:
+        for i, key in enumerate(keys):
+            if key == "to" and not _has_tag(request, values[i]):
+                values[i] = f"{values[i]};tag={to_tag}"
+    headers = Headers._from_lists(names, keys, values)
+    if status == 100 and "timestamp" in req_keys:  # §8.2.6.1
+        headers.add("Timestamp", req_values[req_keys.index("timestamp")])
     if extra:
-        items.extend(extra)
-    return Response(status, reason, Headers(items), body)
+        for name, value in extra:
+            headers.add(name, value)
+    return Response(status, reason, headers, body)
 
 
 def _has_tag(request: Request, raw_to: str) -> bool:

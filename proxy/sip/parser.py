@@ -13,6 +13,7 @@ from .uri import is_digits
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
+_MANDATORY_SET = frozenset(_MANDATORY)
 #: mandatory headers that are not lists (§20): a second line is a 400
 _ONCE = ("from", "to", "call-id", "cseq")
 _MAX_HEADERS = 256
@@ -82,9 +83,9 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
     if end >= 0:
         head = data[start:end].decode("utf-8", "surrogateescape")
         lines = head.split("\r\n")
-        nl = len(lines) - 1
-        # as many CRs and LFs as line breaks: no bare LF (so no earlier "\n\n"), no bare CR
-        if head.count("\n") != nl or head.count("\r") != nl or "\x00" in head:
+        # no CR or LF left once split at CRLF: no bare LF (so no earlier "\n\n"), no bare CR
+        joined = "".join(lines)
+        if "\n" in joined or "\r" in joined or "\x00" in joined:
             lines = []
     if lines:
         body_start = end + 4
@@ -115,27 +116,33 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
         # §8.2.1 / §21.5.25: answered with 505, which the headers just read make possible
         raise SipParseError("Version Not Supported", status=505, partial=message)
 
-    # body by Content-Length (§18.3, §20.14)
+    # one line per header in the usual case: a dict answers every lookup below
+    fields = dict(zip(keys, values))
+    unique = len(fields) == len(keys)
+    message.body = _body(data, body_start, stream, message, fields, unique)
+    _validate(message, fields, unique)
+    return message
+
+
+def _body(
+    data: bytes, body_start: int, stream: bool, message: Request | Response,
+    fields: dict[str, str], unique: bool,
+) -> bytes:
+    """The body by Content-Length (§18.3, §20.14)."""
     available = len(data) - body_start
-    if "content-length" not in keys:
+    cl_text = fields.get("content-length")
+    if cl_text is None:
         if stream:
             raise SipParseError("Missing Content-Length on stream transport", partial=message)
-        message.body = data[body_start:] if available else b""
-    else:
-        cl_text = values[keys.index("content-length")]
-        if keys.count("content-length") > 1 and any(
-            v != cl_text for v in headers.get_all("content-length")
-        ):
-            raise SipParseError("Conflicting Content-Length headers", partial=message)
-        if not (cl_text.isdigit() and cl_text.isascii()) or len(cl_text) > 9:
-            raise SipParseError("Invalid Content-Length", partial=message)
-        length = int(cl_text)
-        if length > available:
-            raise SipParseError("Content-Length larger than message", partial=message)
-        message.body = data[body_start : body_start + length] if length else b""
-
-    _validate(message)
-    return message
+        return data[body_start:] if available else b""
+    if not unique and any(v != cl_text for v in message.headers.get_all("content-length")):
+        raise SipParseError("Conflicting Content-Length headers", partial=message)
+    if not (cl_text.isdigit() and cl_text.isascii()) or len(cl_text) > 9:
+        raise SipParseError("Invalid Content-Length", partial=message)
+    length = int(cl_text)
+    if length > available:
+        raise SipParseError("Content-Length larger than message", partial=message)
+    return data[body_start : body_start + length] if length else b""
 
 
 def _parse_header_lines(lines: list[str], first: int, message: Request | Response) -> None:
@@ -199,37 +206,36 @@ def _parse_start_line(line: str, headers: Headers) -> tuple[Request | Response, 
     return Request(method, uri, headers, b"", version), version.upper() != "SIP/2.0"
 
 
-def _validate(message: Request | Response) -> None:
-    """§8.1.1: the mandatory headers exist once and the ones every layer reads parse."""
-    headers = message.headers
-    keys = headers._keys
-    # one C-level pass in the usual case (each exactly once); name the problem otherwise
-    if tuple(map(keys.count, _ONCE)) != (1, 1, 1, 1) or "via" not in keys:
+def _validate(message: Request | Response, fields: dict[str, str], unique: bool) -> None:
+    """§8.1.1: the mandatory headers exist once and the ones every layer reads parse.
+
+    ``fields`` maps each header key to its last value; ``unique``: no key repeats."""
+    if not unique or not _MANDATORY_SET <= fields.keys():
+        keys = message.headers._keys
         for key in _MANDATORY:
-            if key not in keys:
+            if key not in fields:
                 raise SipParseError(f"Missing {_PRETTY[key]} header", partial=message)
         for key in _ONCE:
             if keys.count(key) > 1:
                 raise SipParseError(f"Multiple {_PRETTY[key]} headers", partial=message)
-    values = headers._values
     # CSeq is read for every message by every layer: parse it now. Via, From and To are
     # parsed on first access (cached); a malformed one raises SipParseError there, which the
     # transaction layer turns into a 400 (it reads the top Via and the tags of every request).
     try:
-        cseq = headers._cache["cseq"] = CSeq.parse(values[keys.index("cseq")])
+        cseq = message.headers._cache["cseq"] = CSeq.parse(fields["cseq"])
     except SipParseError as exc:
         exc.partial = message
         raise
-    if not values[keys.index("call-id")]:
+    if not fields["call-id"]:
         raise SipParseError("Empty Call-ID header", partial=message)
     if isinstance(message, Request):
         if cseq.method != message.method:
             # §8.2 / RFC 4475 §3.1.2.12: CSeq method must match the request method
             raise SipParseError("CSeq method does not match request method", partial=message)
-        if "max-forwards" in keys:
-            if keys.count("max-forwards") > 1:
+        mf = fields.get("max-forwards")
+        if mf is not None:
+            if not unique and message.headers._keys.count("max-forwards") > 1:
                 raise SipParseError("Multiple Max-Forwards headers", partial=message)
-            mf = values[keys.index("max-forwards")]
             if not (mf.isdigit() and mf.isascii()) or len(mf) > 3 or int(mf) > 255:
                 raise SipParseError("Invalid Max-Forwards header", partial=message)
 

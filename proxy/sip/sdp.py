@@ -39,12 +39,14 @@ def sanitise_sdp(
     # surrogateescape: bytes that are not UTF-8 (an i= line in another charset) come back as-is
     lines = body.decode("utf-8", "surrogateescape").split("\n")
     done_o = done_s = False
+    # slices rather than startswith/endswith: those parse their arguments at a cost per call
     for i, raw in enumerate(lines):
-        cr = raw.endswith("\r")
+        cr = raw[-1:] == "\r"
         line = raw[:-1] if cr else raw
-        if line.startswith("m="):
+        kind = line[:2]
+        if kind == "m=":
             break  # §5: o= and s= belong to the session section only
-        if line.startswith("o=") and not done_o:
+        if kind == "o=" and not done_o:
             fields = line[2:].split(" ")
             if len(fields) != 6 or not all(fields):
                 return body
@@ -54,7 +56,7 @@ def sanitise_sdp(
                 fields[5] = origin_address.strip("[]")
             line = "o=" + " ".join(fields)
             done_o = True
-        elif line.startswith("s=") and not done_s:
+        elif kind == "s=" and not done_s:
             line = "s=" + session_name
             done_s = True
         else:

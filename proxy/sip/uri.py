@@ -70,9 +70,7 @@ def format_params(params: dict[str, str | None]) -> str:
 
 def split_hostport(text: str, what: str) -> tuple[str, int | None]:
     """Split ``host[:port]`` with IPv6 references in brackets (RFC 3261 §25.1)."""
-    if not text:
-        raise SipParseError(f"Missing host in {what}")
-    if text[0] == "[":
+    if text[:1] == "[":
         end = text.find("]")
         if end < 0:
             raise SipParseError(f"Unterminated IPv6 reference in {what}")
@@ -88,10 +86,11 @@ def split_hostport(text: str, what: str) -> tuple[str, int | None]:
         port_text = rest[1:]
     else:
         host, colon, port_text = text.partition(":")
+        if not host or not _HOST_CHARS.issuperset(host):
+            _check_host(host, what)
         if not colon:
-            return _check_host(host, what), None
-        _check_host(host, what)
-    if not is_digits(port_text) or len(port_text) > 5:
+            return host, None
+    if not (port_text.isdigit() and port_text.isascii()) or len(port_text) > 5:
         raise SipParseError(f"Invalid port in {what}")
     port = int(port_text)
     if port > 65535:
@@ -104,12 +103,11 @@ _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
 
 
-def _check_host(host: str, what: str) -> str:
+def _check_host(host: str, what: str) -> None:
     if not host:
         raise SipParseError(f"Missing host in {what}")
     if not _HOST_CHARS.issuperset(host):
         raise SipParseError(f"Invalid character in host of {what}")
-    return host
 
 
 class SipUri:
@@ -269,7 +267,11 @@ class NameAddr:
         if rest:
             if rest[0] != ";":
                 raise SipParseError("Junk after URI in address")
-            params = parse_params(rest[1:], "address")
+            name, eq, value = rest.partition("=")
+            if eq and name == ";tag" and ";" not in value and '"' not in value:
+                params: dict[str, str | None] = {"tag": value.strip()}
+            else:
+                params = parse_params(rest[1:], "address")
         else:
             params = {}
         return cls(uri, display, params, angle)

@@ -1,0 +1,309 @@
+"""Fast paths of the SIP layer give exactly what the general code gives (or fall back to it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.sip import Headers, Request, SipParseError, build_response, parse_message
+
+
+def _render_reference(headers: Headers, body_length: int) -> list[str]:
+    lines: list[str] = []
+    seen = False
+    for key, name, value in headers.keyed():
+        if key == "content-length":
+            if seen:
+                continue
+            seen = True
+            value = str(body_length)
+        lines.append(f"{name}: {value}")
+    if not seen:
+        lines.append(f"Content-Length: {body_length}")
+    return lines
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [],
+        [("Via", "SIP/2.0/UDP h"), ("To", "<sip:a@b>")],
+        [("Via", "v"), ("l", "99"), ("To", "t")],
+        [("Content-Length", "5"), ("Via", "v"), ("content-length", "7"), ("X", "y"), ("L", "1")],
+        [("X", "1"), ("Content-Length", "0")],
+    ],
+)
+def test_render_matches_reference(items: list[tuple[str, str]]) -> None:
+    headers = Headers(items)
+    assert headers.render(3) == _render_reference(headers, 3)
+
+
+def test_missing_header_views_raise_parse_error() -> None:
+    r = Request("OPTIONS", "sip:a@b", Headers([("Via", "SIP/2.0/UDP h;branch=z9hG4bK1")]))
+    for view in ("call_id", "from_", "to", "cseq"):
+        with pytest.raises(SipParseError):
+            getattr(r, view)
+
+
+# -- split_hostport: the inlined host and port checks ---------------------------------------------
+
+def _split_hostport_reference(text: str, what: str) -> tuple[str, int | None]:
+    from proxy.sip.uri import _HOST_CHARS, _IPV6_CHARS
+
+    if not text:
+        raise SipParseError(f"Missing host in {what}")
+    if text[0] == "[":
+        end = text.find("]")
+        if end < 0:
+            raise SipParseError(f"Unterminated IPv6 reference in {what}")
+        host = text[: end + 1]
+        if ":" not in host[1:-1] or not _IPV6_CHARS.issuperset(host[1:-1]):
+            raise SipParseError(f"Invalid IPv6 reference in {what}")
+        rest = text[end + 1 :]
+        if not rest:
+            return host, None
+        if rest[0] != ":":
+            raise SipParseError(f"Junk after IPv6 reference in {what}")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.partition(":")
+        if not host:
+            raise SipParseError(f"Missing host in {what}")
+        if not _HOST_CHARS.issuperset(host):
+            raise SipParseError(f"Invalid character in host of {what}")
+        if not colon:
+            return host, None
+    if not (port_text.isdigit() and port_text.isascii()) or len(port_text) > 5:
+        raise SipParseError(f"Invalid port in {what}")
+    if int(port_text) > 65535:
+        raise SipParseError(f"Port out of range in {what}")
+    return host, int(port_text)
+
+
+def _outcome(fn: Callable[[], object]) -> object:
+    try:
+        return fn()
+    except SipParseError as exc:
+        return ("error", exc.reason, exc.status)
+
+
+HOSTPORTS = [
+    "", ":", ":5060", "h", "h:", "h:0", "h:65535", "h:65536", "h:099999", "h:5060:1", "h:²", "h:٣",
+    "a.b-c_d:5", "a b:5", "a;b", "é:5", "[::1]", "[::1]:5060", "[::1]x", "[::1", "[1.2.3.4]", "[]:5",
+    "127.0.0.1:5070", " 127.0.0.1:5070", "127.0.0.1 :5070", "127.0.0.1: 5070",
+]
+
+
+@pytest.mark.parametrize("text", HOSTPORTS)
+def test_split_hostport_matches_reference(text: str) -> None:
+    from proxy.sip.uri import split_hostport
+
+    assert _outcome(lambda: split_hostport(text, "X")) == _outcome(
+        lambda: _split_hostport_reference(text, "X")
+    )
+
+
+@given(st.text(alphabet="ab1:.[]-_ é²", max_size=12))
+def test_split_hostport_matches_reference_generated(text: str) -> None:
+    from proxy.sip.uri import split_hostport
+
+    assert _outcome(lambda: split_hostport(text, "X")) == _outcome(
+        lambda: _split_hostport_reference(text, "X")
+    )
+
+
+# -- NameAddr: a lone tag parameter skips parse_params ---------------------------------------------
+
+TAG_PARAMS = [
+    ";tag=a", ";tag", ";tag=", ";tag= a ", ";TAG=a", ";Tag=a", ";tag=a;x", ";tag=a;", ';tag="a;b"',
+    ';tag=a"', ";tag=a=b", ";tag=a b", "; tag=a", ";tag =a", ";tagx=a", ";x=1;tag=2", ";tag=\t",
+]
+
+
+@pytest.mark.parametrize("params", TAG_PARAMS)
+@pytest.mark.parametrize("prefix", ["<sip:a@b>", "sip:a@b", '"A <x>" <sip:a@b>', "A <sip:a@b> "])
+def test_name_addr_tag_fast_path_matches_parse_params(prefix: str, params: str) -> None:
+    from proxy.sip.uri import NameAddr, parse_params
+
+    expected = _outcome(lambda: parse_params(params[1:], "address"))
+    got = _outcome(lambda: NameAddr.parse(prefix + params).params)
+    assert got == expected
+
+
+@given(st.text(alphabet='ab;= "\t', max_size=10))
+def test_name_addr_tag_fast_path_matches_parse_params_generated(value: str) -> None:
+    from proxy.sip.uri import NameAddr, parse_params
+
+    text = "<sip:a@b>;tag=" + value
+    rest = text[len("<sip:a@b>") :].strip()
+    expected = _outcome(lambda: parse_params(rest[1:], "address"))
+    assert _outcome(lambda: NameAddr.parse(text).params) == expected
+
+
+# -- parser: header checks answered from one dict keep their order and reasons ---------------------
+
+def _msg(*lines: str, body: bytes = b"") -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+
+
+_REQ = [
+    "OPTIONS sip:svc@example.net SIP/2.0",
+    "Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK776",
+    "From: <sip:alice@example.com>;tag=19",
+    "To: <sip:svc@example.net>",
+    "Call-ID: a84b@198.51.100.7",
+    "CSeq: 7 OPTIONS",
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (["Content-Length: 1", "l: 2"], "Conflicting Content-Length headers"),
+        (["Content-Length: 0", "l: 0", "From: <sip:b@c>"], "Multiple From headers"),
+        (["Content-Length: 0", "From: <sip:b@c>", "To: <sip:d@e>"], "Multiple From headers"),
+        (["Content-Length: 0", "t: <sip:d@e>", "i: x"], "Multiple To headers"),
+        (["Content-Length: 0", "CSeq: 8 OPTIONS"], "Multiple CSeq headers"),
+        (["Max-Forwards: 70", "Max-Forwards: 70", "Content-Length: 0"], "Multiple Max-Forwards headers"),
+        (["Max-Forwards: 70", "Max-Forwards: x", "Content-Length: 0"], "Multiple Max-Forwards headers"),
+        (["Max-Forwards: 256", "Content-Length: 0"], "Invalid Max-Forwards header"),
+        (["Content-Length: x", "From: <sip:b@c>"], "Invalid Content-Length"),
+        (["Content-Length: 9"], "Content-Length larger than message"),
+        (["Via: SIP/2.0/UDP h", "Call-ID: y", "Content-Length: 0"], "Multiple Call-ID headers"),
+    ],
+)
+def test_repeated_headers_reasons(extra: list[str], reason: str) -> None:
+    with pytest.raises(SipParseError) as info:
+        parse_message(_msg(*_REQ, *extra))
+    assert info.value.reason == reason and info.value.partial is not None
+
+
+@pytest.mark.parametrize(
+    ("drop", "reason"),
+    [(1, "Missing Via header"), (2, "Missing From header"), (3, "Missing To header"),
+     (4, "Missing Call-ID header"), (5, "Missing CSeq header")],
+)
+def test_missing_header_reasons_with_repeats(drop: int, reason: str) -> None:
+    lines = [ln for i, ln in enumerate(_REQ) if i != drop]
+    with pytest.raises(SipParseError) as info:
+        parse_message(_msg(*lines, "Record-Route: <sip:p1>", "Record-Route: <sip:p2>", "Content-Length: 0"))
+    assert info.value.reason == reason
+
+
+def test_repeated_list_headers_and_equal_content_lengths_parse() -> None:
+    m = parse_message(_msg(*_REQ, "Via: SIP/2.0/UDP h2", "Content-Length: 2", "l: 2", body=b"ab"))
+    assert m.body == b"ab" and len(m.headers.get_all("via")) == 2
+    assert m.serialise().count(b"Content-Length") == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\rFrom: y\r\n\r\n", "Bare CR in message headers"),
+        (b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\x00\r\n\r\n", "NUL character in message headers"),
+        (b"OPTIONS sip:a@b SIP/2.0\r\nVia: a\rb\r\nTo: c\r\n\r\n", "Bare CR in message headers"),
+    ],
+)
+def test_line_end_errors(data: bytes, reason: str) -> None:
+    with pytest.raises(SipParseError) as info:
+        parse_message(data)
+    assert info.value.reason == reason
+
+
+def test_bare_lf_message_parses_as_crlf() -> None:
+    crlf = _msg(*_REQ, "Content-Length: 0")
+    lf = crlf.replace(b"\r\n", b"\n")
+    a, b = parse_message(crlf), parse_message(lf)
+    assert a.serialise() == b.serialise()
+
+
+# -- build_response: copied straight from the request's lists ---------------------------------------
+
+def _build_response_reference(request: Request, status: int, to_tag: str | None,
+                              extra: list[tuple[str, str]] | None) -> list[tuple[str, str]]:
+    items: list[tuple[str, str]] = []
+    for key, name, value in request.headers.keyed():
+        if key in ("via", "from", "to", "call-id", "cseq"):
+            if key == "to" and to_tag and status != 100:
+                try:
+                    tagged = request.to_tag is not None
+                except SipParseError:
+                    tagged = "tag=" in value.lower()
+                if not tagged:
+                    value = f"{value};tag={to_tag}"
+            items.append((name, value))
+    if status == 100 and request.headers.get("timestamp") is not None:
+        items.append(("Timestamp", request.headers.get("timestamp") or ""))
+    return items + (extra or [])
+
+
+@pytest.mark.parametrize("status", [100, 180, 200, 486])
+@pytest.mark.parametrize("to_tag", [None, "", "abc"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("v", "SIP/2.0/UDP a"), ("Via", "SIP/2.0/UDP b"), ("f", "<sip:x@y>;tag=1"), ("t", "<sip:z@w>"),
+         ("i", "c"), ("CSeq", "1 INVITE"), ("Timestamp", "54"), ("Timestamp", "55"), ("X", "y")],
+        [("To", "<sip:z@w>;tag=9"), ("Via", "SIP/2.0/UDP b"), ("CSeq", "1 INVITE")],
+        [("To", "<sip:z@w>"), ("To", "<sip:q@w>;tag=2"), ("Call-ID", "c")],
+        [("To", "<sip:z@w;tag=1"), ("To", "<sip:z@w"), ("Call-ID", "c")],
+        [("Call-ID", "c")],
+    ],
+)
+def test_build_response_matches_reference(headers: list[tuple[str, str]], to_tag: str | None,
+                                          status: int) -> None:
+    request = Request("INVITE", "sip:a@b", Headers(headers))
+    extra = [("Contact", "<sip:me@here>"), ("m", "<sip:you@there>")]
+    response = build_response(request, status, to_tag=to_tag, extra=extra)
+    assert response.headers.items() == _build_response_reference(request, status, to_tag, extra)
+    assert list(response.headers.keyed()) == list(Headers(response.headers.items()).keyed())
+
+
+# -- sanitise_sdp: line kinds read by slicing ---------------------------------------------------------
+
+def _sanitise_reference(body: bytes, user: str, name: str, address: str | None) -> bytes:
+    if not body or (b"\no=" not in body and not body.startswith(b"o=")):
+        return body
+    lines = body.decode("utf-8", "surrogateescape").split("\n")
+    done_o = done_s = False
+    for i, raw in enumerate(lines):
+        cr = raw.endswith("\r")
+        line = raw[:-1] if cr else raw
+        if line.startswith("m="):
+            break
+        if line.startswith("o=") and not done_o:
+            fields = line[2:].split(" ")
+            if len(fields) != 6 or not all(fields):
+                return body
+            fields[0] = user
+            if address is not None:
+                fields[4] = "IP6" if ":" in address else "IP4"
+                fields[5] = address.strip("[]")
+            line = "o=" + " ".join(fields)
+            done_o = True
+        elif line.startswith("s=") and not done_s:
+            line = "s=" + name
+            done_s = True
+        else:
+            continue
+        lines[i] = line + "\r" if cr else line
+    if not done_o:
+        return body
+    return "\n".join(lines).encode("utf-8", "surrogateescape")
+
+
+_SDP_LINES = ["v=0", "o=a 1 2 IN IP4 192.0.2.1", "o=b 3 4 IN IP4 h", "o=bad", "s=x", "s=", "c=IN IP4 h",
+              "m=audio 1 RTP/AVP 0", "a=x", "o=", "\r", "", "i=\udcff"]
+
+
+@given(st.lists(st.sampled_from(_SDP_LINES), max_size=8), st.sampled_from(["\r\n", "\n"]),
+       st.sampled_from([None, "192.0.2.9", "[2001:db8::1]"]))
+def test_sanitise_sdp_matches_reference(lines: list[str], end: str, address: str | None) -> None:
+    from proxy.sip.sdp import sanitise_sdp
+
+    body = end.join(lines).encode("utf-8", "surrogateescape")
+    got = sanitise_sdp(body, origin_username="-", session_name="-", origin_address=address)
+    assert got == _sanitise_reference(body, "-", "-", address)
