@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..message import Request, Response
+
+if TYPE_CHECKING:
+    from .timers import ArmedTimer
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +115,8 @@ class Transaction:
         #: a free slot for the transaction user (the B2BUA keeps its leg/call here)
         self.tu_data: Any = None
         self.reliable = reliable
-        #: armed timers: input -> sequence number of the live heap entry (lazy deletion)
-        self._timers: dict[Input, int] = {}
+        #: armed timers: input -> its entry in the layer's timer queues
+        self._timers: dict[Input, ArmedTimer] = {}
         #: current retransmission interval of Timer A / E / G / the 2xx retransmission
         self._interval = 0.0
         self._key: tuple[object, ...] = ()
