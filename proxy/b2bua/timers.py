@@ -2,6 +2,11 @@
 
 Sans-IO like the SIP core: callers pass ``now`` and ask for the next deadline; the asyncio
 adapter arms one loop timer for whichever comes first.
+
+Cancelled timers are deleted lazily (skipped when popped), but a cancelled handle drops its
+callback at once, and the heap is rebuilt without them once they are the majority: the
+maximum-duration timer of every answered call (hours) is cancelled when the call ends, and
+must not keep the call alive until its deadline.
 """
 
 from __future__ import annotations
@@ -10,57 +15,53 @@ import heapq
 from collections.abc import Callable
 from itertools import count
 
+#: cancelled entries tolerated before a compaction is considered (they must also be half the heap)
+COMPACT_AFTER = 4096
+
+
+def _cancelled_callback(now: float) -> None:
+    pass
+
 
 class TimerHandle:
     """A scheduled callback; ``cancel()`` makes it a no-op (lazy deletion from the heap)."""
 
-    __slots__ = ("deadline", "callback", "cancelled")
+    __slots__ = ("deadline", "callback", "cancelled", "_heap")
 
-    def __init__(self, deadline: float, callback: Callable[[float], None]) -> None:
+    def __init__(self, deadline: float, callback: Callable[[float], None], heap: TimerHeap | None = None) -> None:
         self.deadline = deadline
         self.callback = callback
         self.cancelled = False
+        #: the heap still holding this handle's entry
+        self._heap = heap
 
     def cancel(self) -> None:
-        """Stop the timer from firing. The callback (and the call its closure holds) is let
-        go now, not when the heap entry reaches its deadline (a max-duration timer is hours)."""
+        """Stop the timer from firing."""
+        if self.cancelled:
+            return
         self.cancelled = True
-        self.callback = _nothing
-
-
-def _nothing(now: float) -> None:
-    """The callback of a cancelled timer."""
-
-
-#: compact once this many cancelled entries make up more than half of the heap
-_COMPACT_AFTER = 4096
+        self.callback = _cancelled_callback
+        heap = self._heap
+        if heap is not None:
+            self._heap = None
+            heap._forget_one()
 
 
 class TimerHeap:
-    """Deadlines ordered in a heap; cancelled entries are skipped when popped, and dropped in
-    one pass when they outnumber the live ones (every answered call cancels its ring timer,
-    every ended call its max-duration timer: without compaction the heap would hold hours of
-    cancelled entries)."""
+    """Deadlines ordered in a heap; cancelled entries are skipped when popped."""
 
-    __slots__ = ("_heap", "_seq", "_scheduled")
+    __slots__ = ("_heap", "_seq", "_dead")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, TimerHandle]] = []
         self._seq = count()
-        self._scheduled = 0  # entries pushed since the last compaction
+        #: cancelled entries still in the heap
+        self._dead = 0
 
     def schedule(self, deadline: float, callback: Callable[[float], None]) -> TimerHandle:
         """Call ``callback(now)`` once ``now >= deadline``."""
-        handle = TimerHandle(deadline, callback)
-        heap = self._heap
-        heapq.heappush(heap, (deadline, next(self._seq), handle))
-        self._scheduled += 1
-        if self._scheduled > _COMPACT_AFTER and len(heap) > 2 * _COMPACT_AFTER:
-            self._scheduled = 0
-            live = [entry for entry in heap if not entry[2].cancelled]
-            if 2 * len(live) < len(heap):
-                heapq.heapify(live)
-                self._heap = live
+        handle = TimerHandle(deadline, callback, self)
+        heapq.heappush(self._heap, (deadline, next(self._seq), handle))
         return handle
 
     def next_deadline(self) -> float | None:
@@ -68,6 +69,7 @@ class TimerHeap:
         heap = self._heap
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
+            self._dead -= 1
         return heap[0][0] if heap else None
 
     def fire(self, now: float) -> int:
@@ -77,11 +79,21 @@ class TimerHeap:
         while heap and heap[0][0] <= now:
             _, _, handle = heapq.heappop(heap)
             if handle.cancelled:
+                self._dead -= 1
                 continue
             handle.cancelled = True
+            handle._heap = None
             handle.callback(now)
             fired += 1
         return fired
 
     def __len__(self) -> int:
-        return sum(1 for _, _, h in self._heap if not h.cancelled)
+        return len(self._heap) - self._dead
+
+    def _forget_one(self) -> None:
+        """A handle still in the heap was cancelled."""
+        self._dead = dead = self._dead + 1
+        if dead > COMPACT_AFTER and 2 * dead > len(self._heap):
+            self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+            heapq.heapify(self._heap)
+            self._dead = 0

@@ -1,7 +1,11 @@
 """RFC 3261 §12 dialogs: creation on either side, in-dialog requests, CSeq and target refresh.
 
 A :class:`Dialog` is a plain record plus the §12 rules; it sends nothing itself. Route set and
-targets are kept as raw header values / URI strings so they pass through untouched.
+targets are kept as raw header values / URI strings so they pass through untouched. A UAS
+dialog keeps its creating request and reads its URIs and route set from it when a request is
+first needed (a caller-side dialog of the B2BUA sends nothing unless the callee hangs up).
+Requests are built straight into
+:class:`Headers` lists, their header keys known.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ class Dialog:
     """One dialog (§12): identified by Call-ID, local tag and remote tag."""
 
     __slots__ = (
-        "call_id", "local_tag", "remote_tag", "local_uri", "remote_uri", "local_cseq",
-        "remote_cseq", "remote_target", "route_set", "secure", "state",
+        "call_id", "local_tag", "remote_tag", "local_cseq", "remote_cseq", "remote_target",
+        "secure", "state", "_local_uri", "_remote_uri", "_route_set", "_origin",
     )
 
     def __init__(
@@ -53,17 +57,17 @@ class Dialog:
         self.local_tag = local_tag
         #: "" while the peer has not sent a tag (§12.1.2: "the null value")
         self.remote_tag = remote_tag
-        #: From (UAC) / To (UAS) of the dialog-creating request, without tag
-        self.local_uri = local_uri
-        self.remote_uri = remote_uri
+        self._local_uri = local_uri
+        self._remote_uri = remote_uri
         self.local_cseq = local_cseq
         self.remote_cseq = remote_cseq
         self.remote_target = remote_target
-        #: Route header values, in the order to put them in requests
-        self.route_set = route_set
+        self._route_set = route_set
         self.secure = secure
         #: "early" | "confirmed" | "terminated"
         self.state = state
+        #: a UAS dialog's creating request, until its URIs and route set are first needed
+        self._origin: Request | None = None
 
     # ------------------------------------------------------------------ creation (§12.1)
 
@@ -71,47 +75,82 @@ class Dialog:
     def uac(cls, request: Request, response: Response) -> Dialog:
         """§12.1.2: the dialog a UAC gets from a 101-199 with a To tag or a 2xx."""
         return cls(
-            call_id=request.call_id,
-            local_tag=request.from_tag or "",
-            remote_tag=response.to_tag or "",
-            local_uri=_without_tag(request.from_),
-            remote_uri=_without_tag(request.to),
-            local_cseq=request.cseq.number,
-            remote_cseq=None,
+            request.call_id,
+            request.from_tag or "",
+            response.to_tag or "",
+            _without_tag(request.from_),
+            _without_tag(request.to),
+            request.cseq.number,
+            None,
             # remote target: the response's Contact (a provisional may lack one: keep the R-URI)
-            remote_target=_first_contact(response) or request.uri,
+            _first_contact(response) or request.uri,
             # route set: the response's Record-Route, reversed
-            route_set=list(reversed(response.headers.values("record-route"))),
+            response.headers.values("record-route")[::-1],
             # §12.1.2: secure when the request went over TLS to a sips: Request-URI
-            secure=request.uri[:5].lower() == "sips:",
-            state="confirmed" if 200 <= response.status < 300 else "early",
+            request.uri[:5].lower() == "sips:",
+            "confirmed" if 200 <= response.status < 300 else "early",
         )
 
     @classmethod
     def uas(cls, request: Request, local_tag: str, response: Response | None = None) -> Dialog:
         """§12.1.1: the dialog a UAS creates when it answers with a 101-199 or a 2xx
-        (``response``, None meaning early); ``local_tag`` is the To tag it puts in responses."""
-        return cls(
-            call_id=request.call_id,
-            local_tag=local_tag,
-            remote_tag=request.from_tag or "",
-            local_uri=_without_tag(request.to),
-            remote_uri=_without_tag(request.from_),
+        (``response``, None meaning early); ``local_tag`` is the To tag it puts in responses.
+        The URIs and the route set are read from ``request`` when first needed."""
+        dialog = cls(
+            request.call_id,
+            local_tag,
+            request.from_tag or "",
+            "",
+            "",
             # §12.1.1: the local sequence number starts empty; the first request uses 1
-            local_cseq=0,
-            remote_cseq=request.cseq.number,
-            remote_target=_first_contact(request) or "",
-            # route set: the request's Record-Route, in order
-            route_set=request.headers.values("record-route"),
-            secure=request.uri[:5].lower() == "sips:",
-            state="confirmed" if response is not None and 200 <= response.status < 300 else "early",
+            0,
+            request.cseq.number,
+            _first_contact(request) or "",
+            [],
+            request.uri[:5].lower() == "sips:",
+            "confirmed" if response is not None and 200 <= response.status < 300 else "early",
         )
+        dialog._origin = request
+        return dialog
+
+    def _read_origin(self) -> None:
+        """§12.1.1: local URI = To, remote URI = From (without tags), route set = the
+        request's Record-Route in order."""
+        request = self._origin
+        if request is not None:
+            self._origin = None
+            self._local_uri = _without_tag(request.to)
+            self._remote_uri = _without_tag(request.from_)
+            self._route_set = request.headers.values("record-route")
+
+    @property
+    def local_uri(self) -> str:
+        """From (UAC) / To (UAS) of the dialog-creating request, without tag."""
+        self._read_origin()
+        return self._local_uri
+
+    @property
+    def remote_uri(self) -> str:
+        """To (UAC) / From (UAS) of the dialog-creating request, without tag."""
+        self._read_origin()
+        return self._remote_uri
+
+    @property
+    def route_set(self) -> list[str]:
+        """Route header values, in the order to put them in requests."""
+        self._read_origin()
+        return self._route_set
+
+    @route_set.setter
+    def route_set(self, value: list[str]) -> None:
+        self._read_origin()
+        self._route_set = value
 
     def confirm(self, response: Response, *, uac: bool = True) -> None:
         """§12.1.2 / §13.2.2.4: an early dialog becomes confirmed by a 2xx. On the UAC side
         the route set and remote target are recomputed from the 2xx."""
         if uac:
-            self.route_set = list(reversed(response.headers.values("record-route")))
+            self.route_set = response.headers.values("record-route")[::-1]
             self.remote_target = _first_contact(response) or self.remote_target
         self.state = "confirmed"
 
@@ -139,20 +178,32 @@ class Dialog:
         else:
             number = cseq if cseq is not None else self.local_cseq + 1
             self.local_cseq = number
+        self._read_origin()
         request_uri, routes = self._request_uri_and_routes()
-        items: list[tuple[str, str]] = [("Via", via), ("Max-Forwards", str(max_forwards))]
-        items.extend(("Route", route) for route in routes)
-        items.append(("From", f"{self.local_uri};tag={self.local_tag}"))
-        to = f"{self.remote_uri};tag={self.remote_tag}" if self.remote_tag else self.remote_uri
-        items.append(("To", to))
-        items.append(("Call-ID", self.call_id))
-        items.append(("CSeq", f"{number} {method}"))
+        names = ["Via", "Max-Forwards"]
+        keys = ["via", "max-forwards"]
+        values = [via, str(max_forwards)]
+        if routes:
+            names.extend(["Route"] * len(routes))
+            keys.extend(["route"] * len(routes))
+            values.extend(routes)
+        remote_uri = self._remote_uri
+        names += ("From", "To", "Call-ID", "CSeq")
+        keys += ("from", "to", "call-id", "cseq")
+        values += (
+            f"{self._local_uri};tag={self.local_tag}",
+            f"{remote_uri};tag={self.remote_tag}" if self.remote_tag else remote_uri,
+            self.call_id,
+            f"{number} {method}",
+        )
         if contact is not None:
-            items.append(("Contact", contact))
-        return Request(method, request_uri, Headers(items))
+            names.append("Contact")
+            keys.append("contact")
+            values.append(contact)
+        return Request(method, request_uri, Headers._from_lists(names, keys, values))
 
     def _request_uri_and_routes(self) -> tuple[str, list[str]]:
-        route_set = self.route_set
+        route_set = self._route_set
         if not route_set:
             return self.remote_target, []
         if _is_loose(route_set[0]):
@@ -165,8 +216,9 @@ class Dialog:
     def next_hop(self) -> str:
         """The URI to send the next request to (§8.1.2): the first route when there is a route
         set (with strict routing that is also the Request-URI), else the remote target."""
-        if self.route_set:
-            return NameAddr.parse(self.route_set[0]).uri
+        route_set = self.route_set
+        if route_set:
+            return NameAddr.parse(route_set[0]).uri
         return self.remote_target
 
     # ------------------------------------------------------------------ UAS behaviour (§12.2.2)

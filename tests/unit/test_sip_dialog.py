@@ -181,3 +181,16 @@ def test_12_2_target_refresh_by_reinvite_update_and_their_2xx() -> None:
     assert isinstance(failed, Response)
     uac.target_refresh(failed)
     assert uac.remote_target == "sip:bob@192.0.2.77"
+
+
+def test_12_1_1_uas_dialog_request_and_route_set_replaced_before_first_use() -> None:
+    d = Dialog.uas(_invite(), "a6c85cf")
+    bye = d.create_request("BYE", "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK-u", None)
+    assert bye.headers.get("from") == "Bob <sip:bob@biloxi.example.com>;tag=a6c85cf"
+    assert bye.headers.get("to") == '"Alice" <sip:alice@atlanta.example.com>;tag=1928301774'
+    assert bye.headers.get_all("route") == ["<sip:p2.biloxi.example.com;lr>", "<sip:p1.atlanta.example.com;lr>"]
+    assert bye.uri == "sip:alice@pc33.atlanta.example.com" and bye.cseq.number == 1
+    d = Dialog.uas(_invite(), "a6c85cf")
+    d.route_set = ["<sip:p9.example.com;lr>"]
+    assert d.route_set == ["<sip:p9.example.com;lr>"] and d.next_hop() == "sip:p9.example.com;lr"
+    assert d.remote_uri == '"Alice" <sip:alice@atlanta.example.com>'

@@ -2,14 +2,11 @@
 
 Sans-IO: ``receive()``/``handle_timers()`` take a ``now`` and return events; what must be sent
 is queued and drained with ``take_outgoing()``; ``next_deadline()`` says when to wake up.
-Timers live in one heap of ``(deadline, seq, transaction, timer)`` with lazy deletion: a
-transaction remembers the sequence number of each armed timer, a popped entry whose number
-no longer matches was disarmed and is skipped.
+Timers live in :class:`~.timers.TimerQueues`: one FIFO per delay, disarmed entries left as
+tombstones that no longer hold their transaction.
 """
 
 from __future__ import annotations
-
-from heapq import heapify, heappop, heappush
 
 from ..errors import SipParseError
 from ..headers import Via, split_list
@@ -32,6 +29,7 @@ from .model import (
     TransactionTerminated,
     response_input,
 )
+from .timers import TimerQueues
 
 _TERMINATED = TransactionState.TERMINATED
 _ACCEPTED = TransactionState.ACCEPTED
@@ -41,15 +39,16 @@ Key = tuple[object, ...]
 AnyTransaction = ClientTransaction | ServerTransaction
 
 
-class TransactionLayer:
+class TransactionLayer(TimerQueues):
     """All client and server transactions of one SIP element."""
 
     __slots__ = (
         "timers", "ids", "auto_trying", "_clients", "_servers", "_merged", "_acks_2xx",
-        "_heap", "_seq", "_dead", "_out", "_events", "_counts", "request_retransmissions",
+        "_out", "_events", "_counts", "request_retransmissions",
     )
 
     def __init__(self, timers: TimerConfig, ids: IdGenerator, *, auto_trying: bool = True) -> None:
+        super().__init__()
         self.timers = timers
         self.ids = ids
         #: send ``100 Trying`` as soon as an INVITE server transaction is created (§17.2.1)
@@ -64,10 +63,6 @@ class TransactionLayer:
         #: INVITE server transactions by (Call-ID, CSeq number, From tag): the ACK for a 2xx
         #: carries a new branch, so it is matched this way (RFC 6026 §7.1)
         self._acks_2xx: dict[Key, ServerTransaction] = {}
-        self._heap: list[tuple[float, int, AnyTransaction, Input]] = []
-        self._seq = 0
-        #: heap entries whose timer was disarmed: compacted when they dominate the heap
-        self._dead = 0
         self._out: list[Send] = []
         self._events: list[Event] = []
         #: requests absorbed as retransmissions (§17.2): peers whose T1 fired before we
@@ -145,29 +140,14 @@ class TransactionLayer:
 
     def handle_timers(self, now: float) -> list[Event]:
         """Fire every timer due at ``now``."""
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, seq, txn, timer = heappop(heap)
-            if txn._timers.get(timer) != seq:
-                self._dead -= 1
-                continue  # disarmed (lazy deletion)
-            del txn._timers[timer]
+        pop_due = self._pop_due
+        while (due := pop_due(now)) is not None:
+            txn, timer = due
             if isinstance(txn, ClientTransaction):
                 self._drive_client(txn, timer, None, now)
             else:
                 self._drive_server(txn, timer, None, None, now)
         return self._drain()
-
-    def next_deadline(self) -> float | None:
-        """When ``handle_timers`` must next be called, or None."""
-        heap = self._heap
-        while heap:
-            deadline, seq, txn, timer = heap[0]
-            if txn._timers.get(timer) == seq:
-                return deadline
-            heappop(heap)
-            self._dead -= 1
-        return None
 
     def take_outgoing(self) -> list[Send]:
         """Everything queued to send, in order."""
@@ -191,28 +171,6 @@ class TransactionLayer:
 
     def _send(self, message: Request | Response, dest: Address) -> None:
         self._out.append(Send(message, dest))
-
-    def _arm(self, txn: AnyTransaction, timer: Input, delay: float, now: float) -> None:
-        self._seq = seq = self._seq + 1
-        if timer in txn._timers:
-            self._dead += 1
-        txn._timers[timer] = seq
-        heappush(self._heap, (now + delay, seq, txn, timer))
-
-    def _disarm(self, txn: AnyTransaction, *timers: Input) -> None:
-        armed = txn._timers
-        for timer in timers:
-            if armed.pop(timer, None) is not None:
-                self._dead += 1
-        if self._dead > 4096 and 2 * self._dead > len(self._heap):
-            self._compact()
-
-    def _compact(self) -> None:
-        # Disarmed entries would otherwise pin finished transactions until their deadline
-        # (Timer B's entry outlives every answered INVITE by up to 64*T1).
-        self._heap = [e for e in self._heap if e[2]._timers.get(e[3]) == e[1]]
-        heapify(self._heap)
-        self._dead = 0
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
@@ -253,8 +211,7 @@ class TransactionLayer:
         self._events.append(TransactionTerminated(txn))
 
     def _unregister(self, txn: AnyTransaction) -> None:
-        if txn._timers:
-            self._disarm(txn, *txn._timers)
+        self._disarm_all(txn)
         if isinstance(txn, ClientTransaction):
             if self._clients.get(txn._key) is txn:
                 del self._clients[txn._key]

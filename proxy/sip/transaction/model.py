@@ -1,12 +1,20 @@
-"""Values of the transaction layer: addresses, timer settings, states, inputs, transactions, events."""
+"""Values of the transaction layer: addresses, timer settings, states, inputs, transactions, events.
+
+:class:`Send` and the events are read-only by convention, not frozen: a frozen dataclass's
+``__init__`` sets each field through ``object.__setattr__``, and the layer builds about twenty
+of them per call.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..message import Request, Response
+
+if TYPE_CHECKING:
+    from .timers import ArmedTimer
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +40,7 @@ class TimerConfig:
     t4: float = 5.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
     """A message the transport must send to ``dest``."""
 
@@ -112,8 +120,8 @@ class Transaction:
         #: a free slot for the transaction user (the B2BUA keeps its leg/call here)
         self.tu_data: Any = None
         self.reliable = reliable
-        #: armed timers: input -> sequence number of the live heap entry (lazy deletion)
-        self._timers: dict[Input, int] = {}
+        #: armed timers: input -> its entry in the layer's timer queues
+        self._timers: dict[Input, ArmedTimer] = {}
         #: current retransmission interval of Timer A / E / G / the 2xx retransmission
         self._interval = 0.0
         self._key: tuple[object, ...] = ()
@@ -165,7 +173,7 @@ class ServerTransaction(Transaction):
 # -- events (what receive() / handle_timers() / transport_error() return) ---------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestReceived:
     """A new request for the TU. ``transaction`` is None for an ACK to a 2xx (§13.3.1.4,
     RFC 6026 §6); for a CANCEL, ``cancelled`` is the INVITE server transaction it matches
@@ -177,7 +185,7 @@ class RequestReceived:
     cancelled: ServerTransaction | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseReceived:
     """A response for the TU. ``transaction`` is None for a 2xx to an INVITE whose client
     transaction is gone (the TU re-sends its ACK, §13.2.2.4)."""
@@ -186,7 +194,7 @@ class ResponseReceived:
     transaction: ClientTransaction | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TransactionTimeout:
     """A transaction failed: ``timer`` is "B"/"F" (client: act as on a 408, §8.1.3.1),
     "transport" (client: the transport could not send), "H" (server INVITE: no ACK for a
@@ -196,14 +204,14 @@ class TransactionTimeout:
     timer: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TransactionTerminated:
     """The transaction is freed; the TU drops its references to it."""
 
     transaction: ClientTransaction | ServerTransaction
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageRejected:
     """A malformed message: a request answered with 400 (or dropped), a response dropped."""
 
