@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..message import Request, Response
 
@@ -17,9 +17,12 @@ if TYPE_CHECKING:
     from .timers import ArmedTimer
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
-    """Where a message came from or goes to. ``transport`` is ``"udp"``, ``"tcp"`` or ``"tls"``."""
+class Address(NamedTuple):
+    """Where a message came from or goes to. ``transport`` is ``"udp"``, ``"tcp"`` or ``"tls"``.
+
+    A named tuple rather than a frozen dataclass: built for every datagram received and held by
+    every transaction, and a tuple of strings and an int is cheaper to build and is not tracked
+    by the cyclic GC (whose pauses grow with the objects it tracks)."""
 
     transport: str
     host: str
