@@ -97,6 +97,8 @@ class Headers:
         """Replace every occurrence with one line, at the position of the first (or at the end)."""
         key = header_key(name)
         self._cache.clear()
+        if type(self._keys) is not list:
+            self._thaw()
         for i, k in enumerate(self._keys):
             if k == key:
                 self._names[i] = name
@@ -117,6 +119,8 @@ class Headers:
         key = _KEY_CACHE.get(name) or header_key(name)
         if self._cache:
             self._cache.clear()
+        if type(self._keys) is not list:
+            self._thaw()
         if first:
             pos = self._keys.index(key) if key in self._keys else 0
             self._names.insert(pos, name)
@@ -133,12 +137,33 @@ class Headers:
         if key not in self._keys:
             return 0
         self._cache.clear()
+        if type(self._keys) is not list:
+            self._thaw()
         keep = [i for i, k in enumerate(self._keys) if k != key]
         removed = len(self._keys) - len(keep)
         self._names = [self._names[i] for i in keep]
         self._keys = [self._keys[i] for i in keep]
         self._values = [self._values[i] for i in keep]
         return removed
+
+    def settle(self) -> None:
+        """From now on these headers are only read or re-sent (a transaction lingering after
+        its final response, RFC 3261 §17 / RFC 6026): drop the parsed views and keep the lines
+        in tuples. Tuples of strings and an emptied dict are not tracked by the cyclic GC,
+        whose pauses grow with what it tracks, and calls leave their transactions behind for
+        32 s. Reads work as before and views are recomputed on demand; a change (``set``,
+        ``add``, ``remove``) turns the lines back into lists first."""
+        self._cache = {}  # a new empty dict is untracked; a cleared one stays tracked
+        if type(self._keys) is list:
+            # read-only from here; the mutators call _thaw() before changing anything
+            self._names = tuple(self._names)  # type: ignore[assignment]
+            self._keys = tuple(self._keys)  # type: ignore[assignment]
+            self._values = tuple(self._values)  # type: ignore[assignment]
+
+    def _thaw(self) -> None:
+        self._names = list(self._names)
+        self._keys = list(self._keys)
+        self._values = list(self._values)
 
     def cached(self, slot: str, compute: Callable[[], T]) -> T:
         """Memoise a parsed view until the headers change."""

@@ -307,3 +307,27 @@ def test_sanitise_sdp_matches_reference(lines: list[str], end: str, address: str
     body = end.join(lines).encode("utf-8", "surrogateescape")
     got = sanitise_sdp(body, origin_username="-", session_name="-", origin_address=address)
     assert got == _sanitise_reference(body, "-", "-", address)
+
+
+def test_settled_headers_read_the_same_and_thaw_on_change() -> None:
+    """A lingering transaction's messages are settled (tuples, no views); reads are unchanged
+    and a later change works on lists again."""
+    from proxy.sip.parser import parse_message
+
+    raw = (
+        b"INVITE sip:+15557770001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKs1\r\n"
+        b"From: <sip:a@x>;tag=f1\r\nTo: <sip:b@y>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n"
+        b"Record-Route: <sip:p1;lr>\r\nRecord-Route: <sip:p2;lr>\r\nContent-Length: 0\r\n\r\n"
+    )
+    msg = parse_message(raw)
+    before = (msg.serialise(), msg.top_via.branch, msg.from_tag, msg.cseq.number)
+    msg.headers.settle()
+    assert type(msg.headers._keys) is tuple and not msg.headers._cache
+    assert (msg.serialise(), msg.top_via.branch, msg.from_tag, msg.cseq.number) == before
+    assert msg.headers.get_all("record-route") == ["<sip:p1;lr>", "<sip:p2;lr>"]
+    msg.headers.settle()
+    msg.headers.add("Subject", "x")
+    msg.headers.set("Max-Forwards", "9")
+    assert msg.headers.remove("record-route") == 2
+    assert type(msg.headers._keys) is list
+    assert msg.headers.get("subject") == "x" and msg.headers.get("max-forwards") == "9"

@@ -33,6 +33,8 @@ from .timers import TimerQueues
 
 _TERMINATED = TransactionState.TERMINATED
 _ACCEPTED = TransactionState.ACCEPTED
+#: states in which a transaction only absorbs and answers retransmissions
+_LINGERING = frozenset((TransactionState.COMPLETED, TransactionState.CONFIRMED, TransactionState.ACCEPTED))
 _NON_2XX_ACKABLE = (TransactionState.COMPLETED, TransactionState.CONFIRMED)
 
 Key = tuple[object, ...]
@@ -44,7 +46,7 @@ class TransactionLayer(TimerQueues):
 
     __slots__ = (
         "timers", "ids", "auto_trying", "_clients", "_servers", "_merged", "_acks_2xx",
-        "_out", "_events", "_counts", "request_retransmissions",
+        "_out", "_events", "_counts", "request_retransmissions", "_settling",
     )
 
     def __init__(self, timers: TimerConfig, ids: IdGenerator, *, auto_trying: bool = True) -> None:
@@ -64,6 +66,10 @@ class TransactionLayer(TimerQueues):
         #: carries a new branch, so it is matched this way (RFC 6026 §7.1)
         self._acks_2xx: dict[Key, ServerTransaction] = {}
         self._out: list[Send] = []
+        #: transactions that reached a lingering state (final response sent or received):
+        #: their messages are settled (Headers.settle) before the next input, once the TU has
+        #: finished with the batch that got them there
+        self._settling: list[AnyTransaction] = []
         self._events: list[Event] = []
         #: requests absorbed as retransmissions (§17.2): peers whose T1 fired before we
         #: answered; the overload signal the B2BUA's admission control reads
@@ -75,6 +81,8 @@ class TransactionLayer(TimerQueues):
     def receive(self, message: Request | Response, source: Address, now: float) -> list[Event]:
         """Feed a parsed message from the transport. Never raises: malformed messages become
         :class:`MessageRejected` (requests answered with 400 where possible)."""
+        if self._settling:
+            self._settle()
         try:
             if isinstance(message, Response):
                 self._receive_response(message, now)
@@ -140,6 +148,8 @@ class TransactionLayer(TimerQueues):
 
     def handle_timers(self, now: float) -> list[Event]:
         """Fire every timer due at ``now``."""
+        if self._settling:
+            self._settle()
         pop_due = self._pop_due
         while (due := pop_due(now)) is not None:
             txn, timer = due
@@ -148,6 +158,24 @@ class TransactionLayer(TimerQueues):
             else:
                 self._drive_server(txn, timer, None, None, now)
         return self._drain()
+
+    def _settle(self) -> None:
+        """Settle the messages of transactions that now only absorb retransmissions: for up to
+        64*T1 they are re-sent or matched, never changed (see ``Headers.settle``)."""
+        settling = self._settling
+        self._settling = []
+        for txn in settling:
+            if txn.state is _TERMINATED:
+                continue
+            txn.request.headers.settle()
+            last = txn.last_response
+            if last is not None:
+                last.headers.settle()
+            if isinstance(txn, ClientTransaction):
+                for send in txn._acks.values():
+                    send.message.headers.settle()
+                if txn._error_ack is not None:
+                    txn._error_ack.headers.settle()
 
     def take_outgoing(self) -> list[Send]:
         """Everything queued to send, in order."""
@@ -183,6 +211,8 @@ class TransactionLayer(TimerQueues):
         if entry is None:
             return
         state, action = entry
+        if state in _LINGERING and txn.state not in _LINGERING:
+            self._settling.append(txn)
         txn.state = state
         action(self, txn, inp, msg, now)
         if state is _TERMINATED:
@@ -201,6 +231,8 @@ class TransactionLayer(TimerQueues):
         if entry is None:
             return
         state, action = entry
+        if state in _LINGERING and txn.state not in _LINGERING:
+            self._settling.append(txn)
         txn.state = state
         action(self, txn, inp, msg, source, now)
         if state is _TERMINATED:
