@@ -67,7 +67,9 @@ class Dialog:
         #: "early" | "confirmed" | "terminated"
         self.state = state
         #: a UAS dialog's creating request, until its URIs and route set are first needed
-        self._origin: Request | None = None
+        #: raw To, From and Record-Route values of the dialog-creating request (UAS), parsed
+        #: when first needed; the strings, not the request, so a held call does not keep it
+        self._origin: tuple[str, str, list[str]] | None = None
 
     # ------------------------------------------------------------------ creation (§12.1)
 
@@ -95,7 +97,8 @@ class Dialog:
     def uas(cls, request: Request, local_tag: str, response: Response | None = None) -> Dialog:
         """§12.1.1: the dialog a UAS creates when it answers with a 101-199 or a 2xx
         (``response``, None meaning early); ``local_tag`` is the To tag it puts in responses.
-        The URIs and the route set are read from ``request`` when first needed."""
+        The URIs and the route set are parsed from ``request``'s header values when first
+        needed."""
         dialog = cls(
             request.call_id,
             local_tag,
@@ -110,18 +113,20 @@ class Dialog:
             request.uri[:5].lower() == "sips:",
             "confirmed" if response is not None and 200 <= response.status < 300 else "early",
         )
-        dialog._origin = request
+        h = request.headers
+        dialog._origin = (h.get("to") or "", h.get("from") or "", h.values("record-route"))
         return dialog
 
     def _read_origin(self) -> None:
         """§12.1.1: local URI = To, remote URI = From (without tags), route set = the
         request's Record-Route in order."""
-        request = self._origin
-        if request is not None:
+        origin = self._origin
+        if origin is not None:
             self._origin = None
-            self._local_uri = _without_tag(request.to)
-            self._remote_uri = _without_tag(request.from_)
-            self._route_set = request.headers.values("record-route")
+            to, from_, route_set = origin
+            self._local_uri = _without_tag(NameAddr.parse(to))
+            self._remote_uri = _without_tag(NameAddr.parse(from_))
+            self._route_set = route_set
 
     @property
     def local_uri(self) -> str:
