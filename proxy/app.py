@@ -29,7 +29,11 @@ from .observability.webhooks import WebhookSink
 from .pairing.hook import LookupHook
 from .transport.stack import SipStack
 
-_CDR_FLUSH_S = 0.2
+#: CDRs and session activity are written in one batch per interval. 1 s rather than 0.2 s:
+#: under sustained load the store thread's per-batch work (one transaction each for touches
+#: and CDRs, and the GIL hand-offs) was a quarter of sipmask's CPU (docs/benchmarks.md);
+#: session expiry flushes first, so inactivity deadlines always see the latest activity
+_CDR_FLUSH_S = 1.0
 
 
 @dataclass

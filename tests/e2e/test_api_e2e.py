@@ -66,7 +66,7 @@ def test_session_created_over_http_routes_a_call_until_closed(sipp, sipmask_fact
     assert A_VIRTUAL in (invite.header("From") or "")
     assert_isolated(caller, callee)
 
-    # the call shows up as an interaction (CDRs are flushed every 0.2 s)
+    # the call shows up as an interaction (CDRs are flushed every second)
     deadline = time.monotonic() + 5
     while True:
         status, calls = http(sm, "GET", f"/v1/sessions/{session['id']}/interactions", token)
