@@ -173,6 +173,10 @@ class HeaderPolicy:
     def filter(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The ``(name, value)`` pairs that cross, in their original order and spelling."""
         allowed = self._allowed
+        keyed = getattr(headers, "keyed", None)
+        if keyed is not None and not self.pass_x_headers:
+            # parsed messages carry each name's canonical key (lower-case long form) already
+            return [(name, value) for key, name, value in keyed() if key in allowed]
         if self.pass_x_headers:
             return [(n, v) for n, v in headers if self.allows(n)]
         compact = COMPACT_FORMS

@@ -69,6 +69,15 @@ def test_filter_drops_leaks_and_keeps_whitelist() -> None:
     assert policy.filter(mixed) == KEPT  # order and spelling preserved
 
 
+def test_filter_reads_a_parsed_messages_keys_the_same_way() -> None:
+    """Headers of a parsed message are filtered by their canonical keys: same result as pairs."""
+    from proxy.sip.message import Headers
+
+    mixed = [h for pair in zip(LEAKS, KEPT) for h in pair] + LEAKS[len(KEPT):]
+    policy = default_rules().headers
+    assert policy.filter(Headers(mixed)) == policy.filter(list(mixed)) == KEPT
+
+
 @pytest.mark.parametrize(("name", "_value"), LEAKS)
 def test_leaks_are_not_allowed(name: str, _value: str) -> None:
     assert not default_rules().headers.allows(name)
