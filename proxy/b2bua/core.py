@@ -105,6 +105,9 @@ class B2bua:
         calls_cfg = config.calls
         self.admission = Admission(calls_cfg.max_cps, calls_cfg.overload_busy,
                                    calls_cfg.overload_retransmissions)
+        self._retry_after = [("Retry-After", str(calls_cfg.overload_retry_after_s))]
+        # new calls are admitted (or refused, statelessly) at the transaction layer's door
+        layer.screen = self._screen
         # resolve a lazy structlog proxy once: each call on a proxy re-reads the configuration
         bind = getattr(log, "bind", None)
         self.log = bind() if bind is not None else log
@@ -230,6 +233,23 @@ class B2bua:
         self.layer.send_response(txn, response, now)
 
     # ------------------------------------------------------------------ new call
+    def _screen(self, request: Request, source: Address, now: float) -> tuple[int, list[tuple[str, str]]] | None:
+        """Admission of a new call (``TransactionLayer.screen``), before any transaction or
+        call exists. A refused call gets ``503`` + Retry-After sent statelessly (§8.2.7): no
+        100 Trying, no transaction, no timers, its ACK absorbed by the layer. A refusal then
+        costs a fraction of a stateful one, which is what keeps goodput near the peak under
+        overload. Calls from untrusted sources and with Max-Forwards 0 pass the door and are
+        answered as before (their own codes, and their traffic is not what overloads us)."""
+        if self.config.trunk_for(source.host) is None:
+            return None
+        mf = request.headers.get("max-forwards")
+        if mf is not None and not mf.strip("0"):
+            return None  # 483 Too Many Hops, from _new_call
+        if self.admission.admit(now, self.layer.request_retransmissions):
+            return None
+        self._count("overload")
+        return 503, self._retry_after
+
     def _new_call(self, request: Request, source: Address, txn: ServerTransaction, now: float) -> None:
         cfg = self.calls_cfg
         trunk = self.config.trunk_for(source.host)
@@ -242,11 +262,6 @@ class B2bua:
         max_forwards = int(mf) if mf is not None and mf.isdigit() else 70
         if max_forwards <= 0:
             self._reply(txn, 483, None, now)
-            return
-        if not self.admission.admit(now, self.layer.request_retransmissions):
-            # shed load before the lookup: a refusal costs a fraction of a bridged call
-            self._count("overload")
-            self._reply(txn, 503, None, now, extra=[("Retry-After", str(cfg.overload_retry_after_s))])
             return
         caller, dialed = self._identities(request, trunk)
         match = None

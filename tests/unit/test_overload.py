@@ -7,7 +7,7 @@ from pathlib import Path
 from proxy.b2bua.overload import Admission
 from proxy.sip.message import Request, Response
 
-from .test_b2bua import A, Harness, invite, only
+from .test_b2bua import CALLER_V, A, Harness, invite, only
 
 
 def test_rate_gate_admits_max_cps_per_second() -> None:
@@ -50,11 +50,20 @@ def test_b2bua_answers_503_with_retry_after_when_not_admitted(tmp_path: Path) ->
     h.b2b.admission = Admission(max_cps=1, busy_target=0)
     first = h.feed(invite(cid="c1"), A)
     assert only(first, Request, method="INVITE"), "the first call is admitted"
-    second = h.feed(invite(cid="c2"), A)
-    finals = [m for m, _ in only(second, Response) if m.status >= 200]
-    assert [(m.status, m.headers.get("retry-after")) for m in finals] == [(503, "5")]
+    raw = invite(cid="c2")
+    second = h.feed(raw, A)
+    # §8.2.7: refused statelessly, a 503 alone (no 100 Trying), To tag the layer's own
+    assert [(m.status, m.headers.get("retry-after"), d) for m, d in only(second, Response)] == [(503, "5", A)]
+    refusal = only(second, Response)[0][0]
+    assert refusal.to_tag == h.layer.stateless_tag
     assert not only(second, Request), "a refused call never reaches a gateway"
-    assert h.b2b.active_calls == 1
+    assert h.b2b.active_calls == 1 and h.b2b.counters.get("overload") == 1
+    assert h.layer.counts["server_invite"] == 1, "no transaction for the refused call"
+    # the caller's ACK for the 503 is absorbed by the layer
+    via = refusal.headers.get("via")
+    ack = (f"ACK sip:{CALLER_V}@127.0.0.1:5060 SIP/2.0\nVia: {via}\nFrom: {refusal.headers.get('from')}\n"
+           f"To: {refusal.headers.get('to')}\nCall-ID: c2\nCSeq: 1 ACK\nMax-Forwards: 70\nContent-Length: 0\n\n")
+    assert h.feed(ack, A) == [] and h.layer.stateless_acks == 1
 
 
 def test_retransmission_gate_sheds_when_peers_retransmit_and_recovers() -> None:
@@ -100,7 +109,10 @@ def test_b2bua_sheds_new_calls_when_invites_are_retransmitted(tmp_path: Path) ->
         h.now += 0.02
         out = [m for m, d in h.sent if isinstance(m, Response) and m.status == 503 and d == A]
         refused = len({m.call_id for m in out})
-    assert h.layer.request_retransmissions >= 300
+    # the copies of admitted INVITEs are absorbed as retransmissions; those of refused ones
+    # (no transaction) are screened, and refused, again
+    assert h.layer.request_retransmissions >= 200
     assert refused > 10, refused
+    assert h.layer.refused_statelessly >= refused
     assert all(m.headers.get("retry-after") == "5" for m, _ in h.sent
                if isinstance(m, Response) and m.status == 503)

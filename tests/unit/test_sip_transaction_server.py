@@ -257,3 +257,58 @@ def test_17_2_send_response_on_terminated_transaction_is_discarded() -> None:
     layer.take_outgoing()
     layer.send_response(event.transaction, build_response(options, 200, to_tag="u1"), 1.0)
     assert layer.take_outgoing() == [] and layer.counts == ZERO
+
+
+# ------------------------------------------------------------------------ stateless refusals (§8.2.7)
+
+
+def test_8_2_7_screen_refuses_a_new_invite_statelessly_and_absorbs_its_ack() -> None:
+    layer = make_layer()
+    seen: list[str] = []
+
+    def screen(request, source, now):  # type: ignore[no-untyped-def]
+        seen.append(request.call_id)
+        return 503, [("Retry-After", "5")]
+
+    layer.screen = screen
+    invite = make_request(via_params=";rport", sent_by="10.9.9.9:5062")
+    assert layer.receive(invite, PEER_UDP, 0.0) == [], "the TU never sees a refused INVITE"
+    (send,) = layer.take_outgoing()  # no 100 Trying: the 503 alone
+    refusal = send.message
+    assert isinstance(refusal, Response) and refusal.status == 503
+    assert refusal.headers.get("retry-after") == "5"
+    assert refusal.to_tag == layer.stateless_tag
+    # §18.2.2 / RFC 3581: routed by the stamped Via like any response
+    assert send.dest == PEER_UDP
+    assert "received=192.0.2.10" in (refusal.headers.get("via") or "")
+    assert layer.counts == ZERO and layer.next_deadline() is None, "no transaction, no timer"
+    # §8.2.7: a retransmission (the 503 was lost) is screened again and answered the same way
+    layer.receive(make_request(via_params=";rport", sent_by="10.9.9.9:5062"), PEER_UDP, 0.5)
+    (again,) = layer.take_outgoing()
+    assert isinstance(again.message, Response) and again.message.to_tag == refusal.to_tag
+    assert seen == [invite.call_id, invite.call_id] and layer.refused_statelessly == 2
+    assert layer.request_retransmissions == 0
+    # the caller's hop-by-hop ACK for the 503 (same branch) is absorbed: no event, nothing sent
+    ack = make_request("ACK", to_tag=layer.stateless_tag, via_params=";rport", sent_by="10.9.9.9:5062")
+    assert layer.receive(ack, PEER_UDP, 0.6) == [] and layer.take_outgoing() == []
+    assert layer.stateless_acks == 1
+
+
+def test_8_2_7_screen_lets_in_what_it_returns_none_for_and_is_not_asked_about_the_rest() -> None:
+    layer = make_layer()
+    asked: list[str] = []
+
+    def screen(request, source, now):  # type: ignore[no-untyped-def]
+        asked.append(request.method)
+        return None
+
+    layer.screen = screen
+    txn = _new_invite(layer)
+    assert txn.state is TransactionState.PROCEEDING and _statuses(layer) == [100]
+    # a retransmission of a live INVITE is absorbed by its transaction, not screened again
+    assert layer.receive(make_request(), PEER_UDP, 0.1) == []
+    assert layer.request_retransmissions == 1
+    # neither are re-INVITEs (To tag) nor other methods
+    layer.receive(make_request(branch="z9hG4bK-2", to_tag="t9", cseq=2), PEER_UDP, 0.2)
+    layer.receive(make_request("OPTIONS", branch="z9hG4bK-3", call_id="o1"), PEER_UDP, 0.3)
+    assert asked == ["INVITE"]

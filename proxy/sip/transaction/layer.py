@@ -8,6 +8,8 @@ tombstones that no longer hold their transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..errors import SipParseError
 from ..headers import Via, split_list
 from ..ids import MAGIC_COOKIE, IdGenerator
@@ -38,6 +40,8 @@ _LINGERING = frozenset((TransactionState.COMPLETED, TransactionState.CONFIRMED, 
 _NON_2XX_ACKABLE = (TransactionState.COMPLETED, TransactionState.CONFIRMED)
 
 Key = tuple[object, ...]
+#: ``TransactionLayer.screen``: (request, source, now) -> None or (status, extra headers)
+Screen = Callable[[Request, Address, float], tuple[int, list[tuple[str, str]]] | None]
 AnyTransaction = ClientTransaction | ServerTransaction
 
 
@@ -47,6 +51,7 @@ class TransactionLayer(TimerQueues):
     __slots__ = (
         "timers", "ids", "auto_trying", "_clients", "_servers", "_merged", "_acks_2xx",
         "_out", "_events", "_counts", "request_retransmissions", "_settling",
+        "screen", "stateless_tag", "refused_statelessly", "stateless_acks",
     )
 
     def __init__(self, timers: TimerConfig, ids: IdGenerator, *, auto_trying: bool = True) -> None:
@@ -74,6 +79,16 @@ class TransactionLayer(TimerQueues):
         #: requests absorbed as retransmissions (§17.2): peers whose T1 fired before we
         #: answered; the overload signal the B2BUA's admission control reads
         self.request_retransmissions = 0
+        #: the TU's door for new calls (an INVITE without To tag that matches no transaction):
+        #: returns None to let it in, or the status and extra headers of a final response the
+        #: layer sends statelessly (§8.2.7), without a transaction, a 100 Trying or a timer.
+        #: This is how overload is shed at a fraction of the cost of a stateful refusal.
+        self.screen: Screen | None = None
+        #: the To tag of every stateless refusal (§8.2.7: generated statelessly, the same for
+        #: a retransmitted request): the ACKs for them are recognised by it and absorbed
+        self.stateless_tag = ids.tag()
+        self.refused_statelessly = 0
+        self.stateless_acks = 0
         self._counts = {"client_invite": 0, "client_non_invite": 0, "server_invite": 0, "server_non_invite": 0}
 
     # ------------------------------------------------------------------ public API (TU side)
@@ -321,8 +336,17 @@ class TransactionLayer(TimerQueues):
                 loop = build_response(request, 482, to_tag=self.ids.tag())
                 self._send(loop, _response_dest(via, source))
                 return
-        via = self._stamp_via(request, via, source)
         invite = method == "INVITE"
+        if invite and to_tag is None and self.screen is not None:
+            refusal = self.screen(request, source, now)
+            if refusal is not None:
+                via = self._stamp_via(request, via, source)
+                status, extra = refusal
+                self.refused_statelessly += 1
+                self._send(build_response(request, status, to_tag=self.stateless_tag, extra=extra),
+                           _response_dest(via, source))
+                return
+        via = self._stamp_via(request, via, source)
         txn = ServerTransaction(
             request,
             via.params.get("branch") or "",
@@ -349,6 +373,10 @@ class TransactionLayer(TimerQueues):
             self._drive_server(txn, Input.PROVISIONAL, build_response(request, 100), None, now)
 
     def _receive_ack(self, ack: Request, via: Via, source: Address, now: float) -> None:
+        if ack.to_tag == self.stateless_tag:
+            # §8.2.7 / §17.1.1.3: the hop-by-hop ACK for a stateless refusal; nothing to do
+            self.stateless_acks += 1
+            return
         servers = self._servers
         txn = servers.get(self._server_key(ack, via, "INVITE"))
         if txn is None and not (via.params.get("branch") or "").startswith(MAGIC_COOKIE):
