@@ -70,7 +70,8 @@ async def serve(listen: list[str]) -> None:
     loop = asyncio.get_running_loop()
     layer = TransactionLayer(TimerConfig(), SecretIds(os.urandom))
     box: list[SipStack] = []
-    transports = SipTransports(lambda m, s: box[0].on_message(m, s), on_send_error=lambda d: box[0].on_send_error(d))
+    transports = SipTransports(lambda m, s, delay=0.0: box[0].on_message(m, s, delay),
+                               on_send_error=lambda d: box[0].on_send_error(d))
     stack = SipStack(layer, transports.send, loop)
     box.append(stack)
     contact: dict[str, str] = {}

@@ -135,8 +135,8 @@ async def start(config: Config) -> App:
     layer = TransactionLayer(TimerConfig(sip.t1, sip.t2, sip.t4), SecretIds(os.urandom))
     stack_box: list[SipStack] = []
 
-    def on_message(message: Any, source: Any) -> None:
-        stack_box[0].on_message(message, source)
+    def on_message(message: Any, source: Any, delay: float = 0.0) -> None:
+        stack_box[0].on_message(message, source, delay)
 
     def on_send_error(dest: Any) -> None:
         stack_box[0].on_send_error(dest)

@@ -183,6 +183,7 @@ class CallsConfig:
     max_cps: float = 0.0
     overload_busy: float = 0.0
     overload_retransmissions: float = 0.2
+    overload_queue_delay_ms: int = 200
     overload_retry_after_s: int = 5
     failover_timeout_s: float = 4.0
     unknown_policy: str = "reject"
@@ -511,7 +512,7 @@ _ROUTE_KEYS: Final = ("prefix", "gateways", "name")
 _CALLS_KEYS: Final = (
     "unknown_code", "unknown_reason", "untrusted_code", "ring_timeout_s", "max_duration_s",
     "session_expires_s", "min_se_s", "refer", "max_calls", "failover_timeout_s",
-    "max_cps", "overload_busy", "overload_retransmissions", "overload_retry_after_s", "unknown_policy", "fallback_route",
+    "max_cps", "overload_busy", "overload_retransmissions", "overload_queue_delay_ms", "overload_retry_after_s", "unknown_policy", "fallback_route",
 )
 _STORE_KEYS: Final = ("backend", "path", "key_file", "redis_url", "redis_prefix",
                       "poll_interval_s", "retention_days", "purge_interval_s")
@@ -622,6 +623,9 @@ def _parse_calls(ctx: _Ctx, raw: Mapping[str, Any]) -> CallsConfig:
     if "overload_retransmissions" in raw:
         kw["overload_retransmissions"] = _bounded_number(
             ctx, raw["overload_retransmissions"], "calls.overload_retransmissions", 0.0, None)
+    if "overload_queue_delay_ms" in raw:
+        kw["overload_queue_delay_ms"] = _int(ctx, raw["overload_queue_delay_ms"],
+                                             "calls.overload_queue_delay_ms", 0, 60_000)
     if "overload_retry_after_s" in raw:
         kw["overload_retry_after_s"] = _int(ctx, raw["overload_retry_after_s"],
                                             "calls.overload_retry_after_s", 1, 3600)

@@ -104,7 +104,8 @@ class B2bua:
         self._number_token = functools.lru_cache(maxsize=65536)(tokenize)
         calls_cfg = config.calls
         self.admission = Admission(calls_cfg.max_cps, calls_cfg.overload_busy,
-                                   calls_cfg.overload_retransmissions)
+                                   calls_cfg.overload_retransmissions,
+                                   calls_cfg.overload_queue_delay_ms / 1000.0)
         self._retry_after = [("Retry-After", str(calls_cfg.overload_retry_after_s))]
         # new calls are admitted (or refused, statelessly) at the transaction layer's door
         layer.screen = self._screen
@@ -233,7 +234,8 @@ class B2bua:
         self.layer.send_response(txn, response, now)
 
     # ------------------------------------------------------------------ new call
-    def _screen(self, request: Request, source: Address, now: float) -> tuple[int, list[tuple[str, str]]] | None:
+    def _screen(self, request: Request, source: Address, now: float,
+                delay: float) -> tuple[int, list[tuple[str, str]]] | None:
         """Admission of a new call (``TransactionLayer.screen``), before any transaction or
         call exists. A refused call gets ``503`` + Retry-After sent statelessly (§8.2.7): no
         100 Trying, no transaction, no timers, its ACK absorbed by the layer. A refusal then
@@ -245,7 +247,7 @@ class B2bua:
         mf = request.headers.get("max-forwards")
         if mf is not None and not mf.strip("0"):
             return None  # 483 Too Many Hops, from _new_call
-        if self.admission.admit(now, self.layer.request_retransmissions):
+        if self.admission.admit(now, self.layer.request_retransmissions, delay):
             return None
         self._count("overload")
         return 503, self._retry_after

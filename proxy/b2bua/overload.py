@@ -5,8 +5,15 @@ anyway (retransmissions pile up, every call fails: congestion collapse). sipmask
 excess at the door with ``503 Service Unavailable`` + ``Retry-After`` (RFC 3261 §21.5.4), which
 costs a fraction of a bridged call, so goodput stays near the peak under overload.
 
-Three independent gates, all sans-IO (fed a ``now``, no clocks of their own):
+Four independent gates, all sans-IO (fed a ``now``, no clocks of their own):
 
+- queue delay (on by default): a new INVITE that waited in the socket's receive queue longer
+  than the target (``calls.overload_queue_delay_ms``, 200 ms) is refused. The UDP transport
+  reads each datagram's kernel receive time (``SO_TIMESTAMPNS``). This is the fast gate: once
+  the backlog passes the target, new calls are refused at the door (statelessly, a fraction of
+  the cost of a call) until it is back under it, so the queue, and with it the latency every
+  admitted call sees, stays below the peers' T1 (500 ms): no retransmissions pile up, and the
+  CPU goes to the calls already admitted. A stall shorter than the target sheds nothing.
 - ``max_cps``: a token bucket (burst of one second's worth) capping new calls per second.
 - retransmissions (on by default): the share of requests that arrive as retransmissions
   (§17.2: the peer's T1 fired before sipmask answered) per window of new INVITEs, above the
@@ -49,13 +56,18 @@ class Admission:
         "max_cps", "busy_target", "_tokens", "_last_refill", "_busy_s", "_window_start",
         "fraction", "_accumulator", "busy_ratio", "refused", "retrans_target",
         "_arrivals", "_retrans_seen", "_retrans_window_start", "retrans_ratio", "_streak",
+        "delay_target", "stale",
     )
 
     def __init__(self, max_cps: float = 0.0, busy_target: float = 0.0,
-                 retrans_target: float = 0.2) -> None:
+                 retrans_target: float = 0.2, delay_target: float = 0.0) -> None:
         """``max_cps`` 0 disables the rate gate; ``busy_target`` 0 the CPU gate;
-        ``retrans_target`` 0 the retransmission gate."""
+        ``retrans_target`` 0 the retransmission gate; ``delay_target`` (seconds) 0 the
+        queue-delay gate."""
         self.max_cps = max_cps
+        self.delay_target = delay_target
+        #: new calls refused by the queue-delay gate
+        self.stale = 0
         self.busy_target = busy_target
         self.retrans_target = retrans_target
         self._arrivals = 0
@@ -114,13 +126,18 @@ class Admission:
         self._streak = self._streak + 1 if self.retrans_ratio > self.retrans_target else 0
         self._pressure(self._streak >= _RETRANS_STREAK)
 
-    def admit(self, now: float, retransmissions: int | None = None) -> bool:
+    def admit(self, now: float, retransmissions: int | None = None, delay: float = 0.0) -> bool:
         """True to take the new call; False to answer it 503 + Retry-After.
 
         ``retransmissions``: the transaction layer's running count of retransmitted requests
-        it absorbed (``TransactionLayer.request_retransmissions``)."""
+        it absorbed (``TransactionLayer.request_retransmissions``); ``delay``: how long this
+        INVITE waited in the receive queue (seconds; 0 when the transport cannot tell)."""
         if self.retrans_target and retransmissions is not None:
             self._observe_retransmissions(now, retransmissions)
+        if self.delay_target and delay > self.delay_target:
+            self.stale += 1
+            self.refused += 1
+            return False
         if self.max_cps:
             last = self._last_refill
             if last is not None:

@@ -61,15 +61,16 @@ class SipStack:
         self.tu = tu
 
     # called by the transports for every parsed message
-    def on_message(self, message: Request | Response, source: Address) -> None:
-        """Feed one parsed message through the layer and the TU."""
+    def on_message(self, message: Request | Response, source: Address, delay: float = 0.0) -> None:
+        """Feed one parsed message through the layer and the TU; ``delay``: seconds it queued
+        in the kernel before it was read (UDP; 0 when unknown)."""
         now = self._loop.time()
         on_busy = self.on_busy
         started = perf_counter() if on_busy is not None else 0.0
         if self._trace:
             self._log_message("sip.recv", message, source)
         try:
-            events = self.layer.receive(message, source, now)
+            events = self.layer.receive(message, source, now, delay)
             tu = self.tu
             if tu is not None:
                 for event in events:

@@ -34,7 +34,9 @@ class SipTransports:
     Thin by design (docs/conventions §1): it frames, parses and writes; the only protocol
     decisions it makes are stream framing, answering unparsable requests with 400 and answering
     CRLF keep-alives. Received messages reach ``on_message(message, source)`` where ``source`` is
-    the real peer address (rport/received stamping is the transaction layer's job).
+    the real peer address (rport/received stamping is the transaction layer's job); UDP adds a
+    third argument, the seconds the datagram queued in the kernel before it was read (the
+    overload signal), so ``on_message`` must accept it.
 
     Stream connections are indexed by remote ``(host, port)`` per transport, so a response sent
     to the address a request came from goes back on that connection, and ``send`` to a remote
@@ -82,14 +84,11 @@ class SipTransports:
         host = _unbracket(host)
         loop = asyncio.get_running_loop()
         if kind == "udp":
-            _, protocol = await loop.create_datagram_endpoint(
-                lambda: UdpEndpoint(self._on_message, self.stats, self.max_message_size),
-                local_addr=(host, port),
-            )
-            assert isinstance(protocol, UdpEndpoint)
-            self._udp.append(protocol)
-            self._udp_by_family.setdefault(protocol.family, protocol)
-            return protocol.local
+            endpoint = UdpEndpoint(self._on_message, self.stats, self.max_message_size)
+            await endpoint.open(host, port)
+            self._udp.append(endpoint)
+            self._udp_by_family.setdefault(endpoint.family, endpoint)
+            return endpoint.local
         if kind not in ("tcp", "tls"):
             raise ValueError(f"unknown transport {transport!r}: expected one of {TRANSPORTS}")
         context = None

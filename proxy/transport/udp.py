@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
+import sys
+import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
@@ -24,12 +28,30 @@ _log = structlog.get_logger(__name__)
 #: Bigger than the Linux default (208 KiB) so a burst is queued, not dropped by the kernel;
 #: capped by net.core.rmem_max.
 _RECEIVE_BUFFER = 4 * 1024 * 1024
+#: datagrams read per readiness callback: the rest wait for the next loop iteration, so timers
+#: and the other sockets get their turn
+_BATCH = 64
+#: the largest UDP payload: anything bigger than ``max_message_size`` is dropped after reading
+_RECV_SIZE = 65535
+#: the kernel's receive time of each datagram (Linux ``SO_TIMESTAMPNS``, a timespec as
+#: ancillary data): how long a datagram queued before sipmask read it, the overload signal
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else 0)
+_TIMESPEC = struct.Struct("@qq")
+_ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+#: datagrams queued when the socket's send buffer is full (then dropped, counted)
+_SEND_QUEUE_MAX = 4096
 
-OnMessage = Callable[[Request | Response, Address], None]
+#: (message, source, seconds the datagram queued in the kernel before it was read)
+OnMessage = Callable[..., None]
 
 
-class UdpEndpoint(asyncio.DatagramProtocol):
-    """A listening UDP socket: parses each datagram and hands the message up.
+class UdpEndpoint:
+    """A listening UDP socket: reads each datagram, parses it and hands the message up.
+
+    sipmask reads the socket itself (``loop.add_reader`` + ``recvmsg``) rather than through
+    the loop's datagram transport, to get each datagram's kernel receive time: how long it
+    waited in the socket's queue is what admission control uses to refuse new calls before
+    the backlog makes peers retransmit (proxy/b2bua/overload.py).
 
     Also the socket that ``SipTransports.send`` writes UDP messages from, so that the source
     port of what sipmask sends is the port it listens on (§18.1.1, RFC 3581).
@@ -39,26 +61,71 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._on_message = on_message
         self._stats = stats
         self._max_message_size = max_message_size
-        self.transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timestamps = False
+        self._send_queue: deque[tuple[bytes, tuple[str, int]]] = deque()
         self.family = socket.AF_INET
         self.local: tuple[str, int] = ("", 0)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Remember the socket, its family and the bound address; enlarge the receive buffer."""
-        # uvloop's transports do not subclass asyncio's ABCs: no isinstance check
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            self.family = sock.family
+    async def open(self, host: str, port: int) -> tuple[str, int]:
+        """Bind ``host``:``port`` (0: any free port) and start reading; the bound address."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        if not infos:
+            raise OSError(f"cannot resolve {host!r}")
+        family, _, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+        try:
+            sock.setblocking(False)
+            sock.bind(sockaddr)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
             except OSError:
                 pass
-        sockname = transport.get_extra_info("sockname")
-        if sockname:
-            self.local = (sockname[0], sockname[1])
+            if _SO_TIMESTAMPNS:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                    self._timestamps = True
+                except OSError:
+                    pass
+            loop.add_reader(sock.fileno(), self._readable)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._loop = loop
+        self.family = sock.family
+        name = sock.getsockname()
+        self.local = (name[0], name[1])
+        return self.local
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        stats = self._stats
+        timestamps = self._timestamps
+        for _ in range(_BATCH):
+            try:
+                data, ancdata, flags, addr = sock.recvmsg(_RECV_SIZE, _ANC_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error reported on the socket: counted, nothing to do
+                stats.send_errors += 1
+                continue
+            delay = 0.0
+            if timestamps:
+                for _level, kind, cdata in ancdata:
+                    if kind == _SO_TIMESTAMPNS and len(cdata) >= _TIMESPEC.size:
+                        sec, nsec = _TIMESPEC.unpack_from(cdata)
+                        delay = time.time() - sec - nsec * 1e-9
+            if flags & socket.MSG_TRUNC:
+                stats.dropped += 1
+                continue
+            self.datagram_received(data, addr, delay)
+
+    def datagram_received(self, data: bytes, addr: Any, delay: float = 0.0) -> None:
         """The hot path: size check, parse, hand up. Nothing here may raise into the loop."""
         stats = self._stats
         if len(data) > self._max_message_size:
@@ -75,7 +142,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         stats.received += 1
         try:
-            self._on_message(message, Address("udp", addr[0], addr[1]))
+            self._on_message(message, Address("udp", addr[0], addr[1]), delay)
         except Exception:
             _log.exception("transport.handler_failed", transport="udp")
 
@@ -87,27 +154,64 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         stats.parse_errors += 1
         reply = error_reply(exc)
-        if reply is None or self.transport is None:
+        if reply is None or self._sock is None:
             stats.dropped += 1
             return
         # RFC 3581 §4 behaviour for a reply we build ourselves: back to the packet's source
-        self.transport.sendto(reply, addr)
-        stats.bad_requests_answered += 1
-        stats.sent += 1
+        if self.sendto(reply, addr[0], addr[1]):
+            stats.bad_requests_answered += 1
+            stats.sent += 1
 
     def sendto(self, data: bytes, host: str, port: int) -> bool:
-        """Write one datagram; False when the socket is gone."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        """Write one datagram; False when the socket is gone. A full send buffer queues it
+        (sent when the socket is writable again); errors the kernel reports are counted."""
+        sock = self._sock
+        if sock is None:
             return False
-        transport.sendto(data, (host, port))
+        if self._send_queue:
+            self._queue(data, (host, port))
+            return True
+        try:
+            sock.sendto(data, (host, port))
+        except (BlockingIOError, InterruptedError):
+            self._queue(data, (host, port))
+        except OSError:  # unreachable network, ICMP error of an earlier datagram...
+            self._stats.send_errors += 1
         return True
 
-    def error_received(self, exc: Exception) -> None:
-        """ICMP errors (port unreachable...) for earlier sends: counted, nothing more to do."""
-        self._stats.send_errors += 1
+    def _queue(self, data: bytes, addr: tuple[str, int]) -> None:
+        queue = self._send_queue
+        if len(queue) >= _SEND_QUEUE_MAX:
+            self._stats.send_errors += 1
+            return
+        if not queue and self._loop is not None and self._sock is not None:
+            self._loop.add_writer(self._sock.fileno(), self._writable)
+        queue.append((data, addr))
+
+    def _writable(self) -> None:
+        sock = self._sock
+        queue = self._send_queue
+        while queue and sock is not None:
+            data, addr = queue[0]
+            try:
+                sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._stats.send_errors += 1
+            queue.popleft()
+        if self._loop is not None and sock is not None:
+            self._loop.remove_writer(sock.fileno())
 
     def close(self) -> None:
-        """Close the socket."""
-        if self.transport is not None:
-            self.transport.close()
+        """Stop reading and close the socket (datagrams still queued for sending are dropped)."""
+        sock = self._sock
+        if sock is None:
+            return
+        self._sock = None
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(sock.fileno())
+            if self._send_queue:
+                self._loop.remove_writer(sock.fileno())
+        self._send_queue.clear()
+        sock.close()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from proxy.b2bua.overload import Admission
+from proxy.config import ConfigError, load_config
+from proxy.sip.parser import parse_message
 from proxy.sip.message import Request, Response
 
 from .test_b2bua import CALLER_V, A, Harness, invite, only
@@ -116,3 +120,39 @@ def test_b2bua_sheds_new_calls_when_invites_are_retransmitted(tmp_path: Path) ->
     assert h.layer.refused_statelessly >= refused
     assert all(m.headers.get("retry-after") == "5" for m, _ in h.sent
                if isinstance(m, Response) and m.status == 503)
+
+
+def test_queue_delay_gate_refuses_new_calls_that_waited_past_the_target() -> None:
+    gate = Admission(max_cps=0, retrans_target=0, delay_target=0.2)
+    assert gate.admit(1.0, None, 0.0) and gate.admit(1.0, None, 0.199)
+    assert not gate.admit(1.0, None, 0.201) and not gate.admit(1.1, None, 3.0)
+    assert gate.stale == 2 and gate.refused == 2
+    # no memory: the first INVITE read promptly again is admitted (a stall sheds only what
+    # queued past the target), and the other gates are untouched
+    assert gate.admit(1.2, None, 0.01) and gate.fraction == 1.0
+    assert Admission(delay_target=0).admit(1.0, None, 10.0), "0 turns the gate off"
+
+
+def test_b2bua_refuses_statelessly_an_invite_that_queued_too_long(tmp_path: Path) -> None:
+    """The layer passes the transport's queue delay to the B2BUA's door (``screen``)."""
+    h = Harness(tmp_path)
+    assert h.b2b.admission.delay_target == 0.2, "on by default (calls.overload_queue_delay_ms)"
+    stale = parse_message(invite(cid="late").replace("\n", "\r\n").encode())
+    for event in h.layer.receive(stale, A, h.now, 0.35):
+        h.b2b.handle(event, h.now)
+    out = h.drain()
+    assert [(m.status, m.to_tag) for m, _ in only(out, Response)] == [(503, h.layer.stateless_tag)]
+    assert not only(out, Request) and h.b2b.admission.stale == 1
+    fresh = parse_message(invite(cid="prompt").replace("\n", "\r\n").encode())
+    for event in h.layer.receive(fresh, A, h.now, 0.05):
+        h.b2b.handle(event, h.now)
+    assert only(h.drain(), Request, method="INVITE"), "a prompt INVITE is bridged"
+
+
+def test_calls_overload_queue_delay_ms_is_validated(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[calls]\noverload_queue_delay_ms = 50\n")
+    assert load_config(cfg).calls.overload_queue_delay_ms == 50
+    cfg.write_text("[calls]\noverload_queue_delay_ms = -1\n")
+    with pytest.raises(ConfigError, match="calls.overload_queue_delay_ms"):
+        load_config(cfg)

@@ -266,7 +266,7 @@ def test_8_2_7_screen_refuses_a_new_invite_statelessly_and_absorbs_its_ack() -> 
     layer = make_layer()
     seen: list[str] = []
 
-    def screen(request, source, now):  # type: ignore[no-untyped-def]
+    def screen(request, source, now, delay):  # type: ignore[no-untyped-def]
         seen.append(request.call_id)
         return 503, [("Retry-After", "5")]
 
@@ -298,7 +298,7 @@ def test_8_2_7_screen_lets_in_what_it_returns_none_for_and_is_not_asked_about_th
     layer = make_layer()
     asked: list[str] = []
 
-    def screen(request, source, now):  # type: ignore[no-untyped-def]
+    def screen(request, source, now, delay):  # type: ignore[no-untyped-def]
         asked.append(request.method)
         return None
 

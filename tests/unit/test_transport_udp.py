@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, cast
 
@@ -96,7 +98,7 @@ def echo_server(
     """Transports that answer every request with 200 OK, sent back to the source address."""
     got: list[tuple[Request | Response, Address]] = received if received is not None else []
 
-    def on_message(message: Request | Response, source: Address) -> None:
+    def on_message(message: Request | Response, source: Address, delay: float = 0.0) -> None:
         got.append((message, source))
         if isinstance(message, Request):
             transports.send(build_response(message, 200, to_tag="srv"), source)
@@ -181,7 +183,7 @@ def test_udp_ipv6_round_trip() -> None:
 def test_udp_send_resolves_host_names_and_reports_missing_family() -> None:
     async def scenario() -> None:
         failed: list[Address] = []
-        server = SipTransports(lambda m, s: None, on_send_error=failed.append)
+        server = SipTransports(lambda m, s, *_: None, on_send_error=failed.append)
         await server.listen("udp", "127.0.0.1", 0)
         peer, peer_addr = await udp_peer()
         try:
@@ -255,7 +257,7 @@ def test_udp_garbage_dropped_and_counted() -> None:
 
     async def scenario() -> None:
         got: list[object] = []
-        server = SipTransports(lambda m, s: got.append(m), max_message_size=1500)
+        server = SipTransports(lambda m, s, *_: got.append(m), max_message_size=1500)
         host, port = await server.listen("udp", "127.0.0.1", 0)
         peer, _ = await udp_peer()
         try:
@@ -279,7 +281,7 @@ def test_udp_handler_exception_does_not_stop_the_endpoint() -> None:
     async def scenario() -> None:
         calls: list[str] = []
 
-        def on_message(message: Request | Response, source: Address) -> None:
+        def on_message(message: Request | Response, source: Address, delay: float = 0.0) -> None:
             calls.append(message.call_id)
             if len(calls) == 1:
                 raise RuntimeError("bug above the transport")
@@ -318,7 +320,7 @@ def test_udp_garbage_flood_does_not_stop_good_traffic(loop: str) -> None:
     async def scenario() -> None:
         got: list[str] = []
         stats = TransportStats()
-        server = SipTransports(lambda m, s: got.append(m.call_id), stats=stats)
+        server = SipTransports(lambda m, s, *_: got.append(m.call_id), stats=stats)
         host, port = await server.listen("udp", "127.0.0.1", 0)
         peer, _ = await udp_peer()
         rng = random.Random(3261)
@@ -342,3 +344,33 @@ def test_udp_garbage_flood_does_not_stop_good_traffic(loop: str) -> None:
             await _close(server, peer)
 
     run(scenario(), loop, timeout=15.0)
+
+
+# -- queue delay (the overload signal) ---------------------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_TIMESTAMPNS is Linux's")
+@pytest.mark.parametrize("loop", LOOPS)
+def test_udp_reports_how_long_each_datagram_queued_before_it_was_read(loop: str) -> None:
+    """The kernel's receive time of each datagram (SO_TIMESTAMPNS) gives how long it waited in
+    the socket queue: what admission control refuses new calls on (proxy/b2bua/overload.py)."""
+
+    async def scenario() -> None:
+        delays: list[tuple[str, float]] = []
+        server = SipTransports(lambda m, s, delay=0.0: delays.append((m.call_id, delay)))
+        host, port = await server.listen("udp", "127.0.0.1", 0)
+        peer, peer_addr = await udp_peer()
+        try:
+            peer.send(options(1, port=peer_addr[1]), (host, port))
+            await until(lambda: len(delays) == 1)
+            peer.send(options(2, port=peer_addr[1]), (host, port))
+            time.sleep(0.3)  # the loop is busy elsewhere: the datagram waits in the kernel
+            await until(lambda: len(delays) == 2)
+        finally:
+            await _close(server, peer)
+        (_, prompt), (cid, queued) = delays
+        assert cid == "call-2@test"
+        assert queued >= 0.29, queued
+        assert 0.0 <= prompt < queued, (prompt, queued)
+
+    run(scenario(), loop)

@@ -40,8 +40,8 @@ _LINGERING = frozenset((TransactionState.COMPLETED, TransactionState.CONFIRMED, 
 _NON_2XX_ACKABLE = (TransactionState.COMPLETED, TransactionState.CONFIRMED)
 
 Key = tuple[object, ...]
-#: ``TransactionLayer.screen``: (request, source, now) -> None or (status, extra headers)
-Screen = Callable[[Request, Address, float], tuple[int, list[tuple[str, str]]] | None]
+#: ``TransactionLayer.screen``: (request, source, now, queue delay) -> None or (status, extra headers)
+Screen = Callable[[Request, Address, float, float], tuple[int, list[tuple[str, str]]] | None]
 AnyTransaction = ClientTransaction | ServerTransaction
 
 
@@ -93,16 +93,18 @@ class TransactionLayer(TimerQueues):
 
     # ------------------------------------------------------------------ public API (TU side)
 
-    def receive(self, message: Request | Response, source: Address, now: float) -> list[Event]:
+    def receive(self, message: Request | Response, source: Address, now: float, delay: float = 0.0) -> list[Event]:
         """Feed a parsed message from the transport. Never raises: malformed messages become
-        :class:`MessageRejected` (requests answered with 400 where possible)."""
+        :class:`MessageRejected` (requests answered with 400 where possible). ``delay``: how
+        long the message waited before it was read (the transport's measure; 0 if unknown),
+        passed to ``screen`` with new INVITEs."""
         if self._settling:
             self._settle()
         try:
             if isinstance(message, Response):
                 self._receive_response(message, now)
             else:
-                self._receive_request(message, source, now)
+                self._receive_request(message, source, now, delay)
         except (SipParseError, ValueError, IndexError) as exc:
             self._reject(message, source, exc)
         return self._drain()
@@ -309,7 +311,7 @@ class TransactionLayer(TimerQueues):
             top_via_value(request.headers),
         )
 
-    def _receive_request(self, request: Request, source: Address, now: float) -> None:
+    def _receive_request(self, request: Request, source: Address, now: float, delay: float) -> None:
         # Parse everything matching reads first: a malformed header raises before any change.
         via = request.top_via
         from_tag = request.from_tag
@@ -338,7 +340,7 @@ class TransactionLayer(TimerQueues):
                 return
         invite = method == "INVITE"
         if invite and to_tag is None and self.screen is not None:
-            refusal = self.screen(request, source, now)
+            refusal = self.screen(request, source, now, delay)
             if refusal is not None:
                 via = self._stamp_via(request, via, source)
                 status, extra = refusal
