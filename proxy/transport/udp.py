@@ -14,7 +14,6 @@ from typing import Any
 import structlog
 
 from proxy.sip.errors import SipParseError
-from proxy.sip.message import Request, Response
 from proxy.sip.parser import parse_message
 
 from .address import Address
