@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--log-level", default="warning")
+    ap.add_argument("--refusals", action="store_true",
+                    help="instead: CPU per new call refused for overload (INVITE answered 503, "
+                         "its ACK), next to the CPU per bridged call")
     ap.add_argument("--hold", type=int, default=0, metavar="N",
                     help="instead: establish N calls at once, report RSS per established call, "
                          "hang them all up and report what is left")
@@ -182,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         return _hold(args.hold)
     configure_logging(args.log_level, "json", stream=open(os.devnull, "w"))  # noqa: SIM115
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)  # as proxy/app.py does
+    gc.set_threshold(20_000, 2, 10_000)  # as proxy/app.py does
+    if args.refusals:
+        return _refusals(args.calls, args.repeat)
     best = float("inf")
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp))
@@ -199,6 +204,55 @@ def main(argv: list[str] | None = None) -> int:
             best = min(best, bench.cpu / args.calls * 1e6)
     print(f"# CPython {sys.version.split()[0]}, {args.calls} calls x {args.repeat}, best run")
     print(f"sans-IO call path (parse, transactions, B2BUA, serialise): {best:.0f} us per call")
+    return 0
+
+
+def _ack_for(invite: bytes, response: Response) -> bytes:
+    """The caller's ACK for a non-2xx final response (§17.1.1.3: same branch, its To)."""
+    req = parse_message(invite)
+    h = req.headers
+    return (
+        f"ACK {req.uri} SIP/2.0\r\nVia: {h.get('via')}\r\nFrom: {h.get('from')}\r\n"
+        f"To: {response.headers.get('to')}\r\nCall-ID: {req.call_id}\r\nCSeq: 1 ACK\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def _refusals(n_calls: int, repeat: int) -> int:
+    """CPU per refused new call (the INVITE and the ACK for its 503) next to a bridged call's:
+    what shedding costs, which decides the goodput kept under overload."""
+    best_call = best_refusal = float("inf")
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(Path(tmp))
+        admission = bench.b2b.admission
+        n = 0
+        for _ in range(repeat):
+            bench.cpu = 0.0
+            for _ in range(n_calls):
+                n += 1
+                bench.call(n)
+                if n % 50 == 0:
+                    bench.tick(0.05)
+            bench.tick(70.0)
+            best_call = min(best_call, bench.cpu / n_calls * 1e6)
+            admission.max_cps = 1e-9  # the rate gate refuses every new call from here
+            admission._tokens = 0.0
+            bench.cpu = 0.0
+            for _ in range(n_calls):
+                n += 1
+                invite = _invite(n)
+                out = bench.deliver(invite, A)
+                (refusal,) = [m for m in (parse_message(d) for d, _ in out) if isinstance(m, Response)]
+                assert isinstance(refusal, Response) and refusal.status == 503, refusal
+                bench.deliver(_ack_for(invite, refusal), A)
+                if n % 50 == 0:
+                    bench.tick(0.05)
+            bench.tick(70.0)
+            admission.max_cps = 0.0
+            best_refusal = min(best_refusal, bench.cpu / n_calls * 1e6)
+    print(f"# CPython {sys.version.split()[0]}, {n_calls} calls x {repeat}, best run")
+    print(f"bridged call: {best_call:.0f} us; refused call (INVITE -> 503, ACK): "
+          f"{best_refusal:.0f} us ({best_refusal / best_call:.1%} of a call)")
     return 0
 
 

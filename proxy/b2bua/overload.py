@@ -7,13 +7,16 @@ costs a fraction of a bridged call, so goodput stays near the peak under overloa
 
 Four independent gates, all sans-IO (fed a ``now``, no clocks of their own):
 
-- queue delay (on by default): a new INVITE that waited in the socket's receive queue longer
-  than the target (``calls.overload_queue_delay_ms``, 200 ms) is refused. The UDP transport
-  reads each datagram's kernel receive time (``SO_TIMESTAMPNS``). This is the fast gate: once
-  the backlog passes the target, new calls are refused at the door (statelessly, a fraction of
-  the cost of a call) until it is back under it, so the queue, and with it the latency every
-  admitted call sees, stays below the peers' T1 (500 ms): no retransmissions pile up, and the
-  CPU goes to the calls already admitted. A stall shorter than the target sheds nothing.
+- queue delay (on by default): how long each new INVITE waited in the socket's receive queue
+  (the UDP transport reads each datagram's kernel receive time, ``SO_TIMESTAMPNS``). Once a
+  whole 1 s window of INVITEs queued longer than the target (``calls.overload_queue_delay_ms``,
+  200 ms; the window's shortest wait above it: a standing queue, as in CoDel), every new INVITE
+  that waited longer than the target is refused, until a window in which none did. While
+  refusing, the queue, and with it the latency every admitted call sees, stays near the target,
+  below the peers' T1 (500 ms): no retransmissions pile up, and the CPU goes to the calls
+  already admitted; refusals are stateless and cost a fraction of a call. A stall (a full GC
+  pass, a hiccup of the VM) makes a queue that drains within the window: its INVITEs are
+  late but admitted, and nothing is shed.
 - ``max_cps``: a token bucket (burst of one second's worth) capping new calls per second.
 - retransmissions (on by default): the share of requests that arrive as retransmissions
   (§17.2: the peer's T1 fired before sipmask answered) per window of new INVITEs, above the
@@ -43,6 +46,7 @@ __all__ = ["Admission"]
 
 _WINDOW_S = 0.2
 _RETRANS_WINDOW_S = 0.5
+_DELAY_WINDOW_S = 1.0
 _RETRANS_STREAK = 2  # windows in a row: one stall (a full GC pass) must not shed calls
 _DECREASE = 0.9  # multiplicative decrease per window under pressure
 _INCREASE = 0.1  # additive increase per window without pressure
@@ -56,7 +60,7 @@ class Admission:
         "max_cps", "busy_target", "_tokens", "_last_refill", "_busy_s", "_window_start",
         "fraction", "_accumulator", "busy_ratio", "refused", "retrans_target",
         "_arrivals", "_retrans_seen", "_retrans_window_start", "retrans_ratio", "_streak",
-        "delay_target", "stale",
+        "delay_target", "stale", "delay_shedding", "_dwin_start", "_dwin_min", "_dwin_max",
     )
 
     def __init__(self, max_cps: float = 0.0, busy_target: float = 0.0,
@@ -68,6 +72,11 @@ class Admission:
         self.delay_target = delay_target
         #: new calls refused by the queue-delay gate
         self.stale = 0
+        #: a standing queue was seen: INVITEs that waited past the target are refused
+        self.delay_shedding = False
+        self._dwin_start: float | None = None
+        self._dwin_min = 0.0
+        self._dwin_max = 0.0
         self.busy_target = busy_target
         self.retrans_target = retrans_target
         self._arrivals = 0
@@ -126,6 +135,24 @@ class Admission:
         self._streak = self._streak + 1 if self.retrans_ratio > self.retrans_target else 0
         self._pressure(self._streak >= _RETRANS_STREAK)
 
+    def _observe_delay(self, now: float, delay: float) -> None:
+        """Windows of 1 s of new INVITEs: shedding starts after one whose shortest wait was
+        above the target, and stops after one whose longest was not."""
+        start = self._dwin_start
+        if start is not None and now - start < _DELAY_WINDOW_S:
+            if delay < self._dwin_min:
+                self._dwin_min = delay
+            elif delay > self._dwin_max:
+                self._dwin_max = delay
+            return
+        if start is not None:
+            if self._dwin_min > self.delay_target:
+                self.delay_shedding = True
+            elif self._dwin_max <= self.delay_target:
+                self.delay_shedding = False
+        self._dwin_start = now
+        self._dwin_min = self._dwin_max = delay
+
     def admit(self, now: float, retransmissions: int | None = None, delay: float = 0.0) -> bool:
         """True to take the new call; False to answer it 503 + Retry-After.
 
@@ -134,10 +161,12 @@ class Admission:
         INVITE waited in the receive queue (seconds; 0 when the transport cannot tell)."""
         if self.retrans_target and retransmissions is not None:
             self._observe_retransmissions(now, retransmissions)
-        if self.delay_target and delay > self.delay_target:
-            self.stale += 1
-            self.refused += 1
-            return False
+        if self.delay_target:
+            self._observe_delay(now, delay)
+            if self.delay_shedding and delay > self.delay_target:
+                self.stale += 1
+                self.refused += 1
+                return False
         if self.max_cps:
             last = self._last_refill
             if last is not None:

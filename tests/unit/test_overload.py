@@ -10,6 +10,7 @@ from proxy.b2bua.overload import Admission
 from proxy.config import ConfigError, load_config
 from proxy.sip.parser import parse_message
 from proxy.sip.message import Request, Response
+from proxy.transport import Address
 
 from .test_b2bua import CALLER_V, A, Harness, invite, only
 
@@ -122,14 +123,28 @@ def test_b2bua_sheds_new_calls_when_invites_are_retransmitted(tmp_path: Path) ->
                if isinstance(m, Response) and m.status == 503)
 
 
-def test_queue_delay_gate_refuses_new_calls_that_waited_past_the_target() -> None:
+def test_queue_delay_gate_sheds_on_a_standing_queue_not_on_a_stall() -> None:
     gate = Admission(max_cps=0, retrans_target=0, delay_target=0.2)
-    assert gate.admit(1.0, None, 0.0) and gate.admit(1.0, None, 0.199)
-    assert not gate.admit(1.0, None, 0.201) and not gate.admit(1.1, None, 3.0)
-    assert gate.stale == 2 and gate.refused == 2
-    # no memory: the first INVITE read promptly again is admitted (a stall sheds only what
-    # queued past the target), and the other gates are untouched
-    assert gate.admit(1.2, None, 0.01) and gate.fraction == 1.0
+    now = 10.0
+    # a stall: INVITEs read 0.9 s late, then the queue drains within the window: all admitted
+    for i in range(100):
+        now += 0.01
+        assert gate.admit(now, None, max(0.0, 0.9 - i * 0.02))
+    assert not gate.delay_shedding and gate.stale == 0
+    # a standing queue: a whole window of INVITEs that waited 0.3-0.5 s
+    for i in range(105):
+        now += 0.01
+        gate.admit(now, None, 0.3 + (i % 3) * 0.1)
+    assert gate.delay_shedding
+    # from then on, what waited past the target is refused, what did not is admitted
+    now += 0.01
+    assert not gate.admit(now, None, 0.25) and gate.admit(now, None, 0.15)
+    assert gate.stale >= 1 and gate.refused == gate.stale
+    # a window in which nothing waited past the target ends the shedding
+    for _ in range(220):  # (the window open when it began still held late INVITEs)
+        now += 0.01
+        gate.admit(now, None, 0.05)
+    assert not gate.delay_shedding and gate.admit(now, None, 0.3)
     assert Admission(delay_target=0).admit(1.0, None, 10.0), "0 turns the gate off"
 
 
@@ -137,16 +152,20 @@ def test_b2bua_refuses_statelessly_an_invite_that_queued_too_long(tmp_path: Path
     """The layer passes the transport's queue delay to the B2BUA's door (``screen``)."""
     h = Harness(tmp_path)
     assert h.b2b.admission.delay_target == 0.2, "on by default (calls.overload_queue_delay_ms)"
-    stale = parse_message(invite(cid="late").replace("\n", "\r\n").encode())
-    for event in h.layer.receive(stale, A, h.now, 0.35):
-        h.b2b.handle(event, h.now)
-    out = h.drain()
+
+    def feed(cid: str, delay: float) -> list[tuple[Request | Response, Address]]:
+        msg = parse_message(invite(cid=cid).replace("\n", "\r\n").encode())
+        for event in h.layer.receive(msg, A, h.now, delay):
+            h.b2b.handle(event, h.now)
+        return h.drain()
+
+    for i in range(9):  # a standing queue: a window of INVITEs that all waited 0.35 s
+        assert only(feed(f"q{i}", 0.35), Request, method="INVITE"), "admitted while it may be a stall"
+        h.now += 0.12
+    out = feed("late", 0.35)
     assert [(m.status, m.to_tag) for m, _ in only(out, Response)] == [(503, h.layer.stateless_tag)]
     assert not only(out, Request) and h.b2b.admission.stale == 1
-    fresh = parse_message(invite(cid="prompt").replace("\n", "\r\n").encode())
-    for event in h.layer.receive(fresh, A, h.now, 0.05):
-        h.b2b.handle(event, h.now)
-    assert only(h.drain(), Request, method="INVITE"), "a prompt INVITE is bridged"
+    assert only(feed("prompt", 0.05), Request, method="INVITE"), "a prompt INVITE is bridged"
 
 
 def test_calls_overload_queue_delay_ms_is_validated(tmp_path: Path) -> None:
