@@ -242,6 +242,25 @@ def test_expired_pairing_is_rejected_like_unknown(sipp, sipmask_factory, tmp_pat
         "\n---\n".join(m.head for m in finals)
 
 
+def test_overload_refusal_is_a_stateless_503_with_retry_after(sipp, sipmask_factory, tmp_path):
+    """Calls refused for overload (here a max_cps the bucket never fills) get a lone 503 with
+    Retry-After, sent statelessly (RFC 3261 §8.2.7): no 100 Trying, the same per-process To tag
+    on every refusal, and the caller's ACK absorbed (SIPp sees nothing after it)."""
+    sm = sipmask_factory([(B_PREFIX, [_route_to(CALLEE_IP, free_port(CALLEE_IP))])],
+                         calls={"max_cps": 0.001})
+    csv = _write_csv(tmp_path / "overloaded.csv", [(A_REAL, A_VIRTUAL)] * 3)
+    caller = sipp.run_uac("uac_overloaded.xml", sm.udp_target, service="unused", calls=3,
+                          extra=["-inf", csv])
+    assert_sipp_ok(caller)
+    responses = [m for m in caller.messages() if m.is_response]
+    assert [m.status for m in responses] == [503] * 3, [m.start for m in responses]
+    assert {m.header("Retry-After") for m in responses} == {"5"}
+    tags = {(m.header("To") or "").rsplit("tag=", 1)[-1] for m in responses}
+    assert len(tags) == 1 and "" not in tags, tags
+    for m in responses:
+        assert A_REAL.lstrip("+") not in (m.header("P-Asserted-Identity") or "")
+
+
 # --------------------------------------------------------------- 8. PRACK / 100rel
 
 
