@@ -66,6 +66,9 @@ class UnknownLookup(Protocol):
     def ask(self, caller: str, dialed: str, done: Callable[[Match | None, float], None]) -> None: ...
 
 
+_TRUNK_CACHE_MAX = 4096
+
+
 class B2bua:
     """Bridges calls between an A leg (caller, sipmask as UAS) and a B leg (callee, sipmask as UAC)."""
 
@@ -107,6 +110,9 @@ class B2bua:
                                    calls_cfg.overload_retransmissions,
                                    calls_cfg.overload_queue_delay_ms / 1000.0)
         self._retry_after = [("Retry-After", str(calls_cfg.overload_retry_after_s))]
+        #: source host -> its trunk (or None): parsing the address and matching the trunks'
+        #: networks costs more than the rest of the admission check
+        self._trunk_cache: dict[str, TrunkConfig | None] = {}
         # new calls are admitted (or refused, statelessly) at the transaction layer's door
         layer.screen = self._screen
         # resolve a lazy structlog proxy once: each call on a proxy re-reads the configuration
@@ -234,6 +240,17 @@ class B2bua:
         self.layer.send_response(txn, response, now)
 
     # ------------------------------------------------------------------ new call
+    def _trunk(self, host: str) -> TrunkConfig | None:
+        cache = self._trunk_cache
+        try:
+            return cache[host]
+        except KeyError:
+            pass
+        if len(cache) >= _TRUNK_CACHE_MAX:
+            cache.clear()  # bounded: source addresses come from the network
+        trunk = cache[host] = self.config.trunk_for(host)
+        return trunk
+
     def _screen(self, request: Request, source: Address, now: float,
                 delay: float) -> tuple[int, list[tuple[str, str]]] | None:
         """Admission of a new call (``TransactionLayer.screen``), before any transaction or
@@ -242,7 +259,7 @@ class B2bua:
         costs a fraction of a stateful one, which is what keeps goodput near the peak under
         overload. Calls from untrusted sources and with Max-Forwards 0 pass the door and are
         answered as before (their own codes, and their traffic is not what overloads us)."""
-        if self.config.trunk_for(source.host) is None:
+        if self._trunk(source.host) is None:
             return None
         mf = request.headers.get("max-forwards")
         if mf is not None and not mf.strip("0"):
@@ -254,7 +271,7 @@ class B2bua:
 
     def _new_call(self, request: Request, source: Address, txn: ServerTransaction, now: float) -> None:
         cfg = self.calls_cfg
-        trunk = self.config.trunk_for(source.host)
+        trunk = self._trunk(source.host)
         if trunk is None:
             self._count("untrusted")
             self.log.warning("call.rejected", reason="untrusted_source", source=source.host)
@@ -920,7 +937,7 @@ class B2bua:
         comes back without the callee's headers. The body (the text) is the users' own content
         and passes unchanged."""
         cfg = self.calls_cfg
-        trunk = self.config.trunk_for(source.host)
+        trunk = self._trunk(source.host)
         if trunk is None:
             self._count("untrusted")
             self._reply(txn, cfg.untrusted_code, None, now)
