@@ -130,3 +130,15 @@ def test_target_a_running_sipmask_with_csv_and_sut_pid(tmp_path, sipmask_factory
     assert report["config"]["target"] == sm.udp_target
     assert report["config"]["pairings"] == 1
     _assert_all_ok(report, 20)
+
+
+def test_bench_workers_runs_two_workers_on_one_store():
+    """``loadtest/bench-workers``: two sipmask workers sharing one SQLite store, a SIPp caller
+    each; every call completes and the figures it prints are there."""
+    res = subprocess.run([str(ROOT / "loadtest" / "bench-workers"), "2", "40", "5"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = res.stdout.strip().splitlines()[-1]
+    fields = dict(kv.split("=", 1) for kv in line.split())
+    assert fields["workers"] == "2" and fields["ok"] == "80" and fields["failed"] == "0", line
+    assert float(fields["workers_cpu_s"]) > 0 and int(fields["cpu_us_per_call"]) > 0, line
