@@ -234,7 +234,8 @@ async def start(config: Config) -> App:
 
         try:
             app.api = await start_api(config.api, store=store, vault=vault, service=service,
-                                      call=run, sip_ready=sip_ready, log=log)
+                                      call=run, sip_ready=sip_ready, log=log,
+                                      sip_stats=lambda: _sip_stats(app))
         except OSError as exc:
             await app.close()
             raise ConfigError(config.source and str(config.source), "api.listen",
@@ -244,6 +245,28 @@ async def start(config: Config) -> App:
     log.info("sipmask.started", pairings=loaded, store=config.store.backend,
              db=config.store.path if config.store.backend == "sqlite" else None)
     return app
+
+
+def _sip_stats(app: App) -> dict[str, dict[str, float]]:
+    """The SIP side's running figures for ``/metrics`` (proxy/api/server.py ``SIP_METRICS``)."""
+    b2bua = app.b2bua
+    layer = app.stack.layer
+    admission = b2bua.admission
+    stats = app.transports.stats
+    return {
+        "sipmask_calls_active": {"": b2bua.active_calls},
+        "sipmask_sip_events_total": dict(b2bua.counters),
+        "sipmask_overload_refusals_total": {
+            "queue_delay": admission.stale, "other": admission.refused - admission.stale,
+        },
+        "sipmask_sip_messages_total": {
+            kind: getattr(stats, kind) for kind in (
+                "received", "sent", "parse_errors", "bad_requests_answered", "dropped",
+                "send_errors", "keepalives")
+        },
+        "sipmask_sip_transactions": dict(layer.counts),
+        "sipmask_sip_request_retransmissions_total": {"": layer.request_retransmissions},
+    }
 
 
 async def _expire(service: PairingService, run: Any, sink: WebhookSink | None) -> None:

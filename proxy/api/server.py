@@ -8,7 +8,7 @@ every error, bearer-token authentication.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -106,11 +106,14 @@ async def start_api(
     call: Callable[[Callable[[], Any]], Awaitable[Any]],
     sip_ready: Callable[[], bool],
     log: Any,
+    sip_stats: Callable[[], Mapping[str, Mapping[str, float]]] | None = None,
 ) -> ApiServer | None:
     """Serve the API for a running proxy, or return None when the store cannot back it.
 
     Store calls go through `call` (the proxy's store worker); session changes made through
-    the API reach the routing cache at once. Raises OSError when the port cannot be bound.
+    the API reach the routing cache at once. ``sip_stats`` returns the SIP side's figures by
+    metric name (see ``SIP_METRICS``) and label value, refreshed at each ``/metrics`` read.
+    Raises OSError when the port cannot be bound.
     """
     if not isinstance(store, ApiStore):
         log.error("api.unavailable", reason="the configured store backend does not implement "
@@ -123,7 +126,11 @@ async def start_api(
     pool_gauge = metrics.gauge("sipmask_pool_numbers", "Virtual numbers in the pool by status.",
                                ["status"])
 
+    collect_sip = _sip_collector(metrics, sip_stats) if sip_stats is not None else None
+
     def collect() -> None:
+        if collect_sip is not None:
+            collect_sip()
         cached.set(len(service.cache))
         counts = {"active": 0, "draining": 0}
         for number in store.list_pool_numbers():
@@ -139,3 +146,58 @@ async def start_api(
     host, port = await server.start(config.host, config.port)
     log.info("api.listening", host=host, port=port)
     return server
+
+
+#: the SIP side's figures on ``/metrics``: name -> (kind, label name or None, help). Labels are
+#: event, message and gate names, never numbers.
+SIP_METRICS: dict[str, tuple[str, str | None, str]] = {
+    "sipmask_calls_active": ("gauge", None, "Calls in progress."),
+    "sipmask_sip_events_total": (
+        "counter", "event",
+        "B2BUA events: calls set up, refusals by reason (overload, no_pairing, untrusted, "
+        "no_route), failovers, rejected messages."),
+    "sipmask_overload_refusals_total": (
+        "counter", "gate",
+        "New calls refused with 503 + Retry-After, by admission gate (queue_delay: queued past "
+        "calls.overload_queue_delay_ms; other: max_cps, retransmissions, busy)."),
+    "sipmask_sip_messages_total": (
+        "counter", "kind",
+        "SIP transport: received, sent, parse_errors, bad_requests_answered, dropped, "
+        "send_errors, keepalives."),
+    "sipmask_sip_transactions": ("gauge", "kind", "Live SIP transactions by kind."),
+    "sipmask_sip_request_retransmissions_total": (
+        "counter", None,
+        "Retransmitted requests absorbed by the transaction layer (peers whose T1 fired "
+        "before sipmask answered)."),
+}
+
+
+def _sip_collector(
+    metrics: Metrics, sip_stats: Callable[[], Mapping[str, Mapping[str, float]]]
+) -> Callable[[], None]:
+    """Refresh the SIP metrics from ``sip_stats()``: gauges are set, counters advanced by what
+    the running totals grew since the last read (so they only ever go up)."""
+    made: dict[str, Any] = {}
+    for name, (kind, label, help_text) in SIP_METRICS.items():
+        labels = [label] if label else []
+        made[name] = (metrics.gauge(name, help_text, labels) if kind == "gauge"
+                      else metrics.counter(name, help_text, labels))
+    seen: dict[tuple[str, str], float] = {}
+
+    def collect() -> None:
+        for name, values in sip_stats().items():
+            metric = made.get(name)
+            if metric is None:
+                continue
+            kind, label, _ = SIP_METRICS[name]
+            for label_value, value in values.items():
+                child = metric.labels(label_value) if label else metric
+                if kind == "gauge":
+                    child.set(value)
+                    continue
+                key = (name, label_value)
+                grown = value - seen.get(key, 0.0)
+                if grown > 0:
+                    child.inc(grown)
+                    seen[key] = value
+    return collect

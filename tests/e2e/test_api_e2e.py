@@ -86,6 +86,19 @@ def test_session_created_over_http_routes_a_call_until_closed(sipp, sipmask_fact
     finals = [m for m in late.messages() if m.is_response and (m.status or 0) >= 200]
     assert [m.status for m in finals] == [404]
 
+    # /metrics carries the SIP side: the call, the rejection, the messages; no number in it
+    with urllib.request.urlopen(sm.api_url + "/metrics", timeout=10) as reply:
+        metrics = reply.read().decode()
+    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines()
+                   if line and not line.startswith("#"))
+    assert float(samples['sipmask_sip_events_total{event="calls"}']) == 1, metrics
+    assert float(samples['sipmask_sip_events_total{event="no_pairing"}']) == 1, metrics
+    assert float(samples['sipmask_sip_messages_total{kind="received"}']) >= 5, metrics
+    assert float(samples['sipmask_overload_refusals_total{gate="queue_delay"}']) == 0, metrics
+    assert float(samples["sipmask_calls_active"]) == 0, metrics
+    for number in (A_REAL, B_REAL, A_VIRTUAL):
+        assert number.lstrip("+") not in metrics
+
     # the audit log has the three changes; neither it nor the process log has a real number
     status, audit = http(sm, "GET", "/v1/audit", token)
     assert [e["action"] for e in audit["items"]][:3] == ["session.close", "session.create",

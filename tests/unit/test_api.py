@@ -360,3 +360,30 @@ def test_start_api_serves_a_store_and_refuses_one_without_the_admin_interface(
         store.close()
 
     asyncio.run(scenario())
+
+
+def test_sip_metrics_advance_counters_by_what_the_totals_grew() -> None:
+    from proxy.api.server import _sip_collector
+    from proxy.observability.metrics import Metrics
+
+    metrics = Metrics()
+    stats = {
+        "sipmask_calls_active": {"": 3.0},
+        "sipmask_sip_events_total": {"calls": 5.0, "overload": 2.0},
+        "sipmask_overload_refusals_total": {"queue_delay": 1.0, "other": 1.0},
+        "not_a_sip_metric": {"x": 1.0},
+    }
+    collect = _sip_collector(metrics, lambda: stats)
+    collect()
+    collect()  # reading twice counts nothing twice
+    text = metrics.render()
+    assert "sipmask_calls_active 3" in text
+    assert 'sipmask_sip_events_total{event="calls"} 5' in text
+    assert 'sipmask_overload_refusals_total{gate="queue_delay"} 1' in text
+    assert "not_a_sip_metric" not in text
+    assert "# TYPE sipmask_sip_events_total counter" in text
+    stats["sipmask_sip_events_total"]["calls"] = 7.0
+    stats["sipmask_calls_active"][""] = 1.0
+    collect()
+    text = metrics.render()
+    assert 'sipmask_sip_events_total{event="calls"} 7' in text and "sipmask_calls_active 1" in text
