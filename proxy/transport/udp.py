@@ -111,6 +111,8 @@ class UdpEndpoint:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # an ICMP error reported on the socket: counted, nothing to do
+                if self._sock is not sock:
+                    return  # closed meanwhile
                 stats.send_errors += 1
                 continue
             delay = 0.0
@@ -123,6 +125,8 @@ class UdpEndpoint:
                 stats.dropped += 1
                 continue
             self.datagram_received(data, addr, delay)
+            if self._sock is not sock:
+                return  # a handler closed the endpoint (shutdown)
 
     def datagram_received(self, data: bytes, addr: Any, delay: float = 0.0) -> None:
         """The hot path: size check, parse, hand up. Nothing here may raise into the loop."""

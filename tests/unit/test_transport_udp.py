@@ -374,3 +374,49 @@ def test_udp_reports_how_long_each_datagram_queued_before_it_was_read(loop: str)
         assert 0.0 <= prompt < queued, (prompt, queued)
 
     run(scenario(), loop)
+
+
+def test_udp_send_queue_keeps_order_when_the_socket_buffer_is_full() -> None:
+    """A full send buffer (EAGAIN) queues datagrams, in order, until the socket is writable;
+    past the queue's bound they are dropped and counted, never raised."""
+    from proxy.transport import udp
+
+    class FullOnce:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+            self.full = True
+
+        def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+            if self.full:
+                raise BlockingIOError
+            self.sent.append(data)
+            return len(data)
+
+        def fileno(self) -> int:
+            return 99
+
+    class Loop:
+        def __init__(self) -> None:
+            self.writers: dict[int, Callable[[], None]] = {}
+
+        def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
+            self.writers[fd] = callback
+
+        def remove_writer(self, fd: int) -> None:
+            del self.writers[fd]
+
+    stats = TransportStats()
+    endpoint = udp.UdpEndpoint(lambda *a: None, stats, 65535)
+    sock, loop = FullOnce(), Loop()
+    endpoint._sock, endpoint._loop = sock, loop  # type: ignore[assignment]
+    assert endpoint.sendto(b"1", "127.0.0.1", 5060) and endpoint.sendto(b"2", "127.0.0.1", 5060)
+    assert sock.sent == [] and 99 in loop.writers, "queued, waiting for the socket"
+    sock.full = False
+    assert endpoint.sendto(b"3", "127.0.0.1", 5060)
+    assert sock.sent == [], "behind the queue, not ahead of it"
+    loop.writers[99]()
+    assert sock.sent == [b"1", b"2", b"3"] and loop.writers == {}
+    sock.full = True
+    for i in range(udp._SEND_QUEUE_MAX + 5):
+        endpoint.sendto(b"x", "127.0.0.1", 5060)
+    assert stats.send_errors == 5
