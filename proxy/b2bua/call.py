@@ -186,6 +186,20 @@ class Call:
                 txn.request.headers._cache.clear()
                 if txn.last_response is not None:
                     txn.last_response.headers._cache.clear()
+        # The INVITE transactions linger 32 s more (RFC 6026 Timers L/M) and only match
+        # retransmissions by key, absorb them or re-send the stored ACK; the call never reads
+        # its INVITEs' bodies again, and the 2xx to A is not re-sent once A has ACKed it: the
+        # SDP goes now rather than in 32 s (dropping the other header lines too saved another
+        # ~1.6 KB per call but cost ~2.4% of a call's CPU: not done).
+        for message in (self.a_invite, self.b_invite):
+            if message is not None:
+                message.body = b""
+        b_txn = self.b_txn
+        if b_txn is not None and b_txn.last_response is not None:
+            b_txn.last_response.body = b""
+        a_txn = self.a_txn
+        if a_txn is not None and a_txn.acked and a_txn.last_response is not None:
+            a_txn.last_response.body = b""
 
     def release(self, txn: object) -> None:
         """The initial INVITE transaction ``txn`` of a confirmed or ended call has terminated

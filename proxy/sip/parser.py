@@ -21,8 +21,9 @@ _KNOWN_METHODS = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
      "REFER", "MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH")
 )
-#: header name as written -> canonical key, for names already validated as tokens
-_NAME_CACHE: dict[str, str] = {}
+#: header name as written -> (that name, one shared string; its canonical key), for names
+#: already validated as tokens: every message then holds the same name strings
+_NAME_CACHE: dict[str, tuple[str, str]] = {}
 _NAME_CACHE_MAX = 2048  # bounded: names come from the network
 _PRETTY = {
     "via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq",
@@ -103,12 +104,12 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
     name_cache = _NAME_CACHE
     for i in range(1, len(lines)):
         name, colon, value = lines[i].partition(":")
-        key = name_cache.get(name) if colon else None
-        if key is None:
+        entry = name_cache.get(name) if colon else None
+        if entry is None:
             _parse_header_lines(lines, i, message)
             break
-        names.append(name)
-        keys.append(key)
+        names.append(entry[0])
+        keys.append(entry[1])
         values.append(value.strip())
     if len(names) > _MAX_HEADERS:
         raise SipParseError("Too many headers", partial=message)
@@ -166,15 +167,15 @@ def _parse_header_lines(lines: list[str], first: int, message: Request | Respons
         if not colon:
             raise SipParseError("Malformed header line (no colon)", partial=message)
         name = name.rstrip(" \t")  # §7.3.1: whitespace allowed before the colon
-        key = name_cache.get(name)
-        if key is None:
+        entry = name_cache.get(name)
+        if entry is None:
             if not _is_token(name):
                 raise SipParseError("Invalid header name", partial=message)
-            key = header_key(name)
+            entry = (name, header_key(name))
             if len(name_cache) < _NAME_CACHE_MAX:
-                name_cache[name] = key
-        names.append(name)
-        keys.append(key)
+                name_cache[name] = entry
+        names.append(entry[0])
+        keys.append(entry[1])
         values.append(value.strip())
 
 
