@@ -334,3 +334,39 @@ def test_timer_heap_compacts_disarmed_entries() -> None:
     assert layer.next_deadline() == pytest.approx(32.1)
     events = layer.handle_timers(40.0)
     assert len(events) == 3000 and layer.counts == ZERO and layer.next_deadline() is None
+
+
+# ------------------------------------------------------------------------ matching fast path
+
+
+@pytest.mark.parametrize("change, matched, fast", [
+    (lambda via: via, True, True),  # the Via exactly as we sent it
+    (lambda via: via + ";received=192.0.2.99", True, True),  # parameters the peer added after ours
+    (lambda via: via.replace("SIP/2.0/UDP", "SIP/2.0/UDP "), True, False),  # other spelling
+    (lambda via: via + "X", False, False),  # another branch: no transaction (§17.1.3)
+])
+def test_17_1_3_response_with_our_own_via_is_matched_without_parsing_it(change, matched, fast) -> None:  # type: ignore[no-untyped-def]
+    """A response whose top Via is ours up to the branch matches its transaction without the
+    Via being parsed; anything else goes through the general §17.1.3 path, as before."""
+    layer = make_layer()
+    invite = make_request()
+    txn = layer.send_request(invite, PEER_UDP, 0.0)
+    layer.take_outgoing()
+    own = invite.headers.get("via") or ""
+    raw = reply(invite, 180).serialise().decode().replace(f"Via: {own}", f"Via: {change(own)}", 1)
+    response = wire_response(raw)
+    events = layer.receive(response, PEER_UDP, 0.1)
+    assert ("top_via" not in response.headers._cache) is fast
+    if matched:
+        assert [type(e) for e in events] == [ResponseReceived] and events[0].transaction is txn
+        assert txn.state is TransactionState.PROCEEDING
+    else:
+        assert events == [] and txn.state is TransactionState.CALLING
+
+
+def wire_response(text: str) -> Response:
+    from proxy.sip.parser import parse_message
+
+    msg = parse_message(text.encode())
+    assert isinstance(msg, Response)
+    return msg

@@ -284,17 +284,44 @@ class TransactionLayer(TimerQueues):
 
     def _receive_response(self, response: Response, now: float) -> None:
         # §17.1.3: branch of the top Via + CSeq method
-        via = response.top_via
         cseq = response.cseq
         if cseq.method == "INVITE":
             _ = response.to_tag  # parse now: the machine reads it (malformed -> rejected, not raised)
-        txn = self._clients.get((via.params.get("branch") or "", cseq.method))
+        txn = self._own_response(response, cseq.method)
+        if txn is None:
+            via = response.top_via
+            txn = self._clients.get((via.params.get("branch") or "", cseq.method))
         if txn is None:
             # §13.2.2.4 / RFC 6026: a 2xx whose transaction is gone still reaches the TU
             if cseq.method == "INVITE" and 200 <= response.status < 300:
                 self._events.append(ResponseReceived(response, None))
             return
         self._drive_client(txn, response_input(response.status), response, now)
+
+    def _own_response(self, response: Response, method: str) -> ClientTransaction | None:
+        """Fast path of §17.1.3: a response whose top Via is, up to its branch, the Via of one
+        of our client transactions, character for character (the peer copied it, §8.2.6.2),
+        matches it without parsing the Via. Anything else (None) takes the general path."""
+        h = response.headers
+        keys = h._keys
+        if "via" not in keys:
+            return None
+        raw = h._values[keys.index("via")]
+        at = raw.find(";branch=")
+        if at < 0:
+            return None
+        start = at + 8
+        end = raw.find(";", start)
+        branch = raw[start:] if end < 0 else raw[start:end]
+        txn = self._clients.get((branch, method))
+        if txn is None:
+            return None
+        mine = txn.request.headers
+        own = mine._values[mine._keys.index("via")]
+        stop = start + len(branch)
+        if raw[:stop] != own[:stop] or "," in raw:
+            return None
+        return txn
 
     # ------------------------------------------------------------------ incoming requests
 
