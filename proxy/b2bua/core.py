@@ -66,9 +66,6 @@ class UnknownLookup(Protocol):
     def ask(self, caller: str, dialed: str, done: Callable[[Match | None, float], None]) -> None: ...
 
 
-_TRUNK_CACHE_MAX = 4096
-
-
 class B2bua:
     """Bridges calls between an A leg (caller, sipmask as UAS) and a B leg (callee, sipmask as UAC)."""
 
@@ -110,9 +107,10 @@ class B2bua:
                                    calls_cfg.overload_retransmissions,
                                    calls_cfg.overload_queue_delay_ms / 1000.0)
         self._retry_after = [("Retry-After", str(calls_cfg.overload_retry_after_s))]
-        #: source host -> its trunk (or None): parsing the address and matching the trunks'
-        #: networks costs more than the rest of the admission check
-        self._trunk_cache: dict[str, TrunkConfig | None] = {}
+        # source host -> its trunk (or None): parsing the address and matching the trunks'
+        # networks costs more than the rest of the admission check; bounded (hosts come from
+        # the network)
+        self._trunk = functools.lru_cache(maxsize=4096)(config.trunk_for)
         # new calls are admitted (or refused, statelessly) at the transaction layer's door
         layer.screen = self._screen
         # resolve a lazy structlog proxy once: each call on a proxy re-reads the configuration
@@ -240,30 +238,16 @@ class B2bua:
         self.layer.send_response(txn, response, now)
 
     # ------------------------------------------------------------------ new call
-    def _trunk(self, host: str) -> TrunkConfig | None:
-        cache = self._trunk_cache
-        try:
-            return cache[host]
-        except KeyError:
-            pass
-        if len(cache) >= _TRUNK_CACHE_MAX:
-            cache.clear()  # bounded: source addresses come from the network
-        trunk = cache[host] = self.config.trunk_for(host)
-        return trunk
-
     def _screen(self, request: Request, source: Address, now: float,
                 delay: float) -> tuple[int, list[tuple[str, str]]] | None:
         """Admission of a new call (``TransactionLayer.screen``), before any transaction or
         call exists. A refused call gets ``503`` + Retry-After sent statelessly (§8.2.7): no
         100 Trying, no transaction, no timers, its ACK absorbed by the layer. A refusal then
         costs a fraction of a stateful one, which is what keeps goodput near the peak under
-        overload. Calls from untrusted sources and with Max-Forwards 0 pass the door and are
-        answered as before (their own codes, and their traffic is not what overloads us)."""
+        overload. Calls from untrusted sources pass the door and get their own answer
+        (``calls.untrusted_code``, from ``_new_call``)."""
         if self._trunk(source.host) is None:
             return None
-        mf = request.headers.get("max-forwards")
-        if mf is not None and not mf.strip("0"):
-            return None  # 483 Too Many Hops, from _new_call
         if self.admission.admit(now, self.layer.request_retransmissions, delay):
             return None
         self._count("overload")

@@ -2,10 +2,10 @@
 
 A :class:`Dialog` is a plain record plus the §12 rules; it sends nothing itself. Route set and
 targets are kept as raw header values / URI strings so they pass through untouched. A UAS
-dialog keeps its creating request and reads its URIs and route set from it when a request is
-first needed (a caller-side dialog of the B2BUA sends nothing unless the callee hangs up).
-Requests are built straight into
-:class:`Headers` lists, their header keys known.
+dialog keeps the raw To, From and Record-Route values of its creating request and parses its
+URIs and route set from them when first needed (a caller-side dialog of the B2BUA sends
+nothing unless the callee hangs up). Requests are built straight into :class:`Headers` lists,
+their header keys known.
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ class Dialog:
         self.secure = secure
         #: "early" | "confirmed" | "terminated"
         self.state = state
-        #: a UAS dialog's creating request, until its URIs and route set are first needed
         #: raw To, From and Record-Route values of the dialog-creating request (UAS), parsed
         #: when first needed; the strings, not the request, so a held call does not keep it
         self._origin: tuple[str, str, list[str]] | None = None

@@ -218,11 +218,7 @@ class Message:
     @property
     def call_id(self) -> str:
         """The Call-ID value."""
-        h = self.headers
-        try:
-            return h._values[h._keys.index("call-id")]
-        except ValueError:
-            raise SipParseError("Missing call-id header") from None
+        return _require(self.headers, "call-id")
 
     @property
     def cseq(self) -> CSeq:

@@ -302,11 +302,9 @@ class TransactionLayer(TimerQueues):
         """Fast path of §17.1.3: a response whose top Via is, up to its branch, the Via of one
         of our client transactions, character for character (the peer copied it, §8.2.6.2),
         matches it without parsing the Via. Anything else (None) takes the general path."""
-        h = response.headers
-        keys = h._keys
-        if "via" not in keys:
+        raw = response.headers.get("via")
+        if raw is None or "," in raw:
             return None
-        raw = h._values[keys.index("via")]
         at = raw.find(";branch=")
         if at < 0:
             return None
@@ -316,12 +314,9 @@ class TransactionLayer(TimerQueues):
         txn = self._clients.get((branch, method))
         if txn is None:
             return None
-        mine = txn.request.headers
-        own = mine._values[mine._keys.index("via")]
+        own = txn.request.headers.get("via") or ""
         stop = start + len(branch)
-        if raw[:stop] != own[:stop] or "," in raw:
-            return None
-        return txn
+        return txn if raw[:stop] == own[:stop] else None
 
     # ------------------------------------------------------------------ incoming requests
 
