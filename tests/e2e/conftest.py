@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -509,9 +510,19 @@ class Sipmask:
                 raise AssertionError(
                     f"sipmask exited at start-up with {self.proc.returncode}:\n{self.stderr()[-5000:]}"
                 )
-            if options_ping(self.ip, self.udp_port, timeout_s=0.3) == 200:
+            # SIP answers first; the API is bound a little later in start-up
+            if options_ping(self.ip, self.udp_port, timeout_s=0.3) == 200 and (
+                    not self.api or self._api_up()):
                 return
-        raise AssertionError(f"sipmask did not answer OPTIONS within {timeout_s}s:\n{self.stderr()[-5000:]}")
+        raise AssertionError(f"sipmask did not answer OPTIONS (and /healthz) within {timeout_s}s:\n"
+                             f"{self.stderr()[-5000:]}")
+
+    def _api_up(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.api_url + "/healthz", timeout=0.3) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
