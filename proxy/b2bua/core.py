@@ -122,6 +122,11 @@ class B2bua:
         self.metrics = metrics
         self.wall_clock = wall_clock
         self.timers = TimerHeap()
+        # the B2BUA timers' callbacks, bound once: ``schedule(deadline, callback, call)``
+        # then allocates no closure per call (memory held for as long as a call lasts)
+        self._on_ring_timer = self._ring_timeout
+        self._on_max_duration = functools.partial(self._hangup_for, "max_duration")
+        self._on_session_expired = functools.partial(self._hangup_for, "session_expired")
         self.calls: dict[str, Call] = {}
         self.dialogs: dict[tuple[str, str], Leg] = {}
         self.counters: dict[str, int] = {}
@@ -361,7 +366,7 @@ class B2bua:
         call.b_invite = self._build_b_invite(call, request, gw, min(max_forwards - 1, 70), 1, dialed or "")
         self.dialogs[(b_call_id, call.b.local_tag)] = call.b
         self._send_b_invite(call, now)
-        call.timers["ring"] = self.timers.schedule(now + cfg.ring_timeout_s, lambda t, c=call: self._ring_timeout(c, t))
+        call.timers["ring"] = self.timers.schedule(now + cfg.ring_timeout_s, self._on_ring_timer, call)
 
     def _identities(self, request: Request, trunk: TrunkConfig) -> tuple[str | None, str | None]:
         """(caller, dialed) in E.164: caller from P-Asserted-Identity when the trunk is trusted
@@ -543,7 +548,7 @@ class B2bua:
         self._session_timer(call, response, now)
         if self.calls_cfg.max_duration_s > 0:
             call.timers["max_duration"] = self.timers.schedule(
-                now + self.calls_cfg.max_duration_s, lambda t, c=call: self._hangup(c, "max_duration", t)
+                now + self.calls_cfg.max_duration_s, self._on_max_duration, call
             )
         if self._info:
             call.log.info("call.answered", setup_ms=round((now - call.started_at) * 1000))
@@ -856,6 +861,9 @@ class B2bua:
                     self._reply(server, 487, None, now, to_tag=leg.local_tag)
             leg.server_invite = None
 
+    def _hangup_for(self, cause: str, call: Call, now: float) -> None:
+        self._hangup(call, cause, now)
+
     def _hangup(self, call: Call, cause: str, now: float) -> None:
         """Tear the call down from the middle: BYE both legs (max duration, session expiry, no ACK)."""
         if call.state is CallState.ENDED:
@@ -890,9 +898,7 @@ class B2bua:
             return
         call.session_interval = interval
         call.cancel_timer("session")
-        call.timers["session"] = self.timers.schedule(
-            now + interval, lambda t, c=call: self._hangup(c, "session_expired", t)
-        )
+        call.timers["session"] = self.timers.schedule(now + interval, self._on_session_expired, call)
 
     def _dest(self, leg: Leg) -> Address:
         """Where in-dialog requests to ``leg`` go: on a stream, the connection we share with the

@@ -55,7 +55,9 @@ class SipTransports:
         stats: TransportStats | None = None,
         tcp_connect_timeout: float = 10.0,
     ) -> None:
-        self._on_message = on_message
+        #: where received messages go; may be replaced before ``listen`` (the SIP stack is
+        #: built after its transports, whose ``send`` it needs)
+        self.on_message = on_message
         self.max_message_size = max_message_size
         self.tcp_idle_timeout = tcp_idle_timeout
         self.tcp_connect_timeout = tcp_connect_timeout
@@ -84,7 +86,7 @@ class SipTransports:
         host = _unbracket(host)
         loop = asyncio.get_running_loop()
         if kind == "udp":
-            endpoint = UdpEndpoint(self._on_message, self.stats, self.max_message_size)
+            endpoint = UdpEndpoint(self.on_message, self.stats, self.max_message_size)
             await endpoint.open(host, port)
             self._udp.append(endpoint)
             self._udp_by_family.setdefault(endpoint.family, endpoint)
@@ -233,7 +235,7 @@ class SipTransports:
     def _new_connection(self, kind: str, key: tuple[str, int] | None = None) -> StreamConnection:
         return StreamConnection(
             kind,
-            self._on_message,
+            self.on_message,
             self.stats,
             max_message_size=self.max_message_size,
             idle_timeout=self.tcp_idle_timeout,

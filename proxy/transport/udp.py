@@ -39,6 +39,9 @@ _TIMESPEC = struct.Struct("@qq")
 _ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
 #: datagrams queued when the socket's send buffer is full (then dropped, counted)
 _SEND_QUEUE_MAX = 4096
+#: a plain int: ``socket.MSG_TRUNC`` is an IntFlag, and ``flags & IntFlag`` builds an enum
+#: member through Python code (~0.5 us) for every datagram
+_MSG_TRUNC = int(socket.MSG_TRUNC)
 
 #: (message, source, seconds the datagram queued in the kernel before it was read)
 OnMessage = Callable[..., None]
@@ -121,7 +124,7 @@ class UdpEndpoint:
                     if kind == _SO_TIMESTAMPNS and len(cdata) >= _TIMESPEC.size:
                         sec, nsec = _TIMESPEC.unpack_from(cdata)
                         delay = time.time() - sec - nsec * 1e-9
-            if flags & socket.MSG_TRUNC:
+            if flags & _MSG_TRUNC:
                 stats.dropped += 1
                 continue
             self.datagram_received(data, addr, delay)

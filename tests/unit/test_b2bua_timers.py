@@ -63,3 +63,26 @@ def test_cancelling_a_fired_timer_is_harmless() -> None:
     assert heap.fire(1.0) == 1
     handle.cancel()
     assert len(heap) == 0 and heap._dead == 0
+
+
+def test_a_timer_with_an_argument_calls_back_with_it_and_lets_go_of_it() -> None:
+    heap = TimerHeap()
+    fired: list[tuple[_Call, float]] = []
+
+    def on_timer(call: _Call, now: float) -> None:
+        fired.append((call, now))
+
+    call = _Call()
+    heap.schedule(2.0, on_timer, call)
+    held = _Call()
+    cancelled = heap.schedule(1.0, on_timer, held)
+    ref_held = weakref.ref(held)
+    del held
+    cancelled.cancel()
+    gc.collect()
+    assert ref_held() is None  # a cancelled timer drops its argument at once
+    assert heap.fire(3.0) == 1 and fired == [(call, 3.0)]
+    ref = weakref.ref(call)
+    del call, fired[:]
+    gc.collect()
+    assert ref() is None  # nor does a fired one keep it
