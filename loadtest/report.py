@@ -14,7 +14,8 @@ schema version). Times are seconds unless the key says ``_ms``/``_us``; memory i
     retransmissions: caller, callee, total
     response_times_ms: {rtd name: {count, mean, p50, p90, p99, max}}
     sut:      measured, pid, processes, cpu_s, cpu_us_per_call, rss_start_kib, rss_peak_kib,
-              rss_final_kib
+              rss_final_kib, python (the interpreter of a sipmask the runner started: version,
+              build date, path)
     load_generator: caller_cpu_s, callee_cpu_s, sipp_version
     callee:   calls, ok, failed
     timeline: [{t, period_s, cps_attempted, cps, failed, in_flight, p50_ms, p99_ms,
@@ -170,6 +171,8 @@ def render_text(report: dict[str, Any]) -> str:
     if sut["measured"]:
         lines.append(f"sut       cpu {_fmt(sut['cpu_s'], 2)} s  = {_fmt(sut['cpu_us_per_call'], 0)} us/call"
                      f"  rss peak {_fmt(sut['rss_peak_kib'])} KiB  final {_fmt(sut['rss_final_kib'])} KiB")
+        if sut.get("python"):
+            lines.append(f"sut       python {sut['python']}")
     else:
         lines.append("sut       not measured (external target without --sut-pid)")
     gen = report["load_generator"]

@@ -138,6 +138,23 @@ def _default_out_dir(scenario: str) -> Path:
     return Path("loadtest-results") / f"{stamp}-{scenario}"
 
 
+def python_description(python: str) -> str:
+    """``VERSION (BUILD DATE) PATH`` of an interpreter, for the report: a distribution's
+    optimised build (Debian: PGO + LTO, libpython linked in) and a plain source build of the
+    same version differ by ~25% in CPU per call."""
+    try:
+        out = subprocess.run(
+            [python, "-c", "import platform, sys; print(platform.python_version(), "
+             "platform.python_build()[1], sys.executable)"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return python
+    if len(out) < 3:
+        return python
+    return f"{out[0]} ({' '.join(out[1:-1])}) {out[-1]}"
+
+
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
     """``caller;virtual`` lines of a CSV (a SIPp injection file or a plain one)."""
     pairs = []
@@ -455,6 +472,10 @@ class _Run:
                 "rss_start_kib": self.rss_start if sut_measured else None,
                 "rss_peak_kib": self.rss_peak if sut_measured else None,
                 "rss_final_kib": self.rss_final if sut_measured else None,
+                # the interpreter sipmask ran on: its build moves CPU per call by ~25%
+                # (docs/benchmarks.md, "The interpreter")
+                "python": (python_description(self.sipmask.python)
+                           if self.sipmask is not None else None),
             },
             "load_generator": {
                 "caller_cpu_s": round(self.caller_cpu, 3),

@@ -8,6 +8,7 @@ Small runs (tens of calls), so the file takes well under a minute on two cores.
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,11 @@ def _assert_all_ok(report: dict, calls: int) -> None:
     assert report["sut"]["cpu_us_per_call"] > 0, details
     assert report["sut"]["rss_peak_kib"] > 10_000  # a Python process: tens of MB
     assert report["sut"]["rss_peak_kib"] >= report["sut"]["rss_final_kib"] > 0
+    if report["config"]["sut"] == "sipmask":
+        # the interpreter that ran sipmask: version (build date) path
+        assert report["sut"]["python"].startswith(platform.python_version() + " ("), report["sut"]
+    else:
+        assert report["sut"]["python"] is None  # not ours to know
     setup = report["response_times_ms"]["setup"]
     assert setup["count"] == calls and setup["p50"] <= setup["p90"] <= setup["p99"] <= setup["max"]
     assert report["timeline"], details

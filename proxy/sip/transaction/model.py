@@ -119,6 +119,8 @@ class Transaction:
         self.method = request.method
         self.is_invite = request.method == "INVITE"
         self.state = state
+        #: server: the last response sent (re-sent on retransmissions); client: the last one
+        #: received, until the transaction lingers (then None: it was passed to the TU)
         self.last_response: Response | None = None
         #: a free slot for the transaction user (the B2BUA keeps its leg/call here)
         self.tu_data: Any = None
