@@ -109,6 +109,12 @@ class Leg:
         return f"<Leg {self.name} of {self.call.id}>"
 
 
+_TIMER_SLOTS = {
+    "ring": "timer_ring", "failover": "timer_failover", "session": "timer_session",
+    "max_duration": "timer_max_duration",
+}
+
+
 class Call:
     """A bridged call. Holds no real number beyond what routing needs in memory."""
 
@@ -116,7 +122,8 @@ class Call:
         "id", "a", "b", "state", "a_invite", "a_txn", "b_invite", "b_txn", "match",
         "caller_token", "callee_token", "call_id_token", "gateways", "gateway_index", "provisional_seen",
         "cancel_pending", "started_at", "answered_at", "ended_at", "code", "cause", "outcome",
-        "timers", "session_interval", "final_sent", "b_acked", "pairing_id", "_log", "_parent_log",
+        "timer_ring", "timer_failover", "timer_session", "timer_max_duration",
+        "session_interval", "final_sent", "b_acked", "pairing_id", "_log", "_parent_log",
         "__weakref__",
     )
 
@@ -145,7 +152,12 @@ class Call:
         self.code = 0
         self.cause = ""
         self.outcome = ""
-        self.timers: dict[str, TimerHandle] = {}
+        # the call's B2BUA timers, one slot each (a dict per call cost ~230 bytes for as long
+        # as an established call is held: its maximum-duration timer)
+        self.timer_ring: TimerHandle | None = None
+        self.timer_failover: TimerHandle | None = None
+        self.timer_session: TimerHandle | None = None
+        self.timer_max_duration: TimerHandle | None = None
         self.session_interval = 0
         self.final_sent = False
         self.b_acked = False
@@ -161,17 +173,30 @@ class Call:
             log = self._log = self._parent_log.bind(call=self.id[:16], pairing_id=self.pairing_id)
         return log
 
+    def set_timer(self, name: str, handle: TimerHandle) -> None:
+        """Arm the call's timer ``name`` (ring, failover, session, max_duration), cancelling
+        the one it replaces."""
+        slot = _TIMER_SLOTS[name]
+        old = getattr(self, slot)
+        if old is not None:
+            old.cancel()
+        setattr(self, slot, handle)
+
     def cancel_timer(self, name: str) -> None:
         """Cancel one named timer if armed."""
-        handle = self.timers.pop(name, None)
+        slot = _TIMER_SLOTS[name]
+        handle = getattr(self, slot)
         if handle is not None:
+            setattr(self, slot, None)
             handle.cancel()
 
     def cancel_timers(self) -> None:
         """Cancel every timer of the call."""
-        for handle in self.timers.values():
-            handle.cancel()
-        self.timers.clear()
+        for slot in _TIMER_SLOTS.values():
+            handle = getattr(self, slot)
+            if handle is not None:
+                setattr(self, slot, None)
+                handle.cancel()
 
     def compact(self) -> None:
         """Once both legs are confirmed, drop the parsed views (Via, From/To, URIs) cached on

@@ -111,6 +111,9 @@ class B2bua:
         # networks costs more than the rest of the admission check; bounded (hosts come from
         # the network)
         self._trunk = functools.lru_cache(maxsize=4096)(config.trunk_for)
+        # our Contact per (transport, virtual number): numbers come from a pool, so every call
+        # to one shares the string (held by both legs for the whole call) instead of a copy each
+        self._contacts = functools.lru_cache(maxsize=4096)(self._render_contact)
         # new calls are admitted (or refused, statelessly) at the transaction layer's door
         layer.screen = self._screen
         # resolve a lazy structlog proxy once: each call on a proxy re-reads the configuration
@@ -154,6 +157,9 @@ class B2bua:
         return f"SIP/2.0/{transport.upper()} {host}:{port};branch={self.ids.branch()};rport"
 
     def _contact(self, transport: str, user: str) -> str:
+        return self._contacts(transport, user)
+
+    def _render_contact(self, transport: str, user: str) -> str:
         host, port = self.local_address(transport)
         tparam = "" if transport == "udp" else f";transport={transport}"
         return f"<sip:{user}@{host}:{port}{tparam}>"
@@ -366,7 +372,7 @@ class B2bua:
         call.b_invite = self._build_b_invite(call, request, gw, min(max_forwards - 1, 70), 1, dialed or "")
         self.dialogs[(b_call_id, call.b.local_tag)] = call.b
         self._send_b_invite(call, now)
-        call.timers["ring"] = self.timers.schedule(now + cfg.ring_timeout_s, self._on_ring_timer, call)
+        call.set_timer("ring", self.timers.schedule(now + cfg.ring_timeout_s, self._on_ring_timer, call))
 
     def _identities(self, request: Request, trunk: TrunkConfig) -> tuple[str | None, str | None]:
         """(caller, dialed) in E.164: caller from P-Asserted-Identity when the trunk is trusted
@@ -424,9 +430,9 @@ class B2bua:
         call.b_txn = txn
         call.cancel_timer("failover")
         if call.gateway_index + 1 < len(call.gateways):
-            call.timers["failover"] = self.timers.schedule(
+            call.set_timer("failover", self.timers.schedule(
                 now + self.failover_timeout, lambda t, c=call, x=txn: self._failover(c, x, t)
-            )
+            ))
 
     def _failover(self, call: Call, txn: ClientTransaction, now: float) -> bool:
         """RFC 3261 §16.7-style serial forking: next gateway on 408/503/no response before
@@ -547,9 +553,9 @@ class B2bua:
         call.a.expect_ack(a_cseq, txn, call.b_invite.cseq.number)
         self._session_timer(call, response, now)
         if self.calls_cfg.max_duration_s > 0:
-            call.timers["max_duration"] = self.timers.schedule(
+            call.set_timer("max_duration", self.timers.schedule(
                 now + self.calls_cfg.max_duration_s, self._on_max_duration, call
-            )
+            ))
         if self._info:
             call.log.info("call.answered", setup_ms=round((now - call.started_at) * 1000))
         if self.events is not None:
@@ -897,8 +903,7 @@ class B2bua:
         if interval <= 0:
             return
         call.session_interval = interval
-        call.cancel_timer("session")
-        call.timers["session"] = self.timers.schedule(now + interval, self._on_session_expired, call)
+        call.set_timer("session", self.timers.schedule(now + interval, self._on_session_expired, call))
 
     def _dest(self, leg: Leg) -> Address:
         """Where in-dialog requests to ``leg`` go: on a stream, the connection we share with the
