@@ -42,6 +42,8 @@ _SEND_QUEUE_MAX = 4096
 #: a plain int: ``socket.MSG_TRUNC`` is an IntFlag, and ``flags & IntFlag`` builds an enum
 #: member through Python code (~0.5 us) for every datagram
 _MSG_TRUNC = int(socket.MSG_TRUNC)
+#: peer addresses remembered (then forgotten all at once: they come from the network)
+_SOURCES_MAX = 4096
 
 #: (message, source, seconds the datagram queued in the kernel before it was read)
 OnMessage = Callable[..., None]
@@ -67,6 +69,9 @@ class UdpEndpoint:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timestamps = False
         self._send_queue: deque[tuple[bytes, tuple[str, int]]] = deque()
+        #: one Address per peer socket address, shared by every message and transaction of
+        #: that peer (a named tuple is a GC-tracked object, built by Python code)
+        self._sources: dict[Any, Address] = {}
         self.family = socket.AF_INET
         self.local: tuple[str, int] = ("", 0)
 
@@ -147,8 +152,14 @@ class UdpEndpoint:
             stats.dropped += 1
             return
         stats.received += 1
+        sources = self._sources
+        source = sources.get(addr)
+        if source is None:
+            if len(sources) >= _SOURCES_MAX:
+                sources.clear()
+            source = sources[addr] = Address("udp", addr[0], addr[1])
         try:
-            self._on_message(message, Address("udp", addr[0], addr[1]), delay)
+            self._on_message(message, source, delay)
         except Exception:
             _log.exception("transport.handler_failed", transport="udp")
 

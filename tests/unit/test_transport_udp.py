@@ -420,3 +420,34 @@ def test_udp_send_queue_keeps_order_when_the_socket_buffer_is_full() -> None:
     for i in range(udp._SEND_QUEUE_MAX + 5):
         endpoint.sendto(b"x", "127.0.0.1", 5060)
     assert stats.send_errors == 5
+
+
+def test_udp_sources_are_one_address_per_peer_and_the_memory_of_them_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Messages from one peer socket carry one shared Address (built once, not per datagram);
+    two peers get their own; the table of them is bounded (addresses come from the network)."""
+    import proxy.transport.udp as udp
+
+    monkeypatch.setattr(udp, "_SOURCES_MAX", 2)
+
+    async def scenario() -> None:
+        sources: list[Address] = []
+        server = SipTransports(lambda m, s, delay=0.0: sources.append(s))
+        host, port = await server.listen("udp", "127.0.0.1", 0)
+        peers = [await udp_peer() for _ in range(3)]
+        (endpoint,) = server._udp
+        try:
+            for n, (peer, addr) in enumerate(peers[:2] * 2 + peers[2:]):
+                peer.send(options(n, port=addr[1]), (host, port))
+                await until(lambda: len(sources) == n + 1)
+        finally:
+            await _close(server, *(peer for peer, _ in peers))
+        first, second, first_again, second_again, third = sources
+        assert first == Address("udp", "127.0.0.1", peers[0][1][1])
+        assert second == Address("udp", "127.0.0.1", peers[1][1][1]) != first
+        assert first_again is first and second_again is second
+        assert third == Address("udp", "127.0.0.1", peers[2][1][1])
+        assert len(endpoint._sources) == 1  # full at the third peer: forgotten all at once
+
+    run(scenario())

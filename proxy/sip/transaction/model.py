@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 class Address(NamedTuple):
     """Where a message came from or goes to. ``transport`` is ``"udp"``, ``"tcp"`` or ``"tls"``.
 
-    A named tuple rather than a frozen dataclass: built for every datagram received and held by
-    every transaction, and a tuple of strings and an int is cheaper to build and is not tracked
-    by the cyclic GC (whose pauses grow with the objects it tracks)."""
+    A named tuple rather than a frozen dataclass: built for messages received and held by
+    every transaction, and cheaper to build and compare. (Unlike a plain tuple, a named tuple
+    stays tracked by the cyclic GC: the UDP transport shares one per peer address.)"""
 
     transport: str
     host: str
