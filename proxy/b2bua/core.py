@@ -367,7 +367,7 @@ class B2bua:
 
         gw = call.gateways[0]
         b_call_id = self.ids.call_id()
-        call.b = Leg(call, "b", gw.transport, Address(gw.transport, gw.host, gw.port), b_call_id, self.ids.tag())
+        call.b = Leg(call, "b", gw.transport, _gateway_address(gw), b_call_id, self.ids.tag())
         call.b.contact = self._contact(gw.transport, match.present)
         call.b_invite = self._build_b_invite(call, request, gw, min(max_forwards - 1, 70), 1, dialed or "")
         self.dialogs[(b_call_id, call.b.local_tag)] = call.b
@@ -422,7 +422,7 @@ class B2bua:
     def _send_b_invite(self, call: Call, now: float) -> None:
         assert call.b_invite is not None
         gw = call.gateways[call.gateway_index]
-        dest = Address(gw.transport, gw.host, gw.port)
+        dest = _gateway_address(gw)
         call.b.source = dest
         call.b.transport = gw.transport
         txn = self.layer.send_request(call.b_invite, dest, now)
@@ -911,18 +911,10 @@ class B2bua:
         else the address the peer signals from (symmetric signalling, as for NATed trunks)."""
         if leg.transport != "udp" or leg.dialog is None:
             return leg.source
-        target = leg.dialog.next_hop()
-        try:
-            uri = SipUri.parse(target)
-        except SipParseError:
+        dest = _udp_target(leg.dialog.next_hop())
+        if dest is None or dest == leg.source:
             return leg.source
-        host = uri.host_bare
-        if not host or not _IP_CHARS.issuperset(host):
-            return leg.source
-        transport = (uri.params.get("transport") or "udp").lower()
-        if transport != "udp":
-            return leg.source
-        return Address("udp", host, uri.port or 5060)
+        return dest
 
     # ------------------------------------------------------------------ MESSAGE
     def _new_message(self, request: Request, source: Address, txn: ServerTransaction, now: float) -> None:
@@ -953,7 +945,7 @@ class B2bua:
         out = self._outbound_request("MESSAGE", match, gw, dialed or "", self.ids.tag(), self.ids.call_id(), 1, 70)
         self._copy_headers(request, out)
         out.body = request.body
-        client = self.layer.send_request(out, Address(gw.transport, gw.host, gw.port), now)
+        client = self.layer.send_request(out, _gateway_address(gw), now)
         client.tu_data = _Message(txn, self.ids.tag())
         self.pairings.touch(match.session_id, self.wall_clock(now))
         self._count("messages")
@@ -1070,6 +1062,29 @@ class _Forwarded:
         self.call = leg.call  # keeps the call alive until the answer is relayed (legs refer weakly)
         self.server = server
         self.method = method
+
+
+@functools.lru_cache(maxsize=4096)
+def _udp_target(target: str) -> Address | None:
+    """The UDP address of a remote target or route URI when its host is an IP literal, else
+    None. Cached: a peer's Contact recurs over its calls (one parse, one shared Address)."""
+    try:
+        uri = SipUri.parse(target)
+    except SipParseError:
+        return None
+    host = uri.host_bare
+    if not host or not _IP_CHARS.issuperset(host):
+        return None
+    transport = (uri.params.get("transport") or "udp").lower()
+    if transport != "udp":
+        return None
+    return Address("udp", host, uri.port or 5060)
+
+
+@functools.lru_cache(maxsize=1024)
+def _gateway_address(gw: Gateway) -> Address:
+    """A gateway's Address, one per gateway (shared by its calls' legs and transactions)."""
+    return Address(gw.transport, gw.host, gw.port)
 
 
 def _user_of(uri: str) -> str | None:
