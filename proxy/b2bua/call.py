@@ -123,7 +123,7 @@ class Call:
         "caller_token", "callee_token", "call_id_token", "gateways", "gateway_index", "provisional_seen",
         "cancel_pending", "started_at", "answered_at", "ended_at", "code", "cause", "outcome",
         "timer_ring", "timer_failover", "timer_session", "timer_max_duration",
-        "session_interval", "final_sent", "b_acked", "pairing_id", "_log", "_parent_log",
+        "session_interval", "final_sent", "b_acked", "pairing_id", "_log", "_parent_log", "a_head",
         "__weakref__",
     )
 
@@ -161,6 +161,9 @@ class Call:
         self.session_interval = 0
         self.final_sent = False
         self.b_acked = False
+        #: the header lines the 1xx/2xx responses relayed to A share (names, keys, values),
+        #: kept from the first one until the call is confirmed
+        self.a_head: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None = None
         self._parent_log = log
         self._log: Any = None
 
@@ -203,6 +206,7 @@ class Call:
         the messages the call keeps: they are not read again for a confirmed call, would be
         recomputed if they were, and were about a third of an established call's memory
         (tracemalloc, loadtest/bench_call.py --hold)."""
+        self.a_head = None
         for message in (self.a_invite, self.b_invite):
             if message is not None:
                 message.headers._cache.clear()

@@ -21,7 +21,7 @@ from ..pairing.normalize import try_normalize
 from ..sip.dialog import Dialog
 from ..sip.errors import SipParseError
 from ..sip.ids import IdGenerator
-from ..sip.message import REASONS, Request, Response, build_response
+from ..sip.message import REASONS, Headers, Request, Response, build_response
 from ..sip.sdp import sanitise_sdp
 from ..sip.transaction import (
     Address,
@@ -584,14 +584,24 @@ class B2bua:
         status = status or response.status
         a = call.a
         reason = REASONS.get(status, response.reason) if status != response.status else response.reason
-        out = build_response(call.a_invite, status, reason, to_tag=a.local_tag)
-        h = out.headers
-        if status < 300 or status >= 700:
-            for rr in call.a_invite.headers.get_all("record-route"):
-                h.add("Record-Route", rr)  # §12.1.1: the UAS copies Record-Route into dialog-creating responses
-            h.add("Contact", a.contact)
-        dialed = _user_of(call.a_invite.uri) or ""
-        h.add("P-Asserted-Identity", f"<sip:{dialed}@{self._host()}>")
+        head = call.a_head if status < 300 else None
+        if head is not None:
+            # the lines every 1xx/2xx to A shares (from the A INVITE, our tag, Record-Route,
+            # Contact, P-Asserted-Identity), rendered by the first one: same result, less work
+            names, keys, values = head
+            out = Response(status, reason, Headers._from_lists(list(names), list(keys), list(values)))
+            h = out.headers
+        else:
+            out = build_response(call.a_invite, status, reason, to_tag=a.local_tag)
+            h = out.headers
+            if status < 300 or status >= 700:
+                for rr in call.a_invite.headers.get_all("record-route"):
+                    h.add("Record-Route", rr)  # §12.1.1: the UAS copies Record-Route into dialog-creating responses
+                h.add("Contact", a.contact)
+            dialed = _user_of(call.a_invite.uri) or ""
+            h.add("P-Asserted-Identity", f"<sip:{dialed}@{self._host()}>")
+            if status < 300 and call.state is not CallState.ANSWERED:
+                call.a_head = (tuple(h._names), tuple(h._keys), tuple(h._values))
         self._copy_headers(response, out)  # 3xx Contacts never cross: Contact is not policy's to pass
         if status < 300:
             out.body = self._sdp(response.body)

@@ -252,6 +252,39 @@ def test_200_ok_carries_no_callee_identity_back(h: Harness) -> None:
     assert ok.headers.get("p-asserted-identity") == f"<sip:{CALLER_V}@127.0.0.1>"
 
 
+def test_responses_relayed_to_the_caller_share_their_head_whatever_came_before(tmp_path: Path) -> None:
+    """The 1xx/2xx relayed to A carry the A INVITE's Via/From/To (with our tag)/Call-ID/CSeq,
+    its Record-Route, our Contact and the virtual identity, whether or not a provisional was
+    relayed first (the first one renders the lines the later ones reuse)."""
+    rr = "Record-Route: <sip:proxy1.example;lr>\nRecord-Route: <sip:proxy2.example;lr>\n"
+    shared = ("via", "from", "to", "call-id", "cseq", "record-route", "contact", "p-asserted-identity")
+
+    def head(msg: Response) -> list[tuple[str, str]]:
+        return [(k, v) for k, _, v in msg.headers.keyed() if k in shared]
+
+    relayed: dict[str, list[Response]] = {}
+    for flow in ("ringing first", "answered at once"):
+        (tmp_path / flow.replace(" ", "_")).mkdir()
+        hh = Harness(tmp_path / flow.replace(" ", "_"))
+        out = hh.feed(invite(extra=rr, branch="z9hG4bKsame"), A)
+        b_inv = only(out, Request, method="INVITE")[0][0]
+        got = []
+        if flow == "ringing first":
+            (ringing, _), = only(hh.feed(response_to(b_inv, 180, "Ringing"), GW1), Response, status=180)
+            got.append(ringing)
+        (ok, _), = only(hh.feed(response_to(b_inv, 200, "OK", extra="Session-Expires: 1800\n"), GW1), Response, status=200)
+        got.append(ok)
+        relayed[flow] = got
+    ringing, ok = relayed["ringing first"]
+    (direct,) = relayed["answered at once"]
+    assert head(ringing) == head(ok) == head(direct)
+    assert [v for k, v in head(ok) if k == "record-route"] == ["<sip:proxy1.example;lr>", "<sip:proxy2.example;lr>"]
+    assert ok.to_tag and ok.to_tag == ringing.to_tag
+    assert ok.headers.get("session-expires") == direct.headers.get("session-expires") == "1800"
+    assert ringing.headers.get("session-expires") is None  # each response's own lines stay its own
+    assert ok.serialise().replace(ok.to_tag.encode(), b"T") == direct.serialise().replace(direct.to_tag.encode(), b"T")
+
+
 def test_failover_on_503_goes_to_next_gateway(h: Harness) -> None:
     out = h.feed(invite(), A)
     b_inv = only(out, Request, method="INVITE")[0][0]
