@@ -141,7 +141,7 @@ def _default_out_dir(scenario: str) -> Path:
 def python_description(python: str) -> str:
     """``VERSION (BUILD DATE) PATH`` of an interpreter, for the report: a distribution's
     optimised build (Debian: PGO + LTO, libpython linked in) and a plain source build of the
-    same version differ by ~25% in CPU per call."""
+    same version differ by 15-25% in CPU per call."""
     try:
         out = subprocess.run(
             [python, "-c", "import platform, sys; print(platform.python_version(), "
@@ -472,7 +472,7 @@ class _Run:
                 "rss_start_kib": self.rss_start if sut_measured else None,
                 "rss_peak_kib": self.rss_peak if sut_measured else None,
                 "rss_final_kib": self.rss_final if sut_measured else None,
-                # the interpreter sipmask ran on: its build moves CPU per call by ~25%
+                # the interpreter sipmask ran on: its build moves CPU per call by 15-25%
                 # (docs/benchmarks.md, "The interpreter")
                 "python": (python_description(self.sipmask.python)
                            if self.sipmask is not None else None),
