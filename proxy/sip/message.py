@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from .errors import SipParseError
 from .headers import _KEY_CACHE, CSeq, Via, header_key, split_list
-from .uri import NameAddr, SipUri
+from .uri import NameAddr, SipUri, tag_of
 
 T = TypeVar("T")
 
@@ -196,6 +196,10 @@ class Headers:
         return lines
 
 
+#: a cache entry not computed yet (a tag may be None)
+_UNREAD: Any = object()
+
+
 def _require(headers: Headers, key: str) -> str:
     """The first value of the header with canonical ``key``; SipParseError when absent."""
     try:
@@ -247,17 +251,32 @@ class Message:
             value = h._cache["to"] = NameAddr.parse(_require(h, "to"))
         return value
 
+    # The tags are read for every message (transaction matching, dialogs); most From/To
+    # values are never needed whole, so the tag is read by ``tag_of`` (no NameAddr built for
+    # the usual forms, same result and errors) and cached on its own.
     @property
     def from_tag(self) -> str | None:
         """The From tag."""
-        value: NameAddr | None = self.headers._cache.get("from")
-        return (value or self.from_).params.get("tag")
+        cache = self.headers._cache
+        tag = cache.get("from_tag", _UNREAD)
+        if tag is _UNREAD:
+            value: NameAddr | None = cache.get("from")
+            tag = cache["from_tag"] = (
+                value.params.get("tag") if value is not None else tag_of(_require(self.headers, "from"))
+            )
+        return tag  # type: ignore[no-any-return]
 
     @property
     def to_tag(self) -> str | None:
         """The To tag."""
-        value: NameAddr | None = self.headers._cache.get("to")
-        return (value or self.to).params.get("tag")
+        cache = self.headers._cache
+        tag = cache.get("to_tag", _UNREAD)
+        if tag is _UNREAD:
+            value: NameAddr | None = cache.get("to")
+            tag = cache["to_tag"] = (
+                value.params.get("tag") if value is not None else tag_of(_require(self.headers, "to"))
+            )
+        return tag  # type: ignore[no-any-return]
 
     @property
     def via(self) -> list[Via]:

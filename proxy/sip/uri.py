@@ -293,6 +293,26 @@ class NameAddr:
         return f"{disp}<{self.uri}>{params}"
 
 
+def tag_of(text: str) -> str | None:
+    """``NameAddr.parse(text).params.get("tag")``, with the same result and the same errors,
+    without building the NameAddr for the usual forms (``<uri>;tag=x``, ``name <uri>``): the
+    transaction layer and the B2BUA read the tags of every message, most of which nothing
+    else parses. Anything less plain (quotes, an addr-spec, other parameters, surrounding
+    blanks, malformed) goes to ``NameAddr.parse``."""
+    lt = text.find("<")
+    if lt >= 0 and '"' not in text and text[-1:] not in (" ", "\t", ""):
+        if lt == 0 or text[0] not in " \t":
+            gt = text.find(">", lt)
+            if gt > lt + 1:
+                rest = text[gt + 1 :]
+                if not rest:
+                    return None
+                name, eq, value = rest.partition("=")
+                if eq and name == ";tag" and ";" not in value:
+                    return value.strip()
+    return NameAddr.parse(text).params.get("tag")
+
+
 def _quoted_end(text: str, start: int) -> int:
     i = start + 1
     n = len(text)

@@ -143,6 +143,50 @@ def test_name_addr_tag_fast_path_matches_parse_params_generated(value: str) -> N
     assert _outcome(lambda: NameAddr.parse(text).params) == expected
 
 
+# -- tag_of: a From/To tag without building the NameAddr ------------------------------------------
+
+TAG_VALUES = [
+    "<sip:a@b>;tag=x", "<sip:a@b>", "<sip:a@b>;tag=", "<sip:a@b>;tag= x ", "<sip:a@b>;TAG=x",
+    "<sip:a@b>;tag=x;y=1", "<sip:a@b>;x=1;tag=y", "<sip:a@b> ;tag=x", "<sip:a@b>tag=x",
+    "<sip:a@b>x", "<>;tag=x", "<sip:a@b;tag=u>", "<sip:a@b;tag=u>;tag=v", "sip:a@b;tag=x",
+    "sipp <sip:a@b>;tag=x", "sipp<sip:a@b>;tag=x", " <sip:a@b>;tag=x", "<sip:a@b>;tag=x ",
+    "\t<sip:a@b>;tag=x", '"A" <sip:a@b>;tag=x', '"A <x>" <sip:a@b>;tag=x', "<sip:a@b>;tag=\"q\"",
+    "<sip:a@b;tag=x", "<sip:a@b", "", " ", "<sip:a@b>;tag=x>y", "A <B> <sip:a@b>;tag=x",
+    "<sip:a@b>;tag=a;", "<sip:a@b>; tag=x", "<sip:a@b>;tag =x", "<sip:a@b>;tag=x=y",
+]
+
+
+@pytest.mark.parametrize("text", TAG_VALUES)
+def test_tag_of_matches_name_addr(text: str) -> None:
+    from proxy.sip.uri import NameAddr, tag_of
+
+    assert _outcome(lambda: tag_of(text)) == _outcome(lambda: NameAddr.parse(text).params.get("tag"))
+
+
+@given(st.text(alphabet='<>ab:@;= "\t', max_size=16))
+def test_tag_of_matches_name_addr_generated(text: str) -> None:
+    from proxy.sip.uri import NameAddr, tag_of
+
+    assert _outcome(lambda: tag_of(text)) == _outcome(lambda: NameAddr.parse(text).params.get("tag"))
+
+
+def test_message_tags_read_without_parsing_the_header_and_follow_changes() -> None:
+    msg = parse_message(
+        b"BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"From: sipp <sip:a@h>;tag=f1\r\nTo: <sip:b@h>;tag=t1\r\nCall-ID: c\r\n"
+        b"CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert (msg.from_tag, msg.to_tag) == ("f1", "t1")
+    assert "to" not in msg.headers._cache and "from" not in msg.headers._cache  # no NameAddr built
+    msg.headers.set("To", "<sip:b@h>;tag=t2")
+    assert msg.to_tag == "t2"
+    msg.headers.set("To", "<sip:b@h>")
+    assert msg.to_tag is None
+    msg.headers.set("To", "<sip:b@h")  # unterminated: the same error as the full parse
+    with pytest.raises(SipParseError):
+        _ = msg.to_tag
+
+
 # -- parser: header checks answered from one dict keep their order and reasons ---------------------
 
 def _msg(*lines: str, body: bytes = b"") -> bytes:
