@@ -10,8 +10,8 @@ their header keys known.
 
 from __future__ import annotations
 
-from .message import Headers, Request, Response
-from .uri import NameAddr
+from .message import Headers, Request, Response, _require
+from .uri import NameAddr, parse_params
 
 #: methods whose requests (and 2xx responses) refresh the remote target (§12.2, RFC 3311)
 TARGET_REFRESH_METHODS = frozenset(("INVITE", "UPDATE"))
@@ -22,7 +22,41 @@ def _without_tag(value: NameAddr) -> str:
     return str(NameAddr(value.uri, value.display, params, value.angle))
 
 
+def _without_tag_of(message: Request | Response, key: str) -> str:
+    """``_without_tag`` of the message's From or To (``key``). The usual ``<uri>`` or
+    ``<uri>;tag=x`` gives ``<uri>`` by slicing (what ``str(NameAddr)`` renders for it);
+    anything else, or a value already parsed, goes through ``NameAddr``."""
+    h = message.headers
+    parsed: NameAddr | None = h._cache.get(key)
+    if parsed is None:
+        text = _require(h, key)
+        if text[:1] == "<" and '"' not in text:
+            gt = text.find(">")
+            if gt > 1:
+                rest = text[gt + 1 :]
+                if not rest or (rest[:5] == ";tag=" and ";" not in rest[5:]):
+                    return text[: gt + 1]
+        parsed = message.from_ if key == "from" else message.to
+    return _without_tag(parsed)
+
+
 def _first_contact(message: Request | Response) -> str | None:
+    h = message.headers
+    if "contact" not in h._cache:
+        # one plain ``<uri>`` or ``<uri>;params`` (a UA's usual Contact): its URI by slicing,
+        # the parameters checked as the full parse checks them; anything else is parsed
+        lines = h.get_all("contact")
+        if len(lines) == 1:
+            text = lines[0]
+            if text[:1] == "<" and '"' not in text and "," not in text and text[-1:] not in (" ", "\t"):
+                gt = text.find(">")
+                if gt > 1:
+                    rest = text[gt + 1 :]
+                    if not rest:
+                        return text[1:gt]
+                    if rest[0] == ";":
+                        parse_params(rest[1:], "address")
+                        return text[1:gt]
     contacts = message.contacts()
     return contacts[0].uri if contacts else None
 
@@ -79,8 +113,8 @@ class Dialog:
             request.call_id,
             request.from_tag or "",
             response.to_tag or "",
-            _without_tag(request.from_),
-            _without_tag(request.to),
+            _without_tag_of(request, "from"),
+            _without_tag_of(request, "to"),
             request.cseq.number,
             None,
             # remote target: the response's Contact (a provisional may lack one: keep the R-URI)

@@ -170,6 +170,39 @@ def test_tag_of_matches_name_addr_generated(text: str) -> None:
     assert _outcome(lambda: tag_of(text)) == _outcome(lambda: NameAddr.parse(text).params.get("tag"))
 
 
+@pytest.mark.parametrize("text", TAG_VALUES)
+@pytest.mark.parametrize("key", ["from", "to"])
+def test_dialog_uri_without_tag_matches_name_addr(text: str, key: str) -> None:
+    from proxy.sip.dialog import _without_tag, _without_tag_of
+    from proxy.sip.uri import NameAddr
+
+    msg = Request("INVITE", "sip:b@h", Headers([("From" if key == "from" else "To", text)]))
+    expected = _outcome(lambda: _without_tag(NameAddr.parse(text)))
+    assert _outcome(lambda: _without_tag_of(msg, key)) == expected
+
+
+CONTACTS = [
+    ["<sip:a@b>"], ["<sip:a@b;transport=udp>"], ["<sip:a@b>;expires=60"], ["<sip:a@b>;;x"],
+    ["<sip:a@b>;=x"], ["<sip:a@b>x"], ["<sip:a@b> ;q=1"], ["<sip:a@b> "], ["<>"], ["<sip:a@b"],
+    ["sip:a@b"], ["*"], ['"A" <sip:a@b>'], ["A <sip:a@b>"], ["<sip:a@b>, <sip:c@d>"],
+    ["<sip:a@b>", "<sip:c@d>"], ["<sip:a@b>;x=\"y\""], [], ["<sip:a@b>;+sip.instance=1"],
+]
+
+
+@pytest.mark.parametrize("lines", CONTACTS)
+def test_dialog_first_contact_matches_the_full_parse(lines: list[str]) -> None:
+    from proxy.sip.dialog import _first_contact
+
+    def msg() -> Request:
+        return Request("INVITE", "sip:b@h", Headers([("Contact", line) for line in lines]))
+
+    def reference() -> str | None:
+        contacts = msg().contacts()
+        return contacts[0].uri if contacts else None
+
+    assert _outcome(lambda: _first_contact(msg())) == _outcome(reference)
+
+
 def test_message_tags_read_without_parsing_the_header_and_follow_changes() -> None:
     msg = parse_message(
         b"BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
