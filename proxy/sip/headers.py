@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import sys
 
 from .errors import SipParseError
@@ -194,13 +196,23 @@ class CSeq:
 
     __slots__ = ("number", "method")
 
+    number: int
+    method: str
+
     def __init__(self, number: int, method: str) -> None:
-        self.number = number
-        self.method = method
+        object.__setattr__(self, "number", number)
+        object.__setattr__(self, "method", method)
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
-        """Parse a CSeq value; the number must fit a 32-bit unsigned integer (§8.1.1.5)."""
+        """Parse a CSeq value; the number must fit a 32-bit unsigned integer (§8.1.1.5).
+        Values recur ("1 INVITE", "2 BYE"): a parsed CSeq is a value, shared from a cache."""
+        if cls is CSeq:
+            return _parse_cseq(text)
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> CSeq:
         num, _, method = text.strip().partition(" ")
         if method[:1] == " ":
             method = method.lstrip(" ")
@@ -215,6 +227,11 @@ class CSeq:
             raise SipParseError("CSeq number out of range")
         return cls(number, method)
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if hasattr(self, name):
+            raise AttributeError("a CSeq is a shared value: build a new one")
+        object.__setattr__(self, name, value)
+
     def __str__(self) -> str:
         return f"{self.number} {self.method}"
 
@@ -226,3 +243,8 @@ class CSeq:
 
     def __hash__(self) -> int:
         return hash((self.number, self.method))
+
+
+#: parsed CSeq values by their text (bounded: the text comes from the network); a malformed
+#: one raises each time (lru_cache does not keep exceptions)
+_parse_cseq = functools.lru_cache(maxsize=4096)(CSeq._parse)

@@ -408,3 +408,21 @@ def test_settled_headers_read_the_same_and_thaw_on_change() -> None:
     assert msg.headers.remove("record-route") == 2
     assert type(msg.headers._keys) is list
     assert msg.headers.get("subject") == "x" and msg.headers.get("max-forwards") == "9"
+
+
+# -- CSeq: parsed values shared from a cache -------------------------------------------------------
+
+def test_cseq_values_are_shared_and_cannot_be_changed() -> None:
+    from proxy.sip.headers import CSeq
+
+    first = CSeq.parse("1 INVITE")
+    assert first is CSeq.parse(" 1 INVITE ".strip()) and (first.number, first.method) == (1, "INVITE")
+    assert CSeq.parse("1  INVITE") == first  # a different text, an equal value
+    with pytest.raises(AttributeError):
+        first.number = 2
+    for _ in range(2):  # a malformed value raises every time (errors are not cached)
+        with pytest.raises(SipParseError, match="Malformed CSeq"):
+            CSeq.parse("x INVITE")
+    with pytest.raises(SipParseError, match="out of range"):
+        CSeq.parse("4294967296 BYE")
+    assert str(CSeq(7, "BYE")) == "7 BYE"
