@@ -200,6 +200,15 @@ class Headers:
 _UNREAD: Any = object()
 
 
+def _read_tag(headers: Headers, key: str, slot: str) -> str | None:
+    """The tag of From or To (``key``), from the parsed header if there is one, else by
+    ``tag_of``; remembered in the headers' cache under ``slot``."""
+    cache = headers._cache
+    value: NameAddr | None = cache.get(key)
+    tag = cache[slot] = value.params.get("tag") if value is not None else tag_of(_require(headers, key))
+    return tag
+
+
 def _require(headers: Headers, key: str) -> str:
     """The first value of the header with canonical ``key``; SipParseError when absent."""
     try:
@@ -257,26 +266,14 @@ class Message:
     @property
     def from_tag(self) -> str | None:
         """The From tag."""
-        cache = self.headers._cache
-        tag = cache.get("from_tag", _UNREAD)
-        if tag is _UNREAD:
-            value: NameAddr | None = cache.get("from")
-            tag = cache["from_tag"] = (
-                value.params.get("tag") if value is not None else tag_of(_require(self.headers, "from"))
-            )
-        return tag  # type: ignore[no-any-return]
+        tag = self.headers._cache.get("from_tag", _UNREAD)
+        return _read_tag(self.headers, "from", "from_tag") if tag is _UNREAD else tag
 
     @property
     def to_tag(self) -> str | None:
         """The To tag."""
-        cache = self.headers._cache
-        tag = cache.get("to_tag", _UNREAD)
-        if tag is _UNREAD:
-            value: NameAddr | None = cache.get("to")
-            tag = cache["to_tag"] = (
-                value.params.get("tag") if value is not None else tag_of(_require(self.headers, "to"))
-            )
-        return tag  # type: ignore[no-any-return]
+        tag = self.headers._cache.get("to_tag", _UNREAD)
+        return _read_tag(self.headers, "to", "to_tag") if tag is _UNREAD else tag
 
     @property
     def via(self) -> list[Via]:
