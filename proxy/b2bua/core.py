@@ -156,9 +156,6 @@ class B2bua:
         host, port = self.local_address(transport)
         return f"SIP/2.0/{transport.upper()} {host}:{port};branch={self.ids.branch()};rport"
 
-    def _contact(self, transport: str, user: str) -> str:
-        return self._contacts(transport, user)
-
     def _render_contact(self, transport: str, user: str) -> str:
         host, port = self.local_address(transport)
         tparam = "" if transport == "udp" else f";transport={transport}"
@@ -349,7 +346,7 @@ class B2bua:
         call.callee_token = self._number_token(match.callee)
         a_tag = self.ids.tag()
         call.a = Leg(call, "a", source.transport, source, request.call_id, a_tag)
-        call.a.contact = self._contact(source.transport, dialed or "sipmask")
+        call.a.contact = self._contacts(source.transport, dialed or "sipmask")
         call.a.dialog = Dialog.uas(request, a_tag, None)
         txn.tu_data = call
         self.calls[call_key] = call
@@ -368,7 +365,7 @@ class B2bua:
         gw = call.gateways[0]
         b_call_id = self.ids.call_id()
         call.b = Leg(call, "b", gw.transport, _gateway_address(gw), b_call_id, self.ids.tag())
-        call.b.contact = self._contact(gw.transport, match.present)
+        call.b.contact = self._contacts(gw.transport, match.present)
         call.b_invite = self._build_b_invite(call, request, gw, min(max_forwards - 1, 70), 1, dialed or "")
         self.dialogs[(b_call_id, call.b.local_tag)] = call.b
         self._send_b_invite(call, now)
@@ -451,7 +448,7 @@ class B2bua:
         cseq = old.cseq.number + 1
         dialed = _user_of(old.to.uri) or ""
         mf = old.headers.get("max-forwards") or "70"
-        call.b.contact = self._contact(gw.transport, call.match.present)
+        call.b.contact = self._contacts(gw.transport, call.match.present)
         call.b_invite = self._build_b_invite(call, call.a_invite, gw, int(mf), cseq, dialed)
         self._send_b_invite(call, now)
         return True

@@ -11,7 +11,7 @@ their header keys known.
 from __future__ import annotations
 
 from .message import Headers, Request, Response, _require
-from .uri import NameAddr, parse_params
+from .uri import NameAddr, parse_params, plain_span
 
 #: methods whose requests (and 2xx responses) refresh the remote target (§12.2, RFC 3311)
 TARGET_REFRESH_METHODS = frozenset(("INVITE", "UPDATE"))
@@ -30,12 +30,11 @@ def _without_tag_of(message: Request | Response, key: str) -> str:
     parsed: NameAddr | None = h._cache.get(key)
     if parsed is None:
         text = _require(h, key)
-        if text[:1] == "<" and '"' not in text:
-            gt = text.find(">")
-            if gt > 1:
-                rest = text[gt + 1 :]
-                if not rest or (rest[:5] == ";tag=" and ";" not in rest[5:]):
-                    return text[: gt + 1]
+        span = plain_span(text)
+        if span is not None and span[0] == 0:
+            rest = text[span[1] + 1 :]
+            if not rest or (rest[:5] == ";tag=" and ";" not in rest[5:]):
+                return text[: span[1] + 1]
         parsed = message.from_ if key == "from" else message.to
     return _without_tag(parsed)
 
@@ -46,17 +45,15 @@ def _first_contact(message: Request | Response) -> str | None:
         # one plain ``<uri>`` or ``<uri>;params`` (a UA's usual Contact): its URI by slicing,
         # the parameters checked as the full parse checks them; anything else is parsed
         lines = h.get_all("contact")
-        if len(lines) == 1:
+        if len(lines) == 1 and "," not in lines[0]:
             text = lines[0]
-            if text[:1] == "<" and '"' not in text and "," not in text and text[-1:] not in (" ", "\t"):
-                gt = text.find(">")
-                if gt > 1:
-                    rest = text[gt + 1 :]
-                    if not rest:
-                        return text[1:gt]
-                    if rest[0] == ";":
-                        parse_params(rest[1:], "address")
-                        return text[1:gt]
+            span = plain_span(text)
+            if span is not None and span[0] == 0:
+                rest = text[span[1] + 1 :]
+                if rest[:1] == ";":
+                    parse_params(rest[1:], "address")
+                if not rest or rest[0] == ";":
+                    return text[1 : span[1]]
     contacts = message.contacts()
     return contacts[0].uri if contacts else None
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 import sys
 
 from .errors import SipParseError
@@ -207,9 +206,7 @@ class CSeq:
     def parse(cls, text: str) -> CSeq:
         """Parse a CSeq value; the number must fit a 32-bit unsigned integer (§8.1.1.5).
         Values recur ("1 INVITE", "2 BYE"): a parsed CSeq is a value, shared from a cache."""
-        if cls is CSeq:
-            return _parse_cseq(text)
-        return cls._parse(text)
+        return _parse_cseq(text)
 
     @classmethod
     def _parse(cls, text: str) -> CSeq:
@@ -228,9 +225,7 @@ class CSeq:
         return cls(number, method)
 
     def __setattr__(self, name: str, value: object) -> None:
-        if hasattr(self, name):
-            raise AttributeError("a CSeq is a shared value: build a new one")
-        object.__setattr__(self, name, value)
+        raise AttributeError("a CSeq is a shared value: build a new one")
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"

@@ -293,23 +293,32 @@ class NameAddr:
         return f"{disp}<{self.uri}>{params}"
 
 
+def plain_span(text: str) -> tuple[int, int] | None:
+    """``(index of "<", index of ">")`` when ``text`` is a plain ``[name ]<uri>[rest]``: no
+    quote, no blank at either end, a non-empty URI. ``NameAddr.parse`` takes such a value's
+    URI as ``text[lt + 1:gt]`` and its parameters from ``text[gt + 1:]`` (which the caller
+    still has to check), so fast paths can slice it; None: let ``NameAddr.parse`` decide."""
+    lt = text.find("<")
+    if lt < 0 or '"' in text or text[0] in " \t" or text[-1] in " \t":
+        return None
+    gt = text.find(">", lt)
+    return (lt, gt) if gt > lt + 1 else None
+
+
 def tag_of(text: str) -> str | None:
     """``NameAddr.parse(text).params.get("tag")``, with the same result and the same errors,
     without building the NameAddr for the usual forms (``<uri>;tag=x``, ``name <uri>``): the
     transaction layer and the B2BUA read the tags of every message, most of which nothing
     else parses. Anything less plain (quotes, an addr-spec, other parameters, surrounding
     blanks, malformed) goes to ``NameAddr.parse``."""
-    lt = text.find("<")
-    if lt >= 0 and '"' not in text and text[-1:] not in (" ", "\t", ""):
-        if lt == 0 or text[0] not in " \t":
-            gt = text.find(">", lt)
-            if gt > lt + 1:
-                rest = text[gt + 1 :]
-                if not rest:
-                    return None
-                name, eq, value = rest.partition("=")
-                if eq and name == ";tag" and ";" not in value:
-                    return value.strip()
+    span = plain_span(text)
+    if span is not None:
+        rest = text[span[1] + 1 :]
+        if not rest:
+            return None
+        name, eq, value = rest.partition("=")
+        if eq and name == ";tag" and ";" not in value:
+            return value.strip()
     return NameAddr.parse(text).params.get("tag")
 
 
