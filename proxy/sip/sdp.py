@@ -26,8 +26,16 @@ def sanitise_sdp(
     Garbage in (no six-field ``o=`` line before the first ``m=``) means the body is returned unchanged;
     this function never raises.
     """
-    if not body or (b"\no=" not in body and not body.startswith(b"o=")):
+    if not body:
         return body
+    # the first line of each kind: at the start of the body or after a "\n" (byte-wise: in
+    # UTF-8 "\n", "\r" and " " never occur inside another character, so nothing is decoded)
+    o_at = 0 if body[:2] == b"o=" else body.find(b"\no=") + 1
+    if not o_at and body[:2] != b"o=":
+        return body
+    m_at = 0 if body[:2] == b"m=" else body.find(b"\nm=") + 1
+    if m_at and o_at > m_at or body[:2] == b"m=":
+        return body  # §5: o= and s= belong to the session section only
     # never raise from the media path: a value that cannot go on one SDP line falls back to "-"
     # (still masking the original), an unusable address leaves the original address in place
     if not _safe_field(origin_username):
@@ -36,35 +44,36 @@ def sanitise_sdp(
         session_name = "-"
     if origin_address is not None and not _safe_field(origin_address):
         origin_address = None
-    # surrogateescape: bytes that are not UTF-8 (an i= line in another charset) come back as-is
-    lines = body.decode("utf-8", "surrogateescape").split("\n")
-    done_o = done_s = False
-    # slices rather than startswith/endswith: those parse their arguments at a cost per call
-    for i, raw in enumerate(lines):
-        cr = raw[-1:] == "\r"
-        line = raw[:-1] if cr else raw
-        kind = line[:2]
-        if kind == "m=":
-            break  # §5: o= and s= belong to the session section only
-        if kind == "o=" and not done_o:
-            fields = line[2:].split(" ")
-            if len(fields) != 6 or not all(fields):
-                return body
-            fields[0] = origin_username
-            if origin_address is not None:
-                fields[4] = "IP6" if ":" in origin_address else "IP4"
-                fields[5] = origin_address.strip("[]")
-            line = "o=" + " ".join(fields)
-            done_o = True
-        elif kind == "s=" and not done_s:
-            line = "s=" + session_name
-            done_s = True
-        else:
-            continue
-        lines[i] = line + "\r" if cr else line
-    if not done_o:
+    o_end = _line_end(body, o_at)
+    fields = body[o_at + 2 : o_end].split(b" ")
+    if len(fields) != 6 or not all(fields):
         return body
-    return "\n".join(lines).encode("utf-8", "surrogateescape")
+    fields[0] = origin_username.encode("utf-8", "surrogateescape")
+    if origin_address is not None:
+        fields[4] = b"IP6" if ":" in origin_address else b"IP4"
+        fields[5] = origin_address.strip("[]").encode("utf-8", "surrogateescape")
+    # splice the rewritten lines in, in body order
+    edits = [(o_at, o_end, b"o=" + b" ".join(fields))]
+    s_at = 0 if body[:2] == b"s=" else body.find(b"\ns=") + 1
+    if (s_at or body[:2] == b"s=") and (not m_at or s_at < m_at):
+        edits.append((s_at, _line_end(body, s_at), b"s=" + session_name.encode("utf-8", "surrogateescape")))
+        edits.sort()
+    out = []
+    done = 0
+    for start, stop, line in edits:
+        out.append(body[done:start])
+        out.append(line)
+        done = stop
+    out.append(body[done:])
+    return b"".join(out)
+
+
+def _line_end(body: bytes, start: int) -> int:
+    """Where the line starting at ``start`` ends, its "\r\n" or "\n" (or the body) excluded."""
+    end = body.find(b"\n", start)
+    if end < 0:
+        end = len(body)
+    return end - 1 if end > start and body[end - 1 : end] == b"\r" else end
 
 
 def sdp_has_media(body: bytes) -> bool:
