@@ -114,6 +114,10 @@ class B2bua:
         # our Contact per (transport, virtual number): numbers come from a pool, so every call
         # to one shares the string (held by both legs for the whole call) instead of a copy each
         self._contacts = functools.lru_cache(maxsize=4096)(self._render_contact)
+        # our Via up to the branch, and our host, per transport: the listening addresses do
+        # not change while sipmask runs
+        self._via_prefix = functools.lru_cache(maxsize=16)(self._render_via_prefix)
+        self._host_name: str | None = None
         # new calls are admitted (or refused, statelessly) at the transaction layer's door
         layer.screen = self._screen
         # resolve a lazy structlog proxy once: each call on a proxy re-reads the configuration
@@ -153,8 +157,11 @@ class B2bua:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def _via(self, transport: str) -> str:
+        return f"{self._via_prefix(transport)}{self.ids.branch()};rport"
+
+    def _render_via_prefix(self, transport: str) -> str:
         host, port = self.local_address(transport)
-        return f"SIP/2.0/{transport.upper()} {host}:{port};branch={self.ids.branch()};rport"
+        return f"SIP/2.0/{transport.upper()} {host}:{port};branch="
 
     def _render_contact(self, transport: str, user: str) -> str:
         host, port = self.local_address(transport)
@@ -162,7 +169,10 @@ class B2bua:
         return f"<sip:{user}@{host}:{port}{tparam}>"
 
     def _host(self) -> str:
-        return self.config.sip.advertise_host or self.local_address("udp")[0]
+        host = self._host_name
+        if host is None:  # the listening addresses are bound for good once calls arrive
+            host = self._host_name = self.config.sip.advertise_host or self.local_address("udp")[0]
+        return host
 
     def _sdp(self, body: bytes) -> bytes:
         sdp = self.rules.sdp
@@ -176,9 +186,7 @@ class B2bua:
         )
 
     def _copy_headers(self, source: Request | Response, target: Request | Response) -> None:
-        add = target.headers.add
-        for name, value in self.rules.headers.filter(source.headers):
-            add(name, value)
+        self.rules.headers.copy(source.headers, target.headers)
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, event: object, now: float) -> None:

@@ -15,7 +15,10 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from ..sip.message import Headers
 
 __all__ = [
     "COMPACT_FORMS",
@@ -169,6 +172,15 @@ class HeaderPolicy:
             and lowered.startswith("x-")
             and lowered not in self.drop_headers
         )
+
+    def copy(self, source: Headers, target: Headers) -> None:
+        """Append to ``target`` the lines of ``source`` that cross, in order and spelling."""
+        if self.pass_x_headers:
+            add = target.add
+            for name, value in self.filter(source):
+                add(name, value)
+        else:
+            target.extend_from(source, self._allowed)
 
     def filter(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The ``(name, value)`` pairs that cross, in their original order and spelling."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import Any, TypeVar
 
 from .errors import SipParseError
 from .headers import _KEY_CACHE, CSeq, Via, header_key, split_list
 from .uri import NameAddr, SipUri, tag_of
+
+_COLON_SP_JOIN = ": ".join
 
 T = TypeVar("T")
 
@@ -73,15 +75,18 @@ class Headers:
     def get(self, name: str) -> str | None:
         """First value of the header, or None."""
         key = _KEY_CACHE.get(name) or header_key(name)
-        try:
-            return self._values[self._keys.index(key)]
-        except ValueError:
-            return None
+        keys = self._keys
+        # a membership test first: an absent header is common, and a raised ValueError
+        # costs more than the second scan of a dozen keys
+        return self._values[keys.index(key)] if key in keys else None
 
     def get_all(self, name: str) -> list[str]:
         """Every line of the header, in order."""
         key = _KEY_CACHE.get(name) or header_key(name)
-        return [v for k, v in zip(self._keys, self._values) if k == key]
+        keys = self._keys
+        if key not in keys:
+            return []
+        return [v for k, v in zip(keys, self._values) if k == key]
 
     def values(self, name: str) -> list[str]:
         """Every comma-separated value of a list header across all its lines (§7.3.1)."""
@@ -174,6 +179,21 @@ class Headers:
         cache[slot] = value
         return value
 
+    def extend_from(self, source: Headers, keep: Container[str]) -> None:
+        """Append the lines of ``source`` whose canonical key is in ``keep``, in order."""
+        if self._cache:
+            self._cache.clear()
+        if type(self._keys) is not list:
+            self._thaw()
+        names = self._names
+        keys = self._keys
+        values = self._values
+        for key, name, value in zip(source._keys, source._names, source._values):
+            if key in keep:
+                keys.append(key)
+                names.append(name)
+                values.append(value)
+
     def copy(self) -> Headers:
         """A shallow copy (strings are immutable)."""
         return Headers._from_lists(list(self._names), list(self._keys), list(self._values))
@@ -182,7 +202,7 @@ class Headers:
         """Header lines with Content-Length set to the body's real length (added when absent)."""
         names = self._names
         keys = self._keys
-        lines = [f"{n}: {v}" for n, v in zip(names, self._values)]
+        lines = list(map(_COLON_SP_JOIN, zip(names, self._values)))  # C loop, no frame per line
         count = keys.count("content-length")
         if count == 0:
             lines.append(f"Content-Length: {body_length}")

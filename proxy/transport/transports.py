@@ -72,6 +72,10 @@ class SipTransports:
         self._all_connections: set[StreamConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._family_cache: dict[str, int | None] = {}
+        #: destination -> (the UDP socket for its family, its socket address): one lookup per
+        #: datagram instead of unbracketing and classifying the host each time; bounded
+        #: (destinations come from the network), emptied when the sockets change
+        self._udp_routes: dict[Address, tuple[UdpEndpoint, tuple[str, int]]] = {}
         self._closed = False
 
     # -- listening -----------------------------------------------------------------------------
@@ -90,6 +94,7 @@ class SipTransports:
             await endpoint.open(host, port)
             self._udp.append(endpoint)
             self._udp_by_family.setdefault(endpoint.family, endpoint)
+            self._udp_routes.clear()
             return endpoint.local
         if kind not in ("tcp", "tls"):
             raise ValueError(f"unknown transport {transport!r}: expected one of {TRANSPORTS}")
@@ -148,13 +153,22 @@ class SipTransports:
             self._send_failed(dest)
 
     def _send_udp(self, data: bytes, dest: Address) -> None:
-        host = _unbracket(dest.host)
-        family = self._family(host)
-        if family is None:
-            self._spawn(self._resolve_and_send_udp(data, dest, host))
-            return
-        endpoint = self._udp_by_family.get(family)
-        if endpoint is None or not endpoint.sendto(data, host, dest.port):
+        route = self._udp_routes.get(dest)
+        if route is None:
+            host = _unbracket(dest.host)
+            family = self._family(host)
+            if family is None:
+                self._spawn(self._resolve_and_send_udp(data, dest, host))
+                return
+            endpoint = self._udp_by_family.get(family)
+            if endpoint is None:
+                self._send_failed(dest)
+                return
+            routes = self._udp_routes
+            if len(routes) >= _FAMILY_CACHE_MAX:
+                routes.clear()
+            route = routes[dest] = (endpoint, (host, dest.port))
+        if not route[0].send(data, route[1]):
             self._send_failed(dest)
             return
         self.stats.sent += 1
@@ -291,6 +305,7 @@ class SipTransports:
         self._servers.clear()
         self._udp.clear()
         self._udp_by_family.clear()
+        self._udp_routes.clear()
         self._connections.clear()
 
     def _spawn(self, coro: object) -> None:

@@ -45,7 +45,8 @@ _MSG_TRUNC = int(socket.MSG_TRUNC)
 #: peer addresses remembered (then forgotten all at once: they come from the network)
 _SOURCES_MAX = 4096
 
-#: (message, source, seconds the datagram queued in the kernel before it was read)
+#: (message, source, seconds the datagram queued in the kernel before it was read: measured
+#: for INVITEs, which admission control screens on it; 0.0 for other messages)
 OnMessage = Callable[..., None]
 
 
@@ -124,7 +125,8 @@ class UdpEndpoint:
                 stats.send_errors += 1
                 continue
             delay = 0.0
-            if timestamps:
+            # only a new INVITE is screened on its queue delay (the rest pass whatever it is)
+            if timestamps and data[:7] == b"INVITE ":
                 for _level, kind, cdata in ancdata:
                     if kind == _SO_TIMESTAMPNS and len(cdata) >= _TIMESPEC.size:
                         sec, nsec = _TIMESPEC.unpack_from(cdata)
@@ -180,18 +182,22 @@ class UdpEndpoint:
             stats.sent += 1
 
     def sendto(self, data: bytes, host: str, port: int) -> bool:
+        """Write one datagram to ``host``:``port``; see :meth:`send`."""
+        return self.send(data, (host, port))
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> bool:
         """Write one datagram; False when the socket is gone. A full send buffer queues it
         (sent when the socket is writable again); errors the kernel reports are counted."""
         sock = self._sock
         if sock is None:
             return False
         if self._send_queue:
-            self._queue(data, (host, port))
+            self._queue(data, addr)
             return True
         try:
-            sock.sendto(data, (host, port))
+            sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
-            self._queue(data, (host, port))
+            self._queue(data, addr)
         except OSError:  # unreachable network, ICMP error of an earlier datagram...
             self._stats.send_errors += 1
         return True
