@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         return _hold(args.hold)
     configure_logging(args.log_level, "json", stream=open(os.devnull, "w"))  # noqa: SIM115
     gc.freeze()
-    gc.set_threshold(20_000, 2, 10_000)  # as proxy/app.py does
+    gc.set_threshold(20_000, 2, 50_000)  # as proxy/app.py does
     if args.refusals:
         return _refusals(args.calls, args.repeat)
     best = float("inf")

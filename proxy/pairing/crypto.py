@@ -67,13 +67,19 @@ def _parse_key_text(text: str, path: Path | str) -> bytes:
 class NumberVault:
     """Encrypts, indexes and tokenises real phone numbers under one master secret."""
 
-    __slots__ = ("_aead", "_index_key", "_token_key")
+    __slots__ = ("_aead", "_index_key", "_token_key", "_token_inner", "_token_outer")
 
     def __init__(self, enc_key: bytes, index_key: bytes, token_key: bytes) -> None:
         """Prefer `from_secret` / `from_key_file`; this takes already-derived 32-byte keys."""
         self._aead = AESGCM(enc_key)
         self._index_key = index_key
         self._token_key = token_key
+        # HMAC-SHA256 (RFC 2104) with its two keyed states hashed once: a token is then two
+        # state copies and two updates (the same digest as hmac.new, at half its cost; one
+        # per call, for the CDR's Call-ID token)
+        block = token_key.ljust(64, b"\0") if len(token_key) <= 64 else hashlib.sha256(token_key).digest().ljust(64, b"\0")
+        self._token_inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._token_outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     @classmethod
     def from_secret(cls, secret: bytes) -> NumberVault:
@@ -131,7 +137,11 @@ class NumberVault:
 
     def token(self, number: str) -> str:
         """Short stable pseudonym for logs and CDRs: ``n_`` + 12 hex chars of a keyed HMAC."""
-        return "n_" + hmac.new(self._token_key, number.encode(), hashlib.sha256).hexdigest()[:12]
+        inner = self._token_inner.copy()
+        inner.update(number.encode())
+        outer = self._token_outer.copy()
+        outer.update(inner.digest())
+        return "n_" + outer.hexdigest()[:12]
 
 
 def load_vault(

@@ -8,6 +8,8 @@ Bodies that are not SDP we can read come back unchanged: media is not ours to br
 
 from __future__ import annotations
 
+import functools
+
 __all__ = ["sanitise_sdp", "sdp_has_media"]
 
 
@@ -30,50 +32,58 @@ def sanitise_sdp(
         return body
     # the first line of each kind: at the start of the body or after a "\n" (byte-wise: in
     # UTF-8 "\n", "\r" and " " never occur inside another character, so nothing is decoded)
-    o_at = 0 if body[:2] == b"o=" else body.find(b"\no=") + 1
-    if not o_at and body[:2] != b"o=":
+    head = body[:2]
+    o_at = 0 if head == b"o=" else body.find(b"\no=") + 1
+    if not o_at and head != b"o=":
         return body
-    m_at = 0 if body[:2] == b"m=" else body.find(b"\nm=") + 1
-    if m_at and o_at > m_at or body[:2] == b"m=":
+    m_at = 0 if head == b"m=" else body.find(b"\nm=") + 1
+    if m_at and o_at > m_at or head == b"m=":
         return body  # §5: o= and s= belong to the session section only
-    # never raise from the media path: a value that cannot go on one SDP line falls back to "-"
-    # (still masking the original), an unusable address leaves the original address in place
-    if not _safe_field(origin_username):
-        origin_username = "-"
-    if not _safe_line(session_name):
-        session_name = "-"
-    if origin_address is not None and not _safe_field(origin_address):
-        origin_address = None
-    o_end = _line_end(body, o_at)
+    o_end = body.find(b"\n", o_at)
+    if o_end < 0:
+        o_end = len(body)
+    if body[o_end - 1 : o_end] == b"\r":
+        o_end -= 1
     fields = body[o_at + 2 : o_end].split(b" ")
     if len(fields) != 6 or not all(fields):
         return body
-    fields[0] = origin_username.encode("utf-8", "surrogateescape")
-    if origin_address is not None:
-        fields[4] = b"IP6" if ":" in origin_address else b"IP4"
-        fields[5] = origin_address.strip("[]").encode("utf-8", "surrogateescape")
-    # splice the rewritten lines in, in body order
-    edits = [(o_at, o_end, b"o=" + b" ".join(fields))]
-    s_at = 0 if body[:2] == b"s=" else body.find(b"\ns=") + 1
-    if (s_at or body[:2] == b"s=") and (not m_at or s_at < m_at):
-        edits.append((s_at, _line_end(body, s_at), b"s=" + session_name.encode("utf-8", "surrogateescape")))
-        edits.sort()
-    out = []
-    done = 0
-    for start, stop, line in edits:
-        out.append(body[done:start])
-        out.append(line)
-        done = stop
-    out.append(body[done:])
-    return b"".join(out)
+    user, name, addrtype, address = _replacements(origin_username, session_name, origin_address)
+    fields[0] = user
+    if address is not None:
+        fields[4] = addrtype
+        fields[5] = address
+    o_line = b"o=" + b" ".join(fields)
+    s_at = 0 if head == b"s=" else body.find(b"\ns=") + 1
+    if not (s_at or head == b"s=") or m_at and s_at > m_at:
+        return b"".join((body[:o_at], o_line, body[o_end:]))
+    s_end = body.find(b"\n", s_at)
+    if s_end < 0:
+        s_end = len(body)
+    if s_end > s_at and body[s_end - 1 : s_end] == b"\r":
+        s_end -= 1
+    if s_at < o_at:
+        return b"".join((body[:s_at], name, body[s_end:o_at], o_line, body[o_end:]))
+    return b"".join((body[:o_at], o_line, body[o_end:s_at], name, body[s_end:]))
 
 
-def _line_end(body: bytes, start: int) -> int:
-    """Where the line starting at ``start`` ends, its "\r\n" or "\n" (or the body) excluded."""
-    end = body.find(b"\n", start)
-    if end < 0:
-        end = len(body)
-    return end - 1 if end > start and body[end - 1 : end] == b"\r" else end
+@functools.lru_cache(maxsize=64)
+def _replacements(user: str, name: str, address: str | None) -> tuple[bytes, bytes, bytes, bytes | None]:
+    """(o= username, whole s= line, addrtype, address) as bytes, for values fixed by the
+    configuration: checked and encoded once. Never raises: a value that cannot go on one SDP
+    line falls back to "-" (still masking the original), an unusable address leaves the
+    original address in place."""
+    if not _safe_field(user):
+        user = "-"
+    if not _safe_line(name):
+        name = "-"
+    if address is not None and not _safe_field(address):
+        address = None
+    return (
+        user.encode("utf-8", "surrogateescape"),
+        ("s=" + name).encode("utf-8", "surrogateescape"),
+        b"IP6" if address is not None and ":" in address else b"IP4",
+        address.strip("[]").encode("utf-8", "surrogateescape") if address is not None else None,
+    )
 
 
 def sdp_has_media(body: bytes) -> bool:

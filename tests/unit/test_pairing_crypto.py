@@ -54,6 +54,19 @@ def test_token_shape_and_stability() -> None:
     assert NumberVault.from_secret(SECRET).token("+15551230001") == token
 
 
+@pytest.mark.parametrize("key", [bytes(32), bytes(range(64)), bytes(range(65)), b"k" * 200])
+def test_token_is_the_rfc2104_hmac_of_the_token_key(key: bytes) -> None:
+    """The precomputed keyed states give exactly hmac.new's digest, for keys shorter than,
+    equal to and longer than SHA-256's block: tokens already written to CDRs stay valid."""
+    import hashlib
+    import hmac
+
+    vault = NumberVault(bytes(32), bytes(32), key)
+    for number in ("+15551230001", "", "a-call-id@192.0.2.1", "é" * 50):
+        expected = hmac.new(key, number.encode(), hashlib.sha256).hexdigest()[:12]
+        assert vault.token(number) == "n_" + expected
+
+
 def test_short_secret_is_refused() -> None:
     with pytest.raises(VaultError):
         NumberVault.from_secret(b"short")
