@@ -17,6 +17,9 @@ _MANDATORY_SET = frozenset(_MANDATORY)
 #: mandatory headers that are not lists (§20): a second line is a 400
 _ONCE = ("from", "to", "call-id", "cseq")
 _MAX_HEADERS = 256
+#: "100".."699" -> the status code (a status line's code, checked and converted in one lookup)
+_STATUS_CODES = {str(code): code for code in range(100, 700)}
+_SPACE_OR_END = (" ", "")
 _KNOWN_METHODS = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
      "REFER", "MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH")
@@ -181,6 +184,11 @@ def _parse_header_lines(lines: list[str], first: int, message: Request | Respons
 
 def _parse_start_line(line: str, headers: Headers) -> tuple[Request | Response, bool]:
     """The message (with ``headers``, no body yet) and whether its version is unsupported."""
+    if line[:8] == "SIP/2.0 ":
+        # the usual status line, "SIP/2.0 <code>[ <reason>]": one slice and one lookup
+        code = _STATUS_CODES.get(line[8:11])
+        if code is not None and line[11:12] in _SPACE_OR_END:
+            return Response(code, line[12:], headers, b"", "SIP/2.0"), False
     if line[:4].upper() == "SIP/":
         version, sp, rest = line.partition(" ")
         code, _, reason = rest.partition(" ")

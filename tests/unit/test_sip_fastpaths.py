@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.sip import Headers, Request, SipParseError, build_response, parse_message
@@ -426,3 +426,35 @@ def test_cseq_values_are_shared_and_cannot_be_changed() -> None:
     with pytest.raises(SipParseError, match="out of range"):
         CSeq.parse("4294967296 BYE")
     assert str(CSeq(7, "BYE")) == "7 BYE"
+
+
+# -- status line: "SIP/2.0 <code> <reason>" read by one slice and one lookup -------------------------
+
+def _status_line_reference(line: str) -> tuple[int, str, str] | str:
+    """The general rule (§7.2, version case-insensitive): (code, reason, version) or the error."""
+    version, sp, rest = line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not sp or len(code) != 3 or not (code.isdigit() and code.isascii()) or not "100" <= code <= "699":
+        return "Malformed status line"
+    if version.upper() != "SIP/2.0":
+        return "Unsupported SIP version"
+    return int(code), reason, version
+
+
+@settings(max_examples=1000)
+@given(st.sampled_from(["SIP/2.0", "sip/2.0", "SIP/2.1", "SIP/2.0 "]),
+       st.sampled_from(["200", "100", "699", "700", "099", "20", "2000", "２００", "abc", ""]),
+       st.sampled_from(["", " ", "  ", "x"]), st.sampled_from(["", "OK", " OK", "Ringing Now", "é"]))
+def test_status_line_fast_path_matches_the_general_rule(version: str, code: str, sep: str, reason: str) -> None:
+    from proxy.sip.message import Headers as H
+    from proxy.sip.parser import _parse_start_line
+
+    line = f"{version} {code}{sep}{reason}"
+    expected = _status_line_reference(line)
+    try:
+        message, version_error = _parse_start_line(line, H._from_lists([], [], []))
+    except SipParseError as exc:
+        assert exc.reason == expected
+        return
+    assert not version_error
+    assert (message.status, message.reason, message.version) == expected  # type: ignore[union-attr]
