@@ -137,6 +137,13 @@ class SipTransports:
         """
         try:
             data = message if isinstance(message, bytes) else message.serialise()
+            route = self._udp_routes.get(dest)
+            if route is not None:  # a UDP destination sent to before: its socket and address
+                if route[0].send(data, route[1]):
+                    self.stats.sent += 1
+                else:
+                    self._send_failed(dest)
+                return
             kind = dest.transport
             if kind == "udp":
                 self._send_udp(data, dest)
@@ -153,21 +160,20 @@ class SipTransports:
             self._send_failed(dest)
 
     def _send_udp(self, data: bytes, dest: Address) -> None:
-        route = self._udp_routes.get(dest)
-        if route is None:
-            host = _unbracket(dest.host)
-            family = self._family(host)
-            if family is None:
-                self._spawn(self._resolve_and_send_udp(data, dest, host))
-                return
-            endpoint = self._udp_by_family.get(family)
-            if endpoint is None:
-                self._send_failed(dest)
-                return
-            routes = self._udp_routes
-            if len(routes) >= _FAMILY_CACHE_MAX:
-                routes.clear()
-            route = routes[dest] = (endpoint, (host, dest.port))
+        """The first datagram to ``dest`` (``send`` takes the cached route after it)."""
+        host = _unbracket(dest.host)
+        family = self._family(host)
+        if family is None:
+            self._spawn(self._resolve_and_send_udp(data, dest, host))
+            return
+        endpoint = self._udp_by_family.get(family)
+        if endpoint is None:
+            self._send_failed(dest)
+            return
+        routes = self._udp_routes
+        if len(routes) >= _FAMILY_CACHE_MAX:
+            routes.clear()
+        route = routes[dest] = (endpoint, (host, dest.port))
         if not route[0].send(data, route[1]):
             self._send_failed(dest)
             return

@@ -202,6 +202,32 @@ def test_udp_send_resolves_host_names_and_reports_missing_family() -> None:
     run(scenario())
 
 
+def test_udp_sends_reuse_a_destinations_route_until_the_sockets_close() -> None:
+    """The socket and socket address of a destination are worked out once (bracketed IPv6
+    or not, which family): later datagrams to it take them from a table. Closing the
+    transports forgets the table: a send then fails cleanly (counted, reported)."""
+
+    async def scenario() -> None:
+        failed: list[Address] = []
+        server = SipTransports(lambda m, s, *_: None, on_send_error=failed.append)
+        await server.listen("udp", "127.0.0.1", 0)
+        peer, peer_addr = await udp_peer()
+        dest = Address("udp", "127.0.0.1", peer_addr[1])
+        try:
+            for n in (1, 2, 3):
+                server.send(options(n), dest)
+                data, _ = await peer.recv()
+                assert parse_message(data).call_id == f"call-{n}@test"
+            assert server.stats.sent == 3 and len(server._udp_routes) == 1
+        finally:
+            await _close(server, peer)
+        assert server._udp_routes == {}
+        server.send(options(4), dest)
+        assert failed == [dest] and server.stats.send_errors == 1
+
+    run(scenario())
+
+
 # -- malformed input ---------------------------------------------------------------------------
 
 BAD_MAX_FORWARDS = (
