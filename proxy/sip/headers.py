@@ -111,7 +111,7 @@ class Via:
         if known is None:
             known, rest = _parse_sent_protocol(text)
         sent_by, _, ptext = rest.partition(";")
-        host, port = split_hostport(sent_by.strip(), "Via")
+        host, port = _via_sent_by(sent_by)
         params = parse_params(ptext, "Via")
         if params:
             _check_via_params(params)
@@ -133,6 +133,13 @@ class Via:
 
     def __repr__(self) -> str:
         return f"Via({str(self)!r})"
+
+
+@functools.lru_cache(maxsize=1024)
+def _via_sent_by(text: str) -> tuple[str, int | None]:
+    """A Via's ``host[:port]``: a peer writes the same one in every request, so its split is
+    kept (bounded: they come from the network; a malformed one raises and is not kept)."""
+    return split_hostport(text.strip(), "Via")
 
 
 def _parse_sent_protocol(text: str) -> tuple[tuple[str, str], str]:

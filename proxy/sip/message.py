@@ -215,6 +215,14 @@ class Headers:
             lines = [ln for i, ln in enumerate(lines) if i <= first or keys[i] != "content-length"]
         return lines
 
+    def wire(self, body_length: int) -> str:
+        """``render``'s lines joined by CRLF: the usual case (no Content-Length line yet, as in
+        every message sipmask builds) without the intermediate list."""
+        if "content-length" in self._keys:
+            return "\r\n".join(self.render(body_length))
+        lines = "\r\n".join(map(_COLON_SP_JOIN, zip(self._names, self._values)))
+        return f"{lines}\r\nContent-Length: {body_length}" if lines else f"Content-Length: {body_length}"
+
 
 #: a cache entry not computed yet (a tag may be None)
 _UNREAD: Any = object()
@@ -370,7 +378,7 @@ class Request(Message):
 
     def serialise(self) -> bytes:
         body = self.body
-        lines = "\r\n".join(self.headers.render(len(body)))
+        lines = self.headers.wire(len(body))
         head = f"{self.method} {self.uri} {self.version}\r\n{lines}\r\n\r\n"
         return head.encode("utf-8", "surrogateescape") + body
 
@@ -399,7 +407,7 @@ class Response(Message):
 
     def serialise(self) -> bytes:
         body = self.body
-        lines = "\r\n".join(self.headers.render(len(body)))
+        lines = self.headers.wire(len(body))
         head = f"{self.version} {self.status} {self.reason}\r\n{lines}\r\n\r\n"
         return head.encode("utf-8", "surrogateescape") + body
 

@@ -186,9 +186,9 @@ def _parse_start_line(line: str, headers: Headers) -> tuple[Request | Response, 
     """The message (with ``headers``, no body yet) and whether its version is unsupported."""
     if line[:8] == "SIP/2.0 ":
         # the usual status line, "SIP/2.0 <code>[ <reason>]": one slice and one lookup
-        code = _STATUS_CODES.get(line[8:11])
-        if code is not None and line[11:12] in _SPACE_OR_END:
-            return Response(code, line[12:], headers, b"", "SIP/2.0"), False
+        status = _STATUS_CODES.get(line[8:11])
+        if status is not None and line[11:12] in _SPACE_OR_END:
+            return Response(status, line[12:], headers, b"", "SIP/2.0"), False
     if line[:4].upper() == "SIP/":
         version, sp, rest = line.partition(" ")
         code, _, reason = rest.partition(" ")

@@ -39,6 +39,7 @@ def _render_reference(headers: Headers, body_length: int) -> list[str]:
 def test_render_matches_reference(items: list[tuple[str, str]]) -> None:
     headers = Headers(items)
     assert headers.render(3) == _render_reference(headers, 3)
+    assert headers.wire(3) == "\r\n".join(_render_reference(headers, 3))
 
 
 def test_missing_header_views_raise_parse_error() -> None:
