@@ -4,7 +4,8 @@ Wall-clock figures on a shared VM move by 10% between runs; an instruction count
 This runs the :mod:`loadtest.bench_call` harness (parse, transactions, B2BUA, serialise of the
 14 messages of a call, real SQLite pairing store, no sockets) under valgrind's cachegrind
 twice, with ``--calls`` calls and with none after the same warm-up, and prints the difference
-per call: start-up and warm-up cancel out. Needs valgrind (Debian: ``apt-get install
+per call: start-up and warm-up cancel out. The hash seed is pinned (``PYTHONHASHSEED=0``
+unless set), so the same code gives the same count. Needs valgrind (Debian: ``apt-get install
 valgrind``); takes about 30 s. Used for the before/after figures in docs/benchmarks.md.
 """
 
@@ -48,7 +49,9 @@ def _count(calls: int) -> int:
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
         sys.executable, "-m", "loadtest.instructions", "--inner", str(calls),
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # a fixed hash seed: with random ones, set and dict layouts (and so the count) moved by
+    # +-10k instructions per call between runs of the same code; pinned, a run repeats exactly
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     match = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
     if match is None:

@@ -46,6 +46,9 @@ _ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIF
 _TARGET_REFRESH = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
 _FAILOVER_CODES = frozenset((408, 503))
 _IP_CHARS = frozenset("0123456789.:abcdefABCDEF[]")
+#: the lines of a request that starts a dialog or transaction toward the callee, in order
+_OUTBOUND_NAMES = ("Via", "Max-Forwards", "From", "To", "Call-ID", "CSeq", "P-Asserted-Identity")
+_OUTBOUND_KEYS = ("via", "max-forwards", "from", "to", "call-id", "cseq", "p-asserted-identity")
 
 
 class PairingLookup(Protocol):
@@ -413,16 +416,17 @@ class B2bua:
         host = self._host()
         tparam = "" if gw.transport == "udp" else f";transport={gw.transport}"
         gw_host = f"[{gw.host}]" if ":" in gw.host else gw.host
-        req = Request(method, f"sip:{match.callee}@{gw_host}:{gw.port}{tparam}")
-        h = req.headers
-        h.add("Via", self._via(gw.transport))
-        h.add("Max-Forwards", str(max_forwards))
-        h.add("From", f"<sip:{match.present}@{host}>;tag={from_tag}")
-        h.add("To", f"<sip:{dialed or match.present}@{gw_host}>")
-        h.add("Call-ID", call_id)
-        h.add("CSeq", f"{cseq} {method}")
-        h.add("P-Asserted-Identity", f"<sip:{match.present}@{host}>")
-        return req
+        values = [
+            self._via(gw.transport),
+            str(max_forwards),
+            f"<sip:{match.present}@{host}>;tag={from_tag}",
+            f"<sip:{dialed or match.present}@{gw_host}>",
+            call_id,
+            f"{cseq} {method}",
+            f"<sip:{match.present}@{host}>",
+        ]
+        headers = Headers._from_lists(list(_OUTBOUND_NAMES), list(_OUTBOUND_KEYS), values)
+        return Request(method, f"sip:{match.callee}@{gw_host}:{gw.port}{tparam}", headers)
 
     def _send_b_invite(self, call: Call, now: float) -> None:
         assert call.b_invite is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterator
+from itertools import compress
 from typing import Any, TypeVar
 
 from .errors import SipParseError
@@ -416,6 +417,7 @@ class Response(Message):
 
 
 _RESPONSE_COPY = frozenset(("via", "from", "to", "call-id", "cseq"))
+_IS_RESPONSE_COPY = _RESPONSE_COPY.__contains__
 
 
 def build_response(
@@ -430,13 +432,13 @@ def build_response(
     """A response to ``request`` per RFC 3261 §8.2.6: Via (all), From, To, Call-ID and CSeq
     copied verbatim; a To tag added when given and the request had none (§8.2.6.2)."""
     h = request.headers
-    copied = [i for i, key in enumerate(h._keys) if key in _RESPONSE_COPY]
-    req_names = h._names
     req_keys = h._keys
     req_values = h._values
-    names = [req_names[i] for i in copied]
-    keys = [req_keys[i] for i in copied]
-    values = [req_values[i] for i in copied]
+    # which lines are copied, then the copies: C loops (no comprehension frames)
+    copied = list(map(_IS_RESPONSE_COPY, req_keys))
+    names = list(compress(h._names, copied))
+    keys = list(compress(req_keys, copied))
+    values = list(compress(req_values, copied))
     if to_tag and status != 100 and "to" in keys:
         for i, key in enumerate(keys):
             if key == "to" and not _has_tag(request, values[i]):
