@@ -77,7 +77,8 @@ class NumberVault:
         # HMAC-SHA256 (RFC 2104) with its two keyed states hashed once: a token is then two
         # state copies and two updates (the same digest as hmac.new, at half its cost; one
         # per call, for the CDR's Call-ID token)
-        block = token_key.ljust(64, b"\0") if len(token_key) <= 64 else hashlib.sha256(token_key).digest().ljust(64, b"\0")
+        key = token_key if len(token_key) <= 64 else hashlib.sha256(token_key).digest()
+        block = key.ljust(64, b"\0")  # SHA-256's block: longer keys are hashed first
         self._token_inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._token_outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 

@@ -446,7 +446,9 @@ def _status_line_reference(line: str) -> tuple[int, str, str] | str:
 @given(st.sampled_from(["SIP/2.0", "sip/2.0", "SIP/2.1", "SIP/2.0 "]),
        st.sampled_from(["200", "100", "699", "700", "099", "20", "2000", "２００", "abc", ""]),
        st.sampled_from(["", " ", "  ", "x"]), st.sampled_from(["", "OK", " OK", "Ringing Now", "é"]))
-def test_status_line_fast_path_matches_the_general_rule(version: str, code: str, sep: str, reason: str) -> None:
+def test_status_line_fast_path_matches_the_general_rule(
+    version: str, code: str, sep: str, reason: str
+) -> None:
     from proxy.sip.message import Headers as H
     from proxy.sip.parser import _parse_start_line
 
