@@ -39,11 +39,7 @@ def sanitise_sdp(
     m_at = 0 if head == b"m=" else body.find(b"\nm=") + 1
     if m_at and o_at > m_at or head == b"m=":
         return body  # §5: o= and s= belong to the session section only
-    o_end = body.find(b"\n", o_at)
-    if o_end < 0:
-        o_end = len(body)
-    if body[o_end - 1 : o_end] == b"\r":
-        o_end -= 1
+    o_end = _line_end(body, o_at)
     fields = body[o_at + 2 : o_end].split(b" ")
     if len(fields) != 6 or not all(fields):
         return body
@@ -56,14 +52,18 @@ def sanitise_sdp(
     s_at = 0 if head == b"s=" else body.find(b"\ns=") + 1
     if not (s_at or head == b"s=") or m_at and s_at > m_at:
         return b"".join((body[:o_at], o_line, body[o_end:]))
-    s_end = body.find(b"\n", s_at)
-    if s_end < 0:
-        s_end = len(body)
-    if s_end > s_at and body[s_end - 1 : s_end] == b"\r":
-        s_end -= 1
+    s_end = _line_end(body, s_at)
     if s_at < o_at:
         return b"".join((body[:s_at], name, body[s_end:o_at], o_line, body[o_end:]))
     return b"".join((body[:o_at], o_line, body[o_end:s_at], name, body[s_end:]))
+
+
+def _line_end(body: bytes, start: int) -> int:
+    """Where the line starting at ``start`` (an ``x=`` line) ends, its "\r\n" or "\n" excluded."""
+    end = body.find(b"\n", start)
+    if end < 0:
+        end = len(body)
+    return end - 1 if body[end - 1 : end] == b"\r" else end
 
 
 @functools.lru_cache(maxsize=64)

@@ -22,7 +22,8 @@ __all__ = ["SipTransports"]
 _log = structlog.get_logger(__name__)
 
 TRANSPORTS = ("udp", "tcp", "tls")
-_FAMILY_CACHE_MAX = 4096
+#: UDP destinations whose route is remembered (then forgotten all at once)
+_ROUTES_MAX = 4096
 
 OnMessage = Callable[[Request | Response, Address], None]
 OnSendError = Callable[[Address], None]
@@ -71,7 +72,6 @@ class SipTransports:
         self._connections: dict[tuple[str, str, int], StreamConnection] = {}
         self._all_connections: set[StreamConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._family_cache: dict[str, int | None] = {}
         #: destination -> (the UDP socket for its family, its socket address): one lookup per
         #: datagram instead of unbracketing and classifying the host each time; bounded
         #: (destinations come from the network), emptied when the sockets change
@@ -162,7 +162,7 @@ class SipTransports:
     def _send_udp(self, data: bytes, dest: Address) -> None:
         """The first datagram to ``dest`` (``send`` takes the cached route after it)."""
         host = _unbracket(dest.host)
-        family = self._family(host)
+        family = _ip_family(host)
         if family is None:
             self._spawn(self._resolve_and_send_udp(data, dest, host))
             return
@@ -171,7 +171,7 @@ class SipTransports:
             self._send_failed(dest)
             return
         routes = self._udp_routes
-        if len(routes) >= _FAMILY_CACHE_MAX:
+        if len(routes) >= _ROUTES_MAX:
             routes.clear()
         route = routes[dest] = (endpoint, (host, dest.port))
         if not route[0].send(data, route[1]):
@@ -318,17 +318,6 @@ class SipTransports:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _family(self, host: str) -> int | None:
-        """Address family of an IP literal (cached), None for a host name."""
-        cache = self._family_cache
-        family = cache.get(host, -1)
-        if family != -1:
-            return family
-        family = _ip_family(host)
-        if len(cache) < _FAMILY_CACHE_MAX:
-            cache[host] = family
-        return family
 
 
 def _ip_family(host: str) -> int | None:
