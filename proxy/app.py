@@ -159,6 +159,8 @@ async def start(config: Config) -> App:
     stack = SipStack(layer, transports.send, loop, trace=config.log.level.lower() == "debug")
     stack_box.append(stack)
     transports.on_message = stack.on_message  # straight to the stack: no trampoline per message
+    transports.on_datagram = stack.on_datagram  # UDP: written after each read batch
+    transports.on_batch_end = stack.end_batch
     bound: dict[str, tuple[str, int]] = {}
     for spec in sip.listen:
         host, port = await transports.listen(spec.transport, spec.host, spec.port)

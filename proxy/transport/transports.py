@@ -37,7 +37,9 @@ class SipTransports:
     CRLF keep-alives. Received messages reach ``on_message(message, source)`` where ``source`` is
     the real peer address (rport/received stamping is the transaction layer's job); UDP adds a
     third argument, the seconds the datagram queued in the kernel before it was read (the
-    overload signal), so ``on_message`` must accept it.
+    overload signal), so ``on_message`` must accept it. Given ``on_datagram`` and
+    ``on_batch_end``, UDP messages go to ``on_datagram`` instead, and ``on_batch_end`` is called
+    after each read batch (the SIP stack then writes what the batch queued, in one burst).
 
     Stream connections are indexed by remote ``(host, port)`` per transport, so a response sent
     to the address a request came from goes back on that connection, and ``send`` to a remote
@@ -55,10 +57,16 @@ class SipTransports:
         on_send_error: OnSendError | None = None,
         stats: TransportStats | None = None,
         tcp_connect_timeout: float = 10.0,
+        on_datagram: OnMessage | None = None,
+        on_batch_end: Callable[[], None] | None = None,
     ) -> None:
         #: where received messages go; may be replaced before ``listen`` (the SIP stack is
         #: built after its transports, whose ``send`` it needs)
         self.on_message = on_message
+        #: UDP's receiver and its end-of-batch call, when they differ from ``on_message``;
+        #: also replaceable before ``listen``
+        self.on_datagram = on_datagram
+        self.on_batch_end = on_batch_end
         self.max_message_size = max_message_size
         self.tcp_idle_timeout = tcp_idle_timeout
         self.tcp_connect_timeout = tcp_connect_timeout
@@ -90,7 +98,10 @@ class SipTransports:
         host = _unbracket(host)
         loop = asyncio.get_running_loop()
         if kind == "udp":
-            endpoint = UdpEndpoint(self.on_message, self.stats, self.max_message_size)
+            endpoint = UdpEndpoint(
+                self.on_datagram or self.on_message, self.stats, self.max_message_size,
+                self.on_batch_end,
+            )
             await endpoint.open(host, port)
             self._udp.append(endpoint)
             self._udp_by_family.setdefault(endpoint.family, endpoint)

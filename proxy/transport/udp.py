@@ -48,6 +48,8 @@ _SOURCES_MAX = 4096
 #: (message, source, seconds the datagram queued in the kernel before it was read: measured
 #: for INVITEs, which admission control screens on it; 0.0 for other messages)
 OnMessage = Callable[..., None]
+#: called once the datagrams of one read batch have all been handed to ``on_message``
+OnBatchEnd = Callable[[], None]
 
 
 class UdpEndpoint:
@@ -62,8 +64,14 @@ class UdpEndpoint:
     port of what sipmask sends is the port it listens on (§18.1.1, RFC 3581).
     """
 
-    def __init__(self, on_message: OnMessage, stats: TransportStats, max_message_size: int) -> None:
+    def __init__(
+        self, on_message: OnMessage, stats: TransportStats, max_message_size: int,
+        on_batch_end: OnBatchEnd | None = None,
+    ) -> None:
         self._on_message = on_message
+        #: after each read batch (up to ``_BATCH`` datagrams): the SIP stack writes what the
+        #: batch's messages queued then, in one burst (see SipStack.on_datagram)
+        self._on_batch_end = on_batch_end
         self._stats = stats
         self._max_message_size = max_message_size
         self._sock: socket.socket | None = None
@@ -112,6 +120,17 @@ class UdpEndpoint:
         sock = self._sock
         if sock is None:
             return
+        try:
+            self._read_batch(sock)
+        finally:
+            on_batch_end = self._on_batch_end
+            if on_batch_end is not None:
+                try:
+                    on_batch_end()
+                except Exception:
+                    _log.exception("transport.handler_failed", transport="udp")
+
+    def _read_batch(self, sock: socket.socket) -> None:
         stats = self._stats
         timestamps = self._timestamps
         for _ in range(_BATCH):
