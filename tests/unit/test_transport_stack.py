@@ -70,10 +70,7 @@ def test_responses_of_a_read_batch_are_written_after_the_batch() -> None:
     async def scenario() -> None:
         log: list[str] = []
         transports, _stack_, busy, (host, port) = await _stack(log)
-        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
-        peer_port = peer.getsockname()[1]
+        peer, peer_port = _peer()
         try:
             for n in range(5):
                 peer.sendto(options(n, port=peer_port), (host, port))
@@ -101,10 +98,7 @@ def test_a_lone_datagram_is_answered_at_once_and_streams_per_message() -> None:
     async def scenario() -> None:
         log: list[str] = []
         transports, stack, busy, (host, port) = await _stack(log)
-        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
-        peer_port = peer.getsockname()[1]
+        peer, peer_port = _peer()
         try:
             for n in range(2):
                 peer.sendto(options(n, port=peer_port), (host, port))
@@ -123,6 +117,14 @@ def test_a_lone_datagram_is_answered_at_once_and_streams_per_message() -> None:
         assert len(busy) == 3
 
     run(scenario())
+
+
+def _peer() -> tuple[socket.socket, int]:
+    """A non-blocking UDP socket on loopback, and its port."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    return peer, peer.getsockname()[1]
 
 
 def _readable(sock: socket.socket) -> bool:
