@@ -78,7 +78,8 @@ class SipStack:
         (a few milliseconds at full load) is added to a response's latency; a lone datagram
         is sent at once."""
         if self._batch_started is None:
-            self._batch_started = perf_counter()
+            # the clock is read only for the load signal, which is off by default
+            self._batch_started = perf_counter() if self.on_busy is not None else 0.0
         now = self._loop.time()
         if self._trace:
             self._log_message("sip.recv", message, source)
