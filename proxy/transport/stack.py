@@ -54,7 +54,8 @@ class SipStack:
         self._loop = loop
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at: float | None = None
-        #: perf_counter() at the first message of the read batch in progress, else None
+        #: set by the first message of the read batch in progress (its perf_counter() when the
+        #: load signal is on, else 0.0); None between batches
         self._batch_started: float | None = None
         self.errors = 0
 
@@ -97,10 +98,12 @@ class SipStack:
         """Write what the batch's messages queued; report the time the batch took (the load
         signal of admission control)."""
         started = self._batch_started
+        if started is None:
+            return  # a wake-up with nothing read: nothing queued, the timer is as it was
         self._batch_started = None
         self.flush()
         on_busy = self.on_busy
-        if on_busy is not None and started is not None:
+        if on_busy is not None:
             on_busy(perf_counter() - started, self._loop.time())
 
     def on_send_error(self, dest: Address) -> None:
