@@ -546,9 +546,14 @@ class B2bua:
 
     def _on_b_answer(self, call: Call, response: Response, txn: ClientTransaction, now: float) -> None:
         if call.state is CallState.ENDED or call.final_sent:
-            # answered after CANCEL / ring timeout / another 2xx: ACK it and hang up (§15)
-            if call.b.dialog is not None and response.to_tag == call.b.dialog.remote_tag and call.b_acked:
-                return  # retransmission of the 2xx we already handled
+            if (call.answered_at is not None and call.b.dialog is not None
+                    and response.to_tag == call.b.dialog.remote_tag):
+                # §13.3.1.4: a retransmission of the 2xx we relayed. Once B is ACKed the
+                # transaction layer re-sends that ACK (RFC 6026 Accepted); until then it is
+                # held for the caller's ACK (it may carry a late offer's answer), and our
+                # 2xx to the caller is retransmitted by A's server transaction.
+                return
+            # answered after CANCEL / ring timeout / from another fork: ACK it and hang up (§15)
             self._ack_and_bye_stray(response, txn, now)
             return
         self._update_b_dialog(call, response, early=False)

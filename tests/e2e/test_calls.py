@@ -415,3 +415,32 @@ def test_failover_after_dead_gateway(sipp, sipmask_factory):
     assert_isolated(caller, callee)
 
 # 15. untrusted sources: out of scope here (only loopback, which is trusted); unit-tested.
+
+
+# ------------------------------------------------------------------ 14. a late caller ACK
+
+
+def test_late_ack_from_the_caller_keeps_the_callee_connected(sipp, sipmask_factory):
+    """RFC 3261 §13.3.1.4: the caller ACKs 700 ms late, so the callee retransmits its 2xx to
+    sipmask meanwhile. Those retransmissions are held until the caller's ACK, never taken for
+    a stray 2xx (which would ACK and BYE the callee while the caller stays connected)."""
+    sm, caller, callee = _call(sipp, sipmask_factory, "uac_late_ack.xml", "uas_basic.xml", calls=3)
+    assert_sipp_ok(caller, callee)
+    callee_sent = [SipMsg.parse(m) for m in _sent(callee)]
+    ok_sent = [m for m in callee_sent if m.is_response and m.status == 200 and m.method == "INVITE"]
+    assert len(ok_sent) > 3, "the callee never retransmitted its 2xx: the test did not test anything"
+    callee_msgs = callee.messages()
+    # per B-leg call: the ACK arrives before the only BYE (the caller's, relayed)
+    by_call: dict[str, list[str]] = {}
+    for m in callee_msgs:
+        if not m.is_response:
+            by_call.setdefault(m.header("Call-ID") or "", []).append(m.method)
+    assert len(by_call) == 3, by_call
+    for methods in by_call.values():
+        assert methods.count("BYE") == 1 and "ACK" in methods, methods
+        assert methods.index("ACK") < methods.index("BYE"), methods
+    byes = find(callee_msgs, method="BYE", request=True)
+    caller_byes = [m for m in map(SipMsg.parse, _sent(caller)) if m.method == "BYE" and not m.is_response]
+    assert len(byes) == len(caller_byes) == 3
+    assert not find(caller.messages(), method="BYE", request=True), "sipmask hung up the caller"
+    assert_isolated(caller, callee)

@@ -652,3 +652,56 @@ def test_a_finished_call_leaves_nothing_for_the_cyclic_gc(h: Harness, flow: obje
         gc.set_debug(0)
         gc.garbage.clear()
     assert left == []
+
+
+def _ack_from_caller(h: Harness, branch: str = "z9hG4bKack1") -> str:
+    return (
+        f"ACK sip:+15557770001@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch={branch}\n"
+        "From: \"Alice\" <sip:+15551230001@127.0.0.2:5070>;tag=atag\n"
+        f"To: <sip:+15557770001@127.0.0.1:5060>;tag={a_tag(h)}\nCall-ID: a-call-1\nCSeq: 1 ACK\nMax-Forwards: 70\nContent-Length: 0\n\n"
+    )
+
+
+def test_callee_2xx_retransmitted_before_the_callers_late_ack_is_held_never_byed(h: Harness) -> None:
+    """RFC 3261 §13.3.1.4 / §13.2.2.4: the callee re-sends its 2xx until it gets an ACK; the
+    B2BUA holds it until the caller's ACK (which may carry the answer of a late offer) and
+    then ACKs; a retransmitted 2xx of the answered call is never taken for a stray one."""
+    out = h.feed(invite(), A)
+    (b_inv, _), = only(out, Request, method="INVITE")
+    h.feed(response_to(b_inv, 180, "Ringing"), GW1)
+    out = h.feed(response_to(b_inv, 200, "OK"), GW1)
+    assert only(out, Response, status=200)
+    # the caller's ACK is 700 ms late: the callee retransmits its 2xx at T1, 2*T1
+    for wait in (0.5, 0.2):
+        h.advance(wait)
+        out = h.feed(response_to(b_inv, 200, "OK"), GW1)
+        assert not only(out, Request), [m.method for m, _ in only(out, Request)]
+    assert h.b2b.active_calls == 1
+    out = h.feed(_ack_from_caller(h), A)
+    (ack, dest), = only(out, Request, method="ACK")
+    assert dest == GW1 and ack.call_id == b_inv.call_id
+    # further 2xx retransmissions (our ACK lost) are re-ACKed, never BYEd
+    h.advance(0.5)
+    out = h.feed(response_to(b_inv, 200, "OK"), GW1)
+    assert [m.method for m, _ in only(out, Request)] == ["ACK"]
+    h.advance(30)
+    assert h.b2b.active_calls == 1
+    assert not only(h.sent, Request, method="BYE")
+
+
+def test_callee_2xx_retransmitted_when_the_callers_ack_never_comes_ends_the_call_once(h: Harness) -> None:
+    """No ACK from the caller within 64*T1 (§13.3.1.4): both legs are released once, with BYE."""
+    out = h.feed(invite(), A)
+    (b_inv, _), = only(out, Request, method="INVITE")
+    h.feed(response_to(b_inv, 200, "OK"), GW1)
+    for _ in range(5):
+        h.advance(1)
+        out = h.feed(response_to(b_inv, 200, "OK"), GW1)
+        assert not only(out, Request, method="BYE")
+    h.advance(40)
+    byes = only(h.sent, Request, method="BYE")
+    assert len({m.branch for m, d in byes if d == GW1}) == 1  # one BYE (and its retransmissions)
+    assert h.b2b.active_calls == 0
+    h.service.flush()
+    (cdr,) = h.store.list_cdrs()
+    assert cdr.cause == "no_ack"
