@@ -2,16 +2,23 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: run test unit e2e bench micro lint clean
+.PHONY: run test unit e2e bench micro lint constraints clean
 
-$(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# runtime dependencies only (what `make run` needs)
+$(BIN)/.runtime: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(PIP) -e .
 	touch $@
 
-run: $(BIN)/.installed
+# plus the test toolchain (what `make test` needs)
+$(BIN)/.installed: $(BIN)/.runtime
+	$(PIP) -e '.[test]'
+	touch $@
+
+run: $(BIN)/.runtime
 	$(BIN)/sipmask run
 
 test: $(BIN)/.installed
@@ -33,6 +40,9 @@ bench: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/mypy --strict proxy/sip
+
+constraints: $(BIN)/.installed
+	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.new && mv constraints.new constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis

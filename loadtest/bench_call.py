@@ -29,7 +29,7 @@ import structlog
 
 from proxy.b2bua.core import B2bua
 from proxy.b2bua.policy import load_rules
-from proxy.config import load_config
+from proxy.config import DEFAULT_RULES_FILE, load_config
 from proxy.observability.logging import configure_logging
 from proxy.pairing.cache import PairingCache
 from proxy.pairing.crypto import NumberVault
@@ -117,7 +117,7 @@ class Bench:
         self.layer = TransactionLayer(TimerConfig(), SecretIds(os.urandom))
         self.b2b = B2bua(
             layer=self.layer, config=self.config,
-            rules=load_rules(ROOT / "rules" / "default.toml"), pairings=self.service,
+            rules=load_rules(DEFAULT_RULES_FILE), pairings=self.service,
             ids=SecretIds(os.urandom), local_address=lambda t: ("127.0.0.1", 5060),
             tokenize=vault.token, log=structlog.get_logger("bench"),
         )

@@ -28,6 +28,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+import importlib.resources
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -52,8 +53,9 @@ __all__ = [
     "parse_address",
 ]
 
-DEFAULT_RULES_FILE: Final = Path(__file__).resolve().parent.parent / "rules" / "default.toml"
-"""The header policy shipped with sipmask (``rules/default.toml`` in the repository)."""
+DEFAULT_RULES_FILE: Final = Path(str(importlib.resources.files("proxy") / "rules" / "default.toml"))
+"""The header policy shipped with sipmask as package data (``proxy/rules/default.toml``; pip
+installs a wheel's files on the file system, so the resource is a plain path)."""
 
 TRANSPORTS: Final = ("udp", "tcp", "tls")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")

@@ -1,6 +1,6 @@
 """Header and SDP policy: which headers cross from one B2BUA leg to the other.
 
-The policy is a whitelist read from a rules file (``rules/default.toml``): a header crosses only
+The policy is a whitelist read from a rules file (``proxy/rules/default.toml``): a header crosses only
 if it is named in ``headers.pass`` (or is an X- header with ``pass_x_headers``, or
 User-Agent/Server with ``pass_user_agent``). Headers the B2BUA writes itself
 (:data:`GENERATED_HEADERS`) never cross. Compact forms (RFC 3261 §7.3.3 and later RFCs) count
@@ -73,7 +73,7 @@ DEFAULT_PASS: Final = (
     "Subscription-State", "Supported", "Timestamp", "Unsupported", "Warning", "Date",
     "Privacy", "Proxy-Require",
 )
-"""The default ``headers.pass`` list (same as ``rules/default.toml``)."""
+"""The default ``headers.pass`` list (same as ``proxy/rules/default.toml``)."""
 
 DEFAULT_DROP: Final = (
     "Remote-Party-ID", "P-Preferred-Identity", "Diversion", "History-Info", "Referred-By",
@@ -87,7 +87,7 @@ DEFAULT_DROP: Final = (
     "Authentication-Info",
     "Accept-Contact", "Reject-Contact", "Request-Disposition",
 )
-"""The default ``headers.drop`` list (same as ``rules/default.toml``)."""
+"""The default ``headers.drop`` list (same as ``proxy/rules/default.toml``)."""
 
 _USER_AGENT_HEADERS: Final = frozenset({"user-agent", "server"})
 # RFC 3261 §25.1: header names are tokens.
@@ -232,7 +232,7 @@ class Rules:
 
 
 def default_rules() -> Rules:
-    """The policy of ``rules/default.toml``, built in code (no file needed)."""
+    """The policy of ``proxy/rules/default.toml``, built in code (no file needed)."""
     return Rules(
         headers=HeaderPolicy(
             pass_headers=frozenset(DEFAULT_PASS),

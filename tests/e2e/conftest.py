@@ -430,6 +430,9 @@ class Sipmask:
     stderr_path: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
     ip: str = SIPMASK_IP
+    #: the command that runs sipmask: this interpreter's ``-m proxy`` (the checkout), or an
+    #: installed ``sipmask`` script (the packaging test)
+    program: tuple[str, ...] = (sys.executable, "-m", "proxy")
 
     def __post_init__(self) -> None:
         self.config_path = self.workdir / "sipmask.toml"
@@ -486,8 +489,9 @@ class Sipmask:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``sipmask --db DB --key-file KEY ARGS...`` (admin commands)."""
-        cmd = [sys.executable, "-m", "proxy", "--db", str(self.db), "--key-file", str(self.key), *args]
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        cmd = [*self.program, "--db", str(self.db), "--key-file", str(self.key), *args]
+        cwd = ROOT if self.program[0] == sys.executable else self.workdir
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=30)
 
     def add_pairing(self, a: str = A_REAL, a_virtual: str = A_VIRTUAL, b: str = B_REAL,
                     b_virtual: str = B_VIRTUAL, *extra: str) -> str:
@@ -499,7 +503,7 @@ class Sipmask:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.write_config()
-        cmd = [sys.executable, "-m", "proxy", "-c", str(self.config_path), "run"]
+        cmd = [*self.program, "-c", str(self.config_path), "run"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIPMASK_")}
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=err, stderr=err,
@@ -594,12 +598,14 @@ def sipmask_factory(tmp_path: Path) -> Iterator[object]:
 
     def make(routes: list[tuple[str, list[str]]] | None = None, *, calls: dict[str, object] | None = None,
              pairing: bool = True, start: bool = True, log_level: str = "debug",
-             extra_toml: str = "") -> Sipmask:
+             extra_toml: str = "", program: Sequence[str] | None = None) -> Sipmask:
         workdir = tmp_path / f"sipmask{len(started)}"
         workdir.mkdir()
         sm = Sipmask(workdir, free_port(SIPMASK_IP), free_port(SIPMASK_IP), routes or [],
                      dict(calls or {}), log_level)
         sm.extra_toml = extra_toml
+        if program is not None:
+            sm.program = tuple(program)
         started.append(sm)
         if pairing:
             sm.add_pairing()
