@@ -19,6 +19,10 @@ class TransportStats:
         dropped: input discarded without an answer (garbage, oversized, unanswerable errors).
         tcp_connections_open: TCP and TLS connections open now.
         tcp_connections_accepted: TCP and TLS connections accepted by listeners since start-up.
+        tcp_connections_refused: accepted TCP/TLS connections closed at once because a limit
+            was reached (all connections, or those of one source address).
+        tcp_message_timeouts: TCP/TLS connections closed because a message (or an accepted
+            connection's first one) did not arrive complete in time.
         keepalives: CRLF keep-alives received (answered on streams, ignored on UDP).
         send_errors: messages that could not be sent (no route, failed connect, full buffers,
             ICMP errors reported on UDP sockets).
@@ -31,6 +35,8 @@ class TransportStats:
     dropped: int = 0
     tcp_connections_open: int = 0
     tcp_connections_accepted: int = 0
+    tcp_connections_refused: int = 0
+    tcp_message_timeouts: int = 0
     keepalives: int = 0
     send_errors: int = 0
 

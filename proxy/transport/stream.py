@@ -3,6 +3,10 @@
 Frames the byte stream by Content-Length with :class:`StreamFramer`, answers CRLF keep-alive
 pings, closes connections idle longer than the configured timeout, and queues what is sent
 while an outgoing connection is still being set up.
+
+A peer cannot hold a connection open by trickling bytes (slowloris): once a message has begun,
+it must be complete within ``message_timeout``, and an accepted connection must deliver its
+first message (or keep-alive) within that time too; otherwise the connection is closed.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class StreamConnection(asyncio.Protocol):
         *,
         max_message_size: int,
         idle_timeout: float,
+        message_timeout: float = 0.0,
         on_open: Callable[[StreamConnection], None],
         on_lost: Callable[[StreamConnection], None],
         key: tuple[str, int] | None = None,
@@ -60,6 +65,13 @@ class StreamConnection(asyncio.Protocol):
         self._stats = stats
         self._framer = StreamFramer(max_message_size)
         self._idle_timeout = idle_timeout
+        #: seconds a begun message (or an accepted connection's first one) may take; 0: no limit
+        self._message_timeout = message_timeout
+        #: loop time by which the message being received must be complete, if one has begun
+        self._message_deadline: float | None = None
+        self._timer_at = 0.0
+        #: counted against its source's connection limit by the transports (accepted only)
+        self.counted = False
         self._on_open = on_open
         self._on_lost = on_lost
         self._transport: asyncio.Transport | None = None
@@ -83,8 +95,12 @@ class StreamConnection(asyncio.Protocol):
         if not self.outgoing:
             self._stats.tcp_connections_accepted += 1
         self._on_open(self)
+        if self._closed:
+            return  # refused by on_open (a connection limit)
         self._touch()
-        self._arm_idle(self._idle_timeout)
+        if not self.outgoing and self._message_timeout > 0:
+            self._message_deadline = self._last_activity + self._message_timeout
+        self._arm(self._last_activity + min(self._idle_timeout, self._message_timeout or self._idle_timeout))
         pending, self._pending = self._pending, None
         if pending:
             for data in pending:
@@ -103,6 +119,8 @@ class StreamConnection(asyncio.Protocol):
             self._stats.dropped += 1
             self.close()
             return
+        if self._message_timeout > 0:
+            self._track_message(bool(items))
         stats = self._stats
         for item in items:
             if item is KEEPALIVE:
@@ -219,19 +237,42 @@ class StreamConnection(asyncio.Protocol):
     def _touch(self) -> None:
         self._last_activity = self._loop.time()
 
-    def _arm_idle(self, delay: float) -> None:
+    def _track_message(self, completed: bool) -> None:
+        """After a read: start the clock of a message that has begun, stop it when none is
+        pending. A complete message ends the wait for the first one."""
+        if self._framer.buffered == 0:
+            self._message_deadline = None
+        elif completed or self._message_deadline is None:
+            deadline = self._last_activity + self._message_timeout
+            self._message_deadline = deadline
+            if self._idle_handle is None or deadline < self._timer_at:
+                self._arm(deadline)
+        # bytes that continue the pending message keep its deadline: trickling buys no time
+
+    def _arm(self, when: float) -> None:
         # one timer per connection, re-armed lazily instead of on every read or write
-        self._idle_handle = self._loop.call_later(delay, self._check_idle)
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        self._timer_at = when
+        self._idle_handle = self._loop.call_at(when, self._check_idle)
 
     def _check_idle(self) -> None:
         self._idle_handle = None
         if self._closed:
             return
-        idle = self._loop.time() - self._last_activity
-        if idle >= self._idle_timeout:
+        now = self._loop.time()
+        deadline = self._message_deadline
+        if deadline is not None and now >= deadline:
+            self._stats.tcp_message_timeouts += 1
+            _log.info("transport.message_timeout", transport=self.kind,
+                      waited_s=self._message_timeout, buffered=self._framer.buffered)
+            self.abort()
+            return
+        idle_at = self._last_activity + self._idle_timeout
+        if now >= idle_at:
             self.close()
-        else:
-            self._arm_idle(self._idle_timeout - idle)
+            return
+        self._arm(idle_at if deadline is None else min(idle_at, deadline))
 
     def __repr__(self) -> str:
         return f"<StreamConnection {self.kind} {self.key} {'out' if self.outgoing else 'in'}>"

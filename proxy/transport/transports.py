@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import ssl
 from collections.abc import Callable
@@ -24,6 +25,21 @@ _log = structlog.get_logger(__name__)
 TRANSPORTS = ("udp", "tcp", "tls")
 #: UDP destinations whose route is remembered (then forgotten all at once)
 _ROUTES_MAX = 4096
+#: File descriptors kept out of reach of accepted connections when their limit is derived from
+#: RLIMIT_NOFILE: the API, the store, log files, outgoing connections and sockets still need some.
+_FD_RESERVE_MIN = 64
+#: Seconds between two log lines about refused connections (each line gives the count since)
+_REFUSED_LOG_INTERVAL = 10.0
+
+
+def default_max_connections() -> int:
+    """Accepted TCP/TLS connections allowed when none is configured: what the process's
+    file-descriptor limit (RLIMIT_NOFILE) leaves after a reserve of an eighth (at least 64),
+    so a flood of connections can never starve the API or the store of descriptors."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        soft = 65536
+    return max(16, soft - max(_FD_RESERVE_MIN, soft // 8))
 
 OnMessage = Callable[[Request | Response, Address], None]
 OnSendError = Callable[[Address], None]
@@ -44,6 +60,12 @@ class SipTransports:
     Stream connections are indexed by remote ``(host, port)`` per transport, so a response sent
     to the address a request came from goes back on that connection, and ``send`` to a remote
     that already has a connection (in either direction) reuses it.
+
+    Accepted connections are capped: ``tcp_max_connections`` in all (default: derived from the
+    file-descriptor limit, :func:`default_max_connections`) and ``tcp_max_per_source`` per
+    remote IP address; one past a cap is closed as soon as it is accepted, counted in
+    ``stats.tcp_connections_refused`` and logged (one line per 10 s at most).
+    ``tcp_message_timeout`` bounds how long a begun message may take (slowloris).
     """
 
     def __init__(
@@ -59,6 +81,9 @@ class SipTransports:
         tcp_connect_timeout: float = 10.0,
         on_datagram: OnMessage | None = None,
         on_batch_end: Callable[[], None] | None = None,
+        tcp_max_connections: int | None = None,
+        tcp_max_per_source: int = 64,
+        tcp_message_timeout: float = 10.0,
     ) -> None:
         #: where received messages go; may be replaced before ``listen`` (the SIP stack is
         #: built after its transports, whose ``send`` it needs)
@@ -70,6 +95,15 @@ class SipTransports:
         self.max_message_size = max_message_size
         self.tcp_idle_timeout = tcp_idle_timeout
         self.tcp_connect_timeout = tcp_connect_timeout
+        self.tcp_max_connections = (default_max_connections() if tcp_max_connections is None
+                                    else tcp_max_connections)
+        self.tcp_max_per_source = tcp_max_per_source
+        self.tcp_message_timeout = tcp_message_timeout
+        #: accepted connections counted against the caps: in all, and per remote IP
+        self._accepted = 0
+        self._per_source: dict[str, int] = {}
+        self._refused_since_log = 0
+        self._refused_logged_at = -_REFUSED_LOG_INTERVAL
         self._tls_server_context = tls_server_context
         self._tls_client_context = tls_client_context
         self._on_send_error = on_send_error
@@ -270,6 +304,7 @@ class SipTransports:
             self.stats,
             max_message_size=self.max_message_size,
             idle_timeout=self.tcp_idle_timeout,
+            message_timeout=self.tcp_message_timeout,
             on_open=self._connection_opened,
             on_lost=self._forget,
             key=key,
@@ -281,11 +316,45 @@ class SipTransports:
             connection.abort()
             return
         assert connection.key is not None
+        if not connection.outgoing:
+            host = connection.key[0]
+            per_source = self._per_source.get(host, 0)
+            if self._accepted >= self.tcp_max_connections:
+                self._refuse(connection, "tcp_max_connections", self.tcp_max_connections)
+                return
+            if per_source >= self.tcp_max_per_source:
+                self._refuse(connection, "tcp_max_connections_per_source", self.tcp_max_per_source)
+                return
+            self._accepted += 1
+            self._per_source[host] = per_source + 1
+            connection.counted = True
         # the newest connection to a remote wins: that is where its next request came from
         self._connections[(connection.kind, *connection.key)] = connection
 
+    def _refuse(self, connection: StreamConnection, limit: str, value: int) -> None:
+        """Close an accepted connection past a cap at once (RST: nothing is read from it)."""
+        connection.abort()
+        self.stats.tcp_connections_refused += 1
+        self._refused_since_log += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._refused_logged_at >= _REFUSED_LOG_INTERVAL:
+            _log.warning("transport.connections_refused", transport=connection.kind, limit=limit,
+                         value=value, refused=self._refused_since_log, open=self._accepted)
+            self._refused_logged_at = now
+            self._refused_since_log = 0
+
     def _forget(self, connection: StreamConnection) -> None:
         self._all_connections.discard(connection)
+        if connection.counted:
+            connection.counted = False
+            self._accepted -= 1
+            assert connection.key is not None
+            host = connection.key[0]
+            left = self._per_source.get(host, 1) - 1
+            if left > 0:
+                self._per_source[host] = left
+            else:
+                self._per_source.pop(host, None)
         if connection.key is not None:
             key = (connection.kind, *connection.key)
             if self._connections.get(key) is connection:

@@ -394,3 +394,127 @@ def test_install_event_loop_policy_prefers_uvloop() -> None:
 def test_make_client_context_without_verification() -> None:
     context = make_client_context(verify=False)
     assert context.verify_mode == ssl.CERT_NONE and not context.check_hostname
+
+
+# -- limits: connections per source and in all, slowloris ------------------------------------
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, timeout: float = 2.0) -> bool:
+    """True when the server closed (or reset) the connection within ``timeout``."""
+    try:
+        return await asyncio.wait_for(reader.read(), timeout) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+
+
+@pytest.mark.parametrize("limits, refused_by", [
+    ({"tcp_max_per_source": 3}, "per source"),
+    ({"tcp_max_connections": 3}, "in all"),
+])
+def test_tcp_connections_past_a_limit_are_refused_and_the_others_keep_working(
+        limits: dict[str, int], refused_by: str) -> None:
+    async def scenario() -> None:
+        server, _ = echo_server(**limits)
+        _, port = await server.listen("tcp", "127.0.0.1", 0)
+        conns = [await connect(port) for _ in range(5)]
+        try:
+            closed = [await _closed_by_server(r, 0.3) for r, _ in conns[3:]]
+            assert closed == [True, True], refused_by
+            assert server.stats.tcp_connections_refused == 2
+            for n, (reader, writer) in enumerate(conns[:3]):
+                writer.write(options(n + 1))
+                assert (await read_message(reader)).status == 200  # type: ignore[union-attr]
+            conns[0][1].close()  # one leaves: a new one is let in
+            await until(lambda: server.stats.tcp_connections_open == 2)
+            reader, writer = await connect(port)
+            conns.append((reader, writer))
+            writer.write(options(9))
+            assert (await read_message(reader)).status == 200  # type: ignore[union-attr]
+            assert server.stats.tcp_connections_refused == 2
+        finally:
+            for _, writer in conns:
+                writer.close()
+            await server.close()
+
+    run(scenario())
+
+
+def test_tcp_slowloris_trickle_is_cut_off_after_the_message_timeout() -> None:
+    """Bytes that continue a begun message buy no time: it must be complete in time."""
+    async def scenario() -> None:
+        server, got = echo_server(tcp_message_timeout=0.4)
+        _, port = await server.listen("tcp", "127.0.0.1", 0)
+        reader, writer = await connect(port)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            data = options(1)
+            for i in range(len(data) - 1):  # one byte every 50 ms, never the last one
+                if reader.at_eof() or writer.is_closing():
+                    break
+                try:
+                    writer.write(data[i:i + 1])
+                    await writer.drain()
+                except (ConnectionResetError, BrokenPipeError):
+                    break
+                await asyncio.sleep(0.05)
+                if server.stats.tcp_message_timeouts:
+                    break
+            assert await _closed_by_server(reader)
+            assert 0.35 < loop.time() - started < 1.5
+            assert server.stats.tcp_message_timeouts == 1 and not got
+        finally:
+            writer.close()
+            await server.close()
+
+    run(scenario())
+
+
+def test_tcp_accepted_connection_that_sends_nothing_is_closed_after_the_message_timeout() -> None:
+    async def scenario() -> None:
+        server, _ = echo_server(tcp_message_timeout=0.3, tcp_idle_timeout=300)
+        _, port = await server.listen("tcp", "127.0.0.1", 0)
+        reader, writer = await connect(port)
+        try:
+            assert await _closed_by_server(reader, 2.0)
+            assert server.stats.tcp_message_timeouts == 1
+            await until(lambda: server.stats.tcp_connections_open == 0)
+        finally:
+            writer.close()
+            await server.close()
+
+    run(scenario())
+
+
+def test_tcp_complete_messages_far_apart_keep_the_connection() -> None:
+    """The message timeout bounds one message, not the pause between messages."""
+    async def scenario() -> None:
+        server, got = echo_server(tcp_message_timeout=0.2, tcp_idle_timeout=300)
+        _, port = await server.listen("tcp", "127.0.0.1", 0)
+        reader, writer = await connect(port)
+        try:
+            for n in range(1, 4):
+                writer.write(options(n))
+                assert (await read_message(reader)).status == 200  # type: ignore[union-attr]
+                await asyncio.sleep(0.35)
+            assert server.stats.tcp_message_timeouts == 0 and len(got) == 3
+            assert server.stats.tcp_connections_open == 1
+        finally:
+            writer.close()
+            await server.close()
+
+    run(scenario())
+
+
+def test_default_connection_limit_leaves_descriptors_to_the_rest_of_the_process() -> None:
+    import resource
+
+    from proxy.transport.transports import default_max_connections
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        assert default_max_connections() == 1024 - 128
+        assert SipTransports(lambda m, s: None).tcp_max_connections == 896
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
