@@ -30,7 +30,10 @@ class ApiContext:
     """Passed to `build_app`; handlers reach it as ``request.app[CTX]``.
 
     `checks` are the readiness probes (name -> callable raising or returning False when not
-    ready); `collectors` run before each ``/metrics`` rendering to refresh gauges.
+    ready); `collectors` run on the loop before each ``/metrics`` rendering to refresh gauges
+    from memory, `store_collectors` through `call` (they read the store). A probe or a store
+    collector that has not answered within `probe_timeout_s` counts as failing, so /readyz and
+    /metrics answer at once with the truth while the store is down or frozen.
 
     `call` runs a blocking store operation and awaits its result: inline by default; the
     running proxy passes its store worker thread, so a slow store never stalls SIP. Handlers
@@ -43,6 +46,8 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     checks: dict[str, Callable[[], object]] = field(default_factory=dict)
     collectors: list[Callable[[], None]] = field(default_factory=list)
+    store_collectors: list[Callable[[], None]] = field(default_factory=list)
+    probe_timeout_s: float = 1.0
     call: Callable[[Callable[[], Any]], Awaitable[Any]] = _inline
     on_change: Callable[[Session], None] | None = None
     create_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -3,17 +3,21 @@ and ``/v1/audit`` (admin)."""
 
 from __future__ import annotations
 
+import asyncio
 
 from aiohttp import web
 
-from ..observability.metrics import CONTENT_TYPE
+from ..observability.metrics import CONTENT_TYPE, Gauge, Metrics
 from .auth import requires
 from .codec import parse_limit, render_audit
 from .context import CTX
 from .openapi import openapi_document
 from .problems import ApiProblem
 
-__all__ = ["routes"]
+__all__ = ["STORE_UP", "routes"]
+
+#: the gauge that tells whether the store answered the last /metrics collection
+STORE_UP = "sipmask_store_up"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -22,12 +26,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: every check (store reachable, SIP listening) passes."""
+    """Ready: every check (store reachable, SIP listening) passes, each within the probe
+    timeout (a frozen store is "timeout", answered at once, not a hanging probe)."""
     ctx = request.app[CTX]
     results: dict[str, str] = {}
     for name, check in ctx.checks.items():
         try:
-            ok = await ctx.run(check)
+            ok = await asyncio.wait_for(ctx.run(check), ctx.probe_timeout_s)
+        except asyncio.TimeoutError:
+            results[name] = "timeout"
+            continue
         except Exception:  # noqa: BLE001 - a failing probe means "not ready"
             ok = False
         results[name] = "ok" if ok is not False else "failing"
@@ -38,12 +46,31 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition of the process's metrics registry."""
+    """Prometheus text exposition of the process's metrics registry.
+
+    Always 200 while the process lives: the in-memory figures are fresh; when the store does
+    not answer in time, its gauges keep their last values and ``sipmask_store_up`` says 0."""
     ctx = request.app[CTX]
     for collect in ctx.collectors:
-        await ctx.run(collect)
+        collect()
+    if ctx.store_collectors:
+        up = 1
+        for collect in ctx.store_collectors:
+            try:
+                await asyncio.wait_for(ctx.run(collect), ctx.probe_timeout_s)
+            except Exception:  # noqa: BLE001 - TimeoutError or the store's error: "down"
+                up = 0
+        _store_up(ctx.metrics).set(up)
     body = ctx.metrics.render()
     return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _store_up(metrics: Metrics) -> Gauge:
+    gauge = metrics.get(STORE_UP)
+    if not isinstance(gauge, Gauge):
+        gauge = metrics.gauge(STORE_UP, "1 when the store answered the last /metrics collection "
+                              "within the probe timeout, else 0.")
+    return gauge
 
 
 async def openapi(request: web.Request) -> web.Response:

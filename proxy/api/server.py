@@ -128,10 +128,12 @@ async def start_api(
 
     collect_sip = _sip_collector(metrics, sip_stats) if sip_stats is not None else None
 
-    def collect() -> None:
+    def collect_memory() -> None:
         if collect_sip is not None:
             collect_sip()
         cached.set(len(service.cache))
+
+    def collect_store() -> None:
         counts = {"active": 0, "draining": 0}
         for number in store.list_pool_numbers():
             counts[number.status] += 1
@@ -140,7 +142,8 @@ async def start_api(
 
     ctx = ApiContext(
         admin=admin, metrics=metrics, call=call, on_change=service.cache.apply,
-        checks={"store": store.ping, "sip": sip_ready}, collectors=[collect],
+        checks={"store": store.ping, "sip": sip_ready}, collectors=[collect_memory],
+        store_collectors=[collect_store],
     )
     server = ApiServer(ctx, log)
     host, port = await server.start(config.host, config.port)

@@ -387,3 +387,62 @@ def test_sip_metrics_advance_counters_by_what_the_totals_grew() -> None:
     collect()
     text = metrics.render()
     assert 'sipmask_sip_events_total{event="calls"} 7' in text and "sipmask_calls_active 1" in text
+
+
+def test_readyz_and_metrics_answer_at_once_while_the_store_is_frozen_or_down(api: Api) -> None:
+    """A frozen store (Redis stopped with SIGSTOP: calls block in the store worker) makes
+    /readyz 503 with "timeout" within the probe timeout, not a hanging request; /metrics
+    stays 200 with the in-memory figures and says sipmask_store_up 0."""
+    import concurrent.futures
+    import threading
+    import time
+
+    from proxy.observability.metrics import Metrics
+
+    worker = concurrent.futures.ThreadPoolExecutor(1)
+    released = threading.Event()
+
+    async def via_worker(fn):  # type: ignore[no-untyped-def]
+        import asyncio
+        return await asyncio.get_running_loop().run_in_executor(worker, fn)
+
+    metrics = Metrics()
+    seen = metrics.gauge("sipmask_test_memory", "set on the loop")
+    state = {"store": "frozen"}
+
+    def store_ping() -> bool:
+        if state["store"] == "frozen":
+            released.wait(10)
+        if state["store"] == "down":
+            raise ConnectionError("store down")
+        return True
+
+    def collect_store() -> None:
+        store_ping()
+
+    api.ctx.call = via_worker
+    api.ctx.metrics = metrics
+    api.ctx.probe_timeout_s = 0.3
+    api.ctx.checks["store"] = store_ping
+    api.ctx.collectors.append(lambda: seen.set(7))
+    api.ctx.store_collectors.append(collect_store)
+    try:
+        started = time.monotonic()
+        ready = api.get("/readyz", token=None)
+        assert ready.status == 503 and "store" in ready.json["detail"], ready.json
+        assert time.monotonic() - started < 3
+        reply = api.get("/metrics", token=None)
+        assert reply.status == 200
+        assert "sipmask_test_memory 7" in reply.body.decode()
+        assert "sipmask_store_up 0" in reply.body.decode()
+        released.set()  # the store thaws, then fails outright
+        state["store"] = "down"
+        assert api.get("/readyz", token=None).status == 503
+        reply = api.get("/metrics", token=None)
+        assert reply.status == 200 and "sipmask_store_up 0" in reply.body.decode()
+        state["store"] = "up"  # and comes back
+        assert api.get("/readyz", token=None).status == 200
+        assert "sipmask_store_up 1" in api.get("/metrics", token=None).body.decode()
+    finally:
+        released.set()
+        worker.shutdown(wait=True)
