@@ -134,7 +134,7 @@ class SipTransports:
         if kind == "udp":
             endpoint = UdpEndpoint(
                 self.on_datagram or self.on_message, self.stats, self.max_message_size,
-                self.on_batch_end,
+                self.on_batch_end, self._unreachable,
             )
             await endpoint.open(host, port)
             self._udp.append(endpoint)
@@ -286,6 +286,15 @@ class SipTransports:
             connection.connect_failed()
             self._forget(connection)
             self._send_failed(dest)
+
+    def _unreachable(self, host: str, port: int) -> None:
+        """ICMP unreachable for a UDP datagram sent to host:port (already counted)."""
+        callback = self._on_send_error
+        if callback is not None:
+            try:
+                callback(Address("udp", host, port))
+            except Exception:
+                _log.exception("transport.send_error_handler_failed")
 
     def _send_failed(self, dest: Address) -> None:
         self.stats.send_errors += 1

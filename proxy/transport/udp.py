@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import struct
 import sys
@@ -44,12 +45,25 @@ _SEND_QUEUE_MAX = 4096
 _MSG_TRUNC = int(socket.MSG_TRUNC)
 #: peer addresses remembered (then forgotten all at once: they come from the network)
 _SOURCES_MAX = 4096
+#: Linux IP_RECVERR / IPV6_RECVERR: ICMP errors (port or host unreachable) for datagrams sent
+#: from an unconnected socket are queued on its error queue, with the destination of the
+#: datagram that failed, instead of being dropped; read with MSG_ERRQUEUE
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11 if sys.platform.startswith("linux") else 0)
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25 if sys.platform.startswith("linux") else 0)
+_MSG_ERRQUEUE = int(getattr(socket, "MSG_ERRQUEUE", 0x2000 if sys.platform.startswith("linux") else 0))
+#: error-queue entries read per readiness callback
+_ERRQUEUE_BATCH = 64
+#: errors a send may report for an earlier datagram (the ICMP error IP_RECVERR keeps pending)
+_ASYNC_ERRORS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                           errno.EHOSTDOWN))
 
 #: (message, source, seconds the datagram queued in the kernel before it was read: measured
 #: for INVITEs, which admission control screens on it; 0.0 for other messages)
 OnMessage = Callable[..., None]
 #: called once the datagrams of one read batch have all been handed to ``on_message``
 OnBatchEnd = Callable[[], None]
+#: called with the (host, port) a datagram could not reach (an ICMP error came back)
+OnUnreachable = Callable[[str, int], None]
 
 
 class UdpEndpoint:
@@ -67,8 +81,13 @@ class UdpEndpoint:
     def __init__(
         self, on_message: OnMessage, stats: TransportStats, max_message_size: int,
         on_batch_end: OnBatchEnd | None = None,
+        on_unreachable: OnUnreachable | None = None,
     ) -> None:
         self._on_message = on_message
+        #: a destination answered with ICMP unreachable: its transactions fail at once (the
+        #: caller gets failover, not 32 s of Timer B)
+        self._on_unreachable = on_unreachable
+        self._errors_pending = False
         #: after each read batch (up to ``_BATCH`` datagrams): the SIP stack writes what the
         #: batch's messages queued then, in one burst (see SipStack.on_datagram)
         self._on_batch_end = on_batch_end
@@ -105,6 +124,14 @@ class UdpEndpoint:
                     self._timestamps = True
                 except OSError:
                     pass
+            if _IP_RECVERR and self._on_unreachable is not None:
+                try:
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+                    else:
+                        sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+                except OSError:
+                    pass
             loop.add_reader(sock.fileno(), self._readable)
         except BaseException:
             sock.close()
@@ -133,15 +160,21 @@ class UdpEndpoint:
     def _read_batch(self, sock: socket.socket) -> None:
         stats = self._stats
         timestamps = self._timestamps
-        for _ in range(_BATCH):
+        for i in range(_BATCH):
             try:
                 data, ancdata, flags, addr = sock.recvmsg(_RECV_SIZE, _ANC_SIZE)
             except (BlockingIOError, InterruptedError):
+                if i == 0 and self._read_errors(sock):
+                    # woken by an error-queue entry alone (a send already took the pending
+                    # error): the entries are reported, and the reader armed again
+                    self._rearm(sock)
                 return
-            except OSError:  # an ICMP error reported on the socket: counted, nothing to do
+            except OSError:  # an ICMP error reported on the socket
                 if self._sock is not sock:
                     return  # closed meanwhile
-                stats.send_errors += 1
+                if not self._read_errors(sock):
+                    stats.send_errors += 1
+                self._rearm(sock)
                 continue
             delay = 0.0
             # only a new INVITE is screened on its queue delay (the rest pass whatever it is)
@@ -156,6 +189,39 @@ class UdpEndpoint:
             self.datagram_received(data, addr, delay)
             if self._sock is not sock:
                 return  # a handler closed the endpoint (shutdown)
+
+    def _rearm(self, sock: socket.socket) -> None:
+        """Register the reader again after an error event: libuv (uvloop) stops a poll handle
+        that reports POLLERR, which a queued ICMP error raises, and the socket would go deaf."""
+        loop = self._loop
+        if loop is not None and self._sock is sock:
+            loop.remove_reader(sock.fileno())
+            loop.add_reader(sock.fileno(), self._readable)
+
+    def _read_errors(self, sock: socket.socket) -> int:
+        """Read the socket's error queue; report each unreachable destination. Returns the
+        number of entries read (0 without IP_RECVERR: the error is then only counted)."""
+        on_unreachable = self._on_unreachable
+        if on_unreachable is None or not _MSG_ERRQUEUE:
+            return 0
+        read = 0
+        for _ in range(_ERRQUEUE_BATCH):
+            try:
+                _, _, _, addr = sock.recvmsg(1, 512, _MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            read += 1
+            self._stats.send_errors += 1
+            if addr:
+                try:
+                    on_unreachable(str(addr[0]), int(addr[1]))
+                except Exception:
+                    _log.exception("transport.handler_failed", transport="udp")
+            if self._sock is not sock:
+                break
+        return read
 
     def datagram_received(self, data: bytes, addr: Any, delay: float = 0.0) -> None:
         """The hot path: size check, parse, hand up. Nothing here may raise into the loop."""
@@ -217,9 +283,31 @@ class UdpEndpoint:
             sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
             self._queue(data, addr)
-        except OSError:  # unreachable network, ICMP error of an earlier datagram...
+        except OSError as exc:  # unreachable network, ICMP error of an earlier datagram...
+            if exc.errno in _ASYNC_ERRORS and self._on_unreachable is not None:
+                # most likely the pending ICMP error of an earlier datagram (IP_RECVERR), which
+                # the kernel reports on the next call: this datagram was not sent. Read the error
+                # queue after this call (reporting re-enters the stack, which may be mid-write)
+                # and send this datagram again.
+                if self._loop is not None and not self._errors_pending:
+                    self._errors_pending = True
+                    self._loop.call_soon(self._drain_errors)
+                try:
+                    sock.sendto(data, addr)
+                    return True
+                except (BlockingIOError, InterruptedError):
+                    self._queue(data, addr)
+                    return True
+                except OSError:
+                    pass
             self._stats.send_errors += 1
         return True
+
+    def _drain_errors(self) -> None:
+        self._errors_pending = False
+        sock = self._sock
+        if sock is not None and self._read_errors(sock):
+            self._rearm(sock)
 
     def _queue(self, data: bytes, addr: tuple[str, int]) -> None:
         queue = self._send_queue

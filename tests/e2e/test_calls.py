@@ -414,6 +414,25 @@ def test_failover_after_dead_gateway(sipp, sipmask_factory):
     _assert_b_leg_identity(callee.messages())
     assert_isolated(caller, callee)
 
+def test_icmp_port_unreachable_fails_over_at_once(sipp, sipmask_factory):
+    """Gateways [closed port, callee] with a failover timer far away (15 s): the first INVITE
+    draws ICMP port unreachable, which fails its transaction at once (RFC 3261 §17.1.1.2 /
+    §18.4, a transport error), so the call goes to the second gateway without waiting."""
+    dead_port = free_port(SPARE_IP)
+    callee = sipp.start_uas("uas_basic.xml")
+    sm = sipmask_factory([(B_PREFIX, [_route_to(SPARE_IP, dead_port),
+                                      _route_to(CALLEE_IP, callee.port)])],
+                         calls={"failover_timeout_s": 15.0}, log_level="info")
+    caller = sipp.run_uac("uac_basic.xml", sm.udp_target, service=A_VIRTUAL, timeout_s=12)
+    sipp.wait(callee)
+    assert_sipp_ok(caller, callee)
+    events = sm.log_events()
+    assert [e for e in events if e.get("event") == "call.failover"], "no failover was logged"
+    answered = [e for e in events if e.get("event") == "call.answered"]
+    # the path taken, not a speed: the 15 s failover timer never fired
+    assert answered and answered[0]["setup_ms"] < 5000, answered
+    assert_isolated(caller, callee)
+
 # 15. untrusted sources: out of scope here (only loopback, which is trusted); unit-tested.
 
 

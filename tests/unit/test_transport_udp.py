@@ -483,3 +483,51 @@ def test_udp_sources_are_one_address_per_peer_and_the_memory_of_them_is_bounded(
         assert len(endpoint._sources) == 1  # full at the third peer: forgotten all at once
 
     run(scenario())
+
+
+async def until_true(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_udp_icmp_port_unreachable_is_reported_for_its_destination_and_loses_nothing(loop: str) -> None:
+    """A datagram to a closed port draws ICMP port unreachable: the transports report that
+    destination at once (IP_RECVERR), so its transactions can fail over without waiting for
+    Timer B, and the next datagrams, to that or another peer, still go out."""
+    async def scenario() -> None:
+        errors: list[Address] = []
+        got: list[Request | Response] = []
+        server = SipTransports(lambda m, s, d=0.0: got.append(m), on_send_error=errors.append)
+        await server.listen("udp", "127.0.0.1", 0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+            gone.bind(("127.0.0.1", 0))
+            dead_port = gone.getsockname()[1]
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        try:
+            dead = Address("udp", "127.0.0.1", dead_port)
+            server.send(options(1), dead)
+            deadline = asyncio.get_running_loop().time() + 2
+            while not errors and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            assert errors == [dead]
+            # a datagram sent right after a fresh ICMP error is not lost to the pending error
+            server.send(options(2), dead)
+            server.send(options(3), Address("udp", "127.0.0.1", peer.getsockname()[1]))
+            loop_ = asyncio.get_running_loop()
+            data = await asyncio.wait_for(loop_.sock_recv(peer, 65535), 2)
+            assert b"call-3@test" in data
+            await asyncio.sleep(0.1)
+            assert errors == [dead, dead]
+            # and the socket still reads (libuv stops a poll handle on POLLERR)
+            peer.sendto(options(4), ("127.0.0.1", server.local_address("udp")[1]))
+            await until_true(lambda: len(got) == 1)
+        finally:
+            peer.close()
+            await server.close()
+
+    run(scenario(), loop)
