@@ -19,9 +19,9 @@ from .config import Config, ConfigError
 from .observability.logging import configure_logging
 from .observability.redaction import Redactor
 from .pairing.cache import PairingCache
-from .pairing.backends import open_store
 from .pairing.crypto import load_vault
 from .pairing.service import PairingService
+from .pairing.stores import open_store
 from .sip.ids import SecretIds
 from .sip.transaction import TimerConfig, TransactionLayer
 from .transport import SipTransports
