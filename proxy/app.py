@@ -25,8 +25,7 @@ from .pairing.stores import open_store
 from .sip.ids import SecretIds
 from .sip.transaction import TimerConfig, TransactionLayer
 from .transport import SipTransports
-from .observability.webhooks import WebhookSink
-from .pairing.hook import LookupHook
+from .integrations import LookupHook, WebhookSink
 from .transport.stack import SipStack
 
 #: CDRs and session activity are written in one batch per interval. 1 s rather than 0.2 s:
