@@ -120,7 +120,7 @@ async def start(config: Config) -> App:
     """Start sipmask on the running loop and return the handle."""
     loop = asyncio.get_running_loop()
     vault = load_vault(config.store.key_file)
-    configure_logging(config.log.level, config.log.format, redactor=Redactor(vault._token_key))
+    configure_logging(config.log.level, config.log.format, redactor=Redactor(vault.token_key))
     log = structlog.get_logger("sipmask")
     store = open_store(
         config.store.backend, vault, path=config.store.path,
