@@ -164,7 +164,7 @@ class Sipmask:
         # What `sipmask pairing add` does, without a Python start-up per pairing.
         from proxy.pairing.crypto import NumberVault
         from proxy.pairing.model import Participant
-        from proxy.pairing.sqlite_store import SqliteStore
+        from proxy.pairing.stores.sqlite import SqliteStore
 
         store = SqliteStore(self.db, NumberVault.from_key_file(self.key, create=True))
         try:

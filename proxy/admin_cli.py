@@ -23,11 +23,10 @@ from typing import Any
 
 import redis
 
-from .pairing.backends import open_store
+from .pairing.stores import PairingStore, open_store
 from .pairing.crypto import load_vault
 from .pairing.model import MODES, STATUSES, Cdr, PairingError, Participant, Session
 from .pairing.normalize import mask_number, normalize_number
-from .pairing.store import PairingStore
 
 __all__ = ["add_subcommands", "main"]
 

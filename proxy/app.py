@@ -19,14 +19,13 @@ from .config import Config, ConfigError
 from .observability.logging import configure_logging
 from .observability.redaction import Redactor
 from .pairing.cache import PairingCache
-from .pairing.backends import open_store
 from .pairing.crypto import load_vault
 from .pairing.service import PairingService
+from .pairing.stores import open_store
 from .sip.ids import SecretIds
 from .sip.transaction import TimerConfig, TransactionLayer
 from .transport import SipTransports
-from .observability.webhooks import WebhookSink
-from .pairing.hook import LookupHook
+from .integrations import LookupHook, WebhookSink
 from .transport.stack import SipStack
 
 #: CDRs and session activity are written in one batch per interval. 1 s rather than 0.2 s:
@@ -121,7 +120,7 @@ async def start(config: Config) -> App:
     """Start sipmask on the running loop and return the handle."""
     loop = asyncio.get_running_loop()
     vault = load_vault(config.store.key_file)
-    configure_logging(config.log.level, config.log.format, redactor=Redactor(vault._token_key))
+    configure_logging(config.log.level, config.log.format, redactor=Redactor(vault.token_key))
     log = structlog.get_logger("sipmask")
     store = open_store(
         config.store.backend, vault, path=config.store.path,

@@ -25,7 +25,7 @@ from .pairing.admin import PairingAdmin
 from .pairing.crypto import NumberVault, load_vault
 from .pairing.model import MODES, STATUSES, PairingError
 from .pairing.records import KEEP, POOL_STATUSES, ROLES, SessionFilter
-from .pairing.store import ApiStore
+from .pairing.stores import ApiStore
 
 __all__ = ["add_subcommands"]
 

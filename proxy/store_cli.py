@@ -27,11 +27,9 @@ from typing import Any
 
 import redis
 
-from .pairing.backends import open_store
 from .pairing.crypto import KEY_ENV, NumberVault, load_vault
 from .pairing.model import PairingError
-from .pairing.sqlite_store import StoreError
-from .pairing.store import PairingStore
+from .pairing.stores import PairingStore, StoreError, open_store
 
 __all__ = ["add_subcommands"]
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from ..observability.metrics import Metrics
 from ..pairing.admin import PairingAdmin
 from ..pairing.model import Session
-from ..pairing.store import ApiStore
+from ..pairing.stores import ApiStore
 
 __all__ = ["ApiContext", "CTX"]
 

@@ -18,7 +18,7 @@ from ..observability.metrics import Metrics
 from ..pairing.admin import PairingAdmin
 from ..pairing.crypto import NumberVault
 from ..pairing.service import PairingService
-from ..pairing.store import ApiStore
+from ..pairing.stores import ApiStore
 from . import ops, pool, sessions
 from .auth import auth_middleware
 from .context import CTX, ApiContext

@@ -8,7 +8,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..pairing.model import PairingError
-from ..pairing.records import KEEP, IdempotencyRecord, SessionFilter, _Keep
+from ..pairing.records import KEEP, IdempotencyRecord, Keep, SessionFilter
 from .auth import actor, requires, token_of
 from .codec import (
     opt_number, parse_limit, parse_metadata, parse_mode, parse_time, positive_seconds,
@@ -41,7 +41,7 @@ def _participant(body: dict[str, Any], side: str) -> tuple[str, str | None]:
     return number, opt_number(value, "virtual", f"{side}.")
 
 
-def _expiry(body: dict[str, Any], now: float) -> float | None | _Keep:
+def _expiry(body: dict[str, Any], now: float) -> float | None | Keep:
     """expires_at (date-time or null) or expires_in_s (seconds from now); KEEP if neither."""
     if "expires_at" in body and "expires_in_s" in body:
         raise ApiProblem(422, "give expires_at or expires_in_s, not both", field="expires_in_s")
@@ -53,7 +53,7 @@ def _expiry(body: dict[str, Any], now: float) -> float | None | _Keep:
     return KEEP
 
 
-def _ttl(body: dict[str, Any]) -> float | None | _Keep:
+def _ttl(body: dict[str, Any]) -> float | None | Keep:
     if "ttl_s" not in body:
         return KEEP
     return None if body["ttl_s"] is None else positive_seconds(body["ttl_s"], "ttl_s")
@@ -110,8 +110,8 @@ async def _create(request: web.Request, body: dict[str, Any]) -> web.Response:
     session = ctx.changed(await ctx.run(
         ctx.admin.create_session, actor(request), number_a, number_b,
         virtual_a=virtual_a, virtual_b=virtual_b,
-        expires_at=None if isinstance(expires_at, _Keep) else expires_at,
-        ttl_s=None if isinstance(ttl_s, _Keep) else ttl_s,
+        expires_at=None if isinstance(expires_at, Keep) else expires_at,
+        ttl_s=None if isinstance(ttl_s, Keep) else ttl_s,
         metadata=metadata, mode=mode,
     ))
     return _json(render_session(session, token_of(request), ctx.clock()), 201,

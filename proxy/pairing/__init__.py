@@ -1,6 +1,6 @@
 """The pairing domain: sessions between two participants, their virtual numbers, expiry,
 E.164 normalisation, encryption of real numbers at rest, the SQLite store and the in-memory
-lookup cache used on every call."""
+lookup cache used on every call. The stores (protocols and backends) are `stores`."""
 
 from .cache import PairingCache
 from .crypto import NumberVault, VaultError
@@ -17,8 +17,7 @@ from .model import (
 )
 from .normalize import InvalidNumber, mask_number, normalize_number, try_normalize
 from .service import PairingService
-from .sqlite_store import SqliteStore, StoreError
-from .store import PairingStore
+from .stores import PairingStore, SqliteStore, StoreError
 
 __all__ = [
     "Cdr",

@@ -21,8 +21,8 @@ from typing import Any
 from .crypto import NumberVault
 from .model import PairingError, Session
 from .normalize import InvalidNumber, normalize_number
-from .records import KEEP, ApiToken, AuditEntry, PoolNumber, _Keep
-from .store import ApiStore
+from .records import KEEP, ApiToken, AuditEntry, Keep, PoolNumber
+from .stores.base import ApiStore
 
 __all__ = ["InvalidField", "PairingAdmin", "hash_secret", "new_secret"]
 
@@ -125,8 +125,8 @@ class PairingAdmin:
         actor: str,
         session_id: str,
         *,
-        expires_at: float | None | _Keep = KEEP,
-        ttl_s: float | None | _Keep = KEEP,
+        expires_at: float | None | Keep = KEEP,
+        ttl_s: float | None | Keep = KEEP,
     ) -> Session:
         """Change a session's expiry and/or TTL."""
         session = self.store.update_session(
@@ -134,7 +134,7 @@ class PairingAdmin:
         )
         changes = {
             name: value for name, value in (("expires_at", expires_at), ("ttl_s", ttl_s))
-            if not isinstance(value, _Keep)
+            if not isinstance(value, Keep)
         }
         self._audit(actor, "session.update", session_id, **changes)
         return self._changed(session)

@@ -117,6 +117,12 @@ class NumberVault:
             raise VaultError(f"{key_path}: cannot read key file ({exc.__class__.__name__})") from None
         return cls.from_secret(_parse_key_text(text, key_path))
 
+    @property
+    def token_key(self) -> bytes:
+        """The HMAC key of `token`. The log Redactor keys its tokens with it too, so every
+        pseudonym sipmask writes (CDRs, audit, logs) comes from the one token key."""
+        return self._token_key
+
     def index(self, number: str) -> str:
         """Keyed HMAC-SHA256 of `number` (hex): equal numbers give equal indexes."""
         return hmac.new(self._index_key, number.encode(), hashlib.sha256).hexdigest()

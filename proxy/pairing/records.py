@@ -14,6 +14,7 @@ __all__ = [
     "AuditEntry",
     "IdempotencyRecord",
     "KEEP",
+    "Keep",
     "POOL_STATUSES",
     "Page",
     "PoolNumber",
@@ -40,12 +41,12 @@ ACTIONS: Final[tuple[str, ...]] = (
 T = TypeVar("T")
 
 
-class _Keep:
+class Keep:
     """Type of `KEEP`: an update argument left as it is (None means "clear it")."""
 
-    _instance: _Keep | None = None
+    _instance: Keep | None = None
 
-    def __new__(cls) -> _Keep:
+    def __new__(cls) -> Keep:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -54,7 +55,7 @@ class _Keep:
         return "KEEP"
 
 
-KEEP: Final = _Keep()
+KEEP: Final = Keep()
 """Pass for an `update_session` argument that must not change."""
 
 

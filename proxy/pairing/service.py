@@ -21,7 +21,7 @@ from typing import Any
 from .cache import PairingCache
 from .model import Cdr, Match, Participant, Session
 from .normalize import try_normalize
-from .store import PairingStore
+from .stores.base import PairingStore
 
 __all__ = ["PairingService"]
 

@@ -57,6 +57,8 @@ def test_the_wheel_carries_the_files_sipmask_reads_at_run_time(installed: Path) 
     (wheel,) = (installed.parent / "dist").glob("sipmask-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "proxy/rules/default.toml" in names
+    lua = ROOT / "proxy" / "pairing" / "stores" / "redis"
+    assert {f"proxy/pairing/stores/redis/{p.name}" for p in lua.glob("*.lua")} <= names
     assert {f"loadtest/scenarios/{p.name}" for p in (ROOT / "loadtest" / "scenarios").glob("*.xml")} <= names
     assert any(n.endswith("/licenses/LICENSE") for n in names), sorted(names)[-8:]
 

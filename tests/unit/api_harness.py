@@ -17,8 +17,8 @@ import structlog
 from proxy.api import ApiContext, ApiServer
 from proxy.pairing import NumberVault, SqliteStore
 from proxy.pairing.admin import PairingAdmin
-from proxy.pairing.redis_store import RedisStore
-from proxy.pairing.store import ApiStore
+from proxy.pairing.stores.redis import RedisStore
+from proxy.pairing.stores import ApiStore
 
 SECRET = bytes(range(64))
 

@@ -15,7 +15,7 @@ import structlog
 from proxy.api import start_api
 from proxy.config import ApiConfig
 from proxy.pairing import NumberVault, PairingService
-from proxy.pairing.redis_store import RedisStore
+from proxy.pairing.stores.redis import RedisStore
 
 from .api_harness import Api, running_api
 from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)

@@ -16,7 +16,7 @@ import redis
 from proxy.app import App, start
 from proxy.config import load_config
 from proxy.pairing import NumberVault, Participant
-from proxy.pairing.redis_store import RedisStore
+from proxy.pairing.stores.redis import RedisStore
 
 from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
 

@@ -18,7 +18,7 @@ from proxy.pairing.cache import PairingCache
 from proxy.pairing.crypto import NumberVault
 from proxy.pairing.model import Match, Participant
 from proxy.pairing.service import PairingService
-from proxy.pairing.sqlite_store import SqliteStore
+from proxy.pairing.stores.sqlite import SqliteStore
 from proxy.sip.ids import SequentialIds
 from proxy.sip.message import Request, Response
 from proxy.sip.parser import parse_message

@@ -9,9 +9,9 @@ import pytest
 
 from proxy.pairing import ConflictError, NotFound, NumberVault, PairingError, SqliteStore
 from proxy.pairing.records import AuditEntry, IdempotencyRecord
-from proxy.pairing.redis_store import RedisStore
-from proxy.pairing.sqlite_admin import IDEMPOTENCY_TTL_S
-from proxy.pairing.store import ApiStore
+from proxy.pairing.stores.redis import RedisStore
+from proxy.pairing.stores.base import IDEMPOTENCY_TTL_S
+from proxy.pairing.stores import ApiStore
 
 from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
 

@@ -67,6 +67,14 @@ def test_token_is_the_rfc2104_hmac_of_the_token_key(key: bytes) -> None:
         assert vault.token(number) == "n_" + expected
 
 
+def test_token_key_is_the_key_tokens_are_made_with() -> None:
+    """The public name the log Redactor is built from (app.py): the vault's own token key."""
+    key = bytes(range(32, 64))
+    assert NumberVault(bytes(32), bytes(32), key).token_key == key
+    assert NumberVault.from_secret(SECRET).token_key == NumberVault.from_secret(SECRET).token_key
+    assert NumberVault.from_secret(SECRET).token_key != NumberVault.from_secret(os.urandom(64)).token_key
+
+
 def test_short_secret_is_refused() -> None:
     with pytest.raises(VaultError):
         NumberVault.from_secret(b"short")

@@ -16,8 +16,8 @@ import redis
 
 from proxy.pairing import ConflictError, NumberVault, Participant
 from proxy.pairing.records import AuditEntry, IdempotencyRecord, SessionFilter
-from proxy.pairing.redis_store import RedisStore
-from proxy.pairing.store import ApiStore
+from proxy.pairing.stores.redis import RedisStore
+from proxy.pairing.stores import ApiStore
 
 from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
 

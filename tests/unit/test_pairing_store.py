@@ -19,7 +19,7 @@ from proxy.pairing import (
     SqliteStore,
     StoreError,
 )
-from proxy.pairing.sqlite_store import MIGRATIONS, SCHEMA_VERSION
+from proxy.pairing.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
 
 SECRET = bytes(range(64))
 T0 = 1_700_000_000.0

@@ -11,9 +11,9 @@ import pytest
 
 from proxy import cli
 from proxy.pairing import NumberVault, Participant, StoreError
-from proxy.pairing.backends import open_store
-from proxy.pairing.redis_store import RedisStore
-from proxy.pairing.store import PairingStore
+from proxy.pairing.stores import open_store
+from proxy.pairing.stores.redis import RedisStore
+from proxy.pairing.stores import PairingStore
 
 from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
 

@@ -28,8 +28,8 @@ from proxy.pairing import (
     StoreError,
     VaultError,
 )
-from proxy.pairing.redis_store import RedisStore
-from proxy.pairing.store import PairingStore
+from proxy.pairing.stores.redis import RedisStore
+from proxy.pairing.stores import PairingStore
 
 from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
 

@@ -27,12 +27,11 @@ from typing import Any, Final, Protocol
 
 import aiohttp
 
-from .logging import get_logger
-from .metrics import Metrics
-from .redaction import contains_phone_number
-from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-
+from ..observability.logging import get_logger
+from ..observability.metrics import Metrics
+from ..observability.redaction import contains_phone_number
 from ..pairing.model import cdr_payload  # re-exported: the call.ended payload of a CDR
+from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 __all__ = ["EVENT_TYPES", "EndpointSpec", "WebhookSink", "cdr_payload"]
 

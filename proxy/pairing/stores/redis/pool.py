@@ -1,199 +1,64 @@
 """RedisStore, administration side (1/2): the virtual-number pool, allocation from it,
 searching sessions with filters and cursors, and updating a session's expiry or TTL.
 
-A mixin of `RedisStore`, the Redis twin of `sqlite_pool`, held to the same contract suite
-(tests/unit/test_pairing_pool.py). Keys, under the store's prefix ``{p}``::
+A mixin of `RedisStore`, the Redis twin of the SQLite store's `pool`, held to the same
+contract suite (tests/unit/test_pairing_pool.py). Keys, under the store's prefix ``{p}``::
 
     {p}pool                 hash: pool number -> status (active | draining)
     {p}pool:added           hash: pool number -> added_at
     {p}pool:pick            sorted set: the *active* pool numbers, scored by open sessions
 
 The open-session counts themselves are ``{p}vload`` (every virtual number, pool or not), kept
-by the session scripts of `redis_store` on create, close, expiry and purge; those scripts
-copy each new count into ``{p}pool:pick`` (``ZADD XX``), so the pick order is exact without a
-scan. Pool numbers are the operator's own and are stored in clear, as in SQLite.
+by the session scripts of `store` on create, close, expiry and purge; those scripts copy each
+new count into ``{p}pool:pick`` (``ZADD XX``), so the pick order is exact without a scan.
+Pool numbers are the operator's own and are stored in clear, as in SQLite.
 
 Allocation is one Lua script: it walks ``{p}pool:pick`` from the least used number, skips the
 numbers on which the participant (by HMAC index, through its ``busy`` key) has an active
 session, picks among up to 16 ties with a random draw passed in from Python, and inserts the
-session with `redis_store`'s own create function, all in one step: two sipmask instances
-allocating at once are serialised by Redis, so neither can hand a participant a number the
-other has just given it.
+session with the store's own create function (create_function.lua), all in one step: two
+sipmask instances allocating at once are serialised by Redis, so neither can hand a
+participant a number the other has just given it.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import json
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis
 
-from .crypto import NumberVault
-from .model import (
-    STATUSES, ConflictError, NotFound, PairingError, Participant, Session, new_session,
+from ...crypto import NumberVault
+from ...model import (
+    STATUSES,
+    ConflictError,
+    NotFound,
+    PairingError,
+    Participant,
+    Session,
+    new_session,
 )
-from .records import KEEP, POOL_STATUSES, Page, PoolNumber, SessionFilter, _Keep
-from .sqlite_pool import EXHAUSTED
+from ...records import KEEP, POOL_STATUSES, Keep, Page, PoolNumber, SessionFilter
+from ..base import EXHAUSTED, check_update, decode_cursor, encode_cursor
+from .scripts import lua
 
 __all__ = ["RedisPoolMixin"]
 
 _CURSOR_PREFIX: Final = "r1:"  # SqliteStore's are "s1:": neither store takes the other's
 _SCAN: Final = 500
 
-# True when the busy key `bk` names an open session that is not past its deadline.
-_LUA_ACTIVE_HOLDER = r"""
-local function active_holder(bk, now)
-  local holder = redis.call('GET', bk)
-  if not holder then return false end
-  local f = redis.call('HMGET', p .. 's:' .. holder, 'status', 'expires_at', 'ttl_s',
-                       'last_activity')
-  return f[1] == 'open' and not due(f[2], f[3], f[4], now)
-end
-"""
-
-# ARGV: prefix, the 14 arguments of `create` (va / vb '' to pick), draw A, draw B. At most
-# 16 ties are collected, as in SqliteStore.
-# Returns create's answer with the virtual numbers used appended on 'ok', or
-# {'exhausted', 'A'|'B'} | {'draining', 'A'|'B'}.
-_ALLOCATE = _LUA_ACTIVE_HOLDER + r"""
-local a = {unpack(ARGV, 2, 15)}
-local now = tonumber(a[2])
-local pending = {}
-local function pick(index, draw)
-  local ties, best, start, stop = {}, nil, 0, false
-  while not stop do
-    local rows = redis.call('ZRANGE', p .. 'pool:pick', start, start + 99, 'WITHSCORES')
-    if #rows == 0 then break end
-    for i = 1, #rows, 2 do
-      local number, used = rows[i], tonumber(rows[i + 1])
-      if not active_holder(p .. 'busy:' .. index .. ':' .. number, now) then
-        if best ~= nil and (used > best or (used == best and #ties >= 16)) then
-          stop = true
-          break
-        end
-        local load = used + (pending[number] or 0)
-        if best == nil or load < best then
-          best, ties = load, {number}
-        elseif load == best and #ties < 16 then
-          table.insert(ties, number)
-        end
-      end
-    end
-    start = start + 100
-  end
-  if #ties == 0 then return nil end
-  return ties[math.floor(tonumber(draw) * #ties) + 1]
-end
-for _, side in ipairs({{'A', 6, 7, ARGV[16]}, {'B', 9, 10, ARGV[17]}}) do
-  local virtual = a[side[3]]
-  if virtual == '' then
-    virtual = pick(a[side[2]], side[4])
-    if not virtual then return {'exhausted', side[1]} end
-    a[side[3]] = virtual
-  elseif redis.call('HGET', p .. 'pool', virtual) == 'draining' then
-    return {'draining', side[1]}
-  end
-  pending[virtual] = (pending[virtual] or 0) + 1
-end
-local out = create(a)
-if out[1] == 'ok' then return {'ok', a[7], a[10]} end
-return out
-"""
-
-# ARGV: prefix, number, now. Returns {'exists'} | {'ok', open sessions}.
-_POOL_ADD = r"""
-local p, n = ARGV[1], ARGV[2]
-if redis.call('HEXISTS', p .. 'pool', n) == 1 then return {'exists'} end
-local load = tonumber(redis.call('HGET', p .. 'vload', n) or '0')
-redis.call('HSET', p .. 'pool', n, 'active')
-redis.call('HSET', p .. 'pool:added', n, ARGV[3])
-redis.call('ZADD', p .. 'pool:pick', load, n)
-return {'ok', load}
-"""
-
-# ARGV: prefix, number, status. Returns 0 when the number is not in the pool.
-_POOL_STATUS = r"""
-local p, n = ARGV[1], ARGV[2]
-if redis.call('HEXISTS', p .. 'pool', n) == 0 then return 0 end
-redis.call('HSET', p .. 'pool', n, ARGV[3])
-if ARGV[3] == 'active' then
-  redis.call('ZADD', p .. 'pool:pick', tonumber(redis.call('HGET', p .. 'vload', n) or '0'), n)
-else
-  redis.call('ZREM', p .. 'pool:pick', n)
-end
-return 1
-"""
-
-# ARGV: prefix, number, now. Returns {'missing'} | {'busy', sides} | {'ok', status, added, load}.
-# Counts sides (a session using the number on both sides counts twice), as SQLite does.
-_POOL_REMOVE = r"""
-local n, now = ARGV[2], tonumber(ARGV[3])
-local status = redis.call('HGET', p .. 'pool', n)
-if not status then return {'missing'} end
-local sides = 0
-for _, id in ipairs(redis.call('SMEMBERS', p .. 'vs:' .. n)) do
-  local f = redis.call('HMGET', p .. 's:' .. id, 'status', 'expires_at', 'ttl_s',
-                       'last_activity', 'va', 'vb')
-  if f[1] == 'open' and not due(f[2], f[3], f[4], now) then
-    if f[5] == n then sides = sides + 1 end
-    if f[6] == n then sides = sides + 1 end
-  end
-end
-if sides > 0 then return {'busy', sides} end
-local added = redis.call('HGET', p .. 'pool:added', n)
-redis.call('HDEL', p .. 'pool', n)
-redis.call('HDEL', p .. 'pool:added', n)
-redis.call('ZREM', p .. 'pool:pick', n)
-return {'ok', status, added, redis.call('HGET', p .. 'vload', n) or '0'}
-"""
-
-# ARGV: prefix, id, now, expires_at, ttl_s (each 'keep', '' for none, or a value).
-# Returns 'missing' | 'inactive' | 'ok'.
-_UPDATE = r"""
-local id, now = ARGV[2], tonumber(ARGV[3])
-local h = p .. 's:' .. id
-local f = redis.call('HMGET', h, 'status', 'expires_at', 'ttl_s', 'last_activity')
-if not f[1] then return 'missing' end
-if f[1] ~= 'open' or due(f[2], f[3], f[4], now) then return 'inactive' end
-local ea, ttl = ARGV[4], ARGV[5]
-if ea == 'keep' then ea = f[2] end
-if ttl == 'keep' then ttl = f[3] end
-local seq = redis.call('INCR', p .. 'seq')
-redis.call('HSET', h, 'expires_at', ea, 'ttl_s', ttl, 'seq', seq)
-redis.call('ZADD', p .. 'changes', seq, id)
-local d = nil
-if ea ~= '' then d = tonumber(ea) end
-if ttl ~= '' then
-  local t = tonumber(f[4]) + tonumber(ttl)
-  if d == nil or t < d then d = t end
-end
-if d then redis.call('ZADD', p .. 'deadline', d, id) else redis.call('ZREM', p .. 'deadline', id) end
-return 'ok'
-"""
+_ALLOCATE: Final = lua("common", "create_function", "active_holder", "allocate")
+_POOL_ADD: Final = lua("pool_add")
+_POOL_STATUS: Final = lua("pool_status")
+_POOL_REMOVE: Final = lua("common", "pool_remove")
+_UPDATE: Final = lua("common", "update")
 
 
-def _encode_cursor(cseq: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{cseq}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        text = ""
-    prefix, _, cseq = text.partition(":")
-    if f"{prefix}:" != _CURSOR_PREFIX or not cseq.isdigit():
-        raise PairingError("cursor is not valid (pass next_cursor of a previous page)")
-    return int(cseq)
-
-
-def _arg(value: float | None | _Keep) -> str:
-    if isinstance(value, _Keep):
+def _arg(value: float | None | Keep) -> str:
+    if isinstance(value, Keep):
         return "keep"
     return "" if value is None else repr(float(value))
 
@@ -214,14 +79,14 @@ class RedisPoolMixin:
     alloc_random: random.Random | None = None
     """Source of the tie-breaking draws (tests set a seeded one); None: made on first use."""
 
-    def _init_pool(self, lua_common: str) -> None:
-        """Register the scripts; `lua_common` holds redis_store's helpers and `create`."""
+    def _init_pool(self) -> None:
+        """Register the scripts."""
         register = self._r.register_script
-        self._allocate = register(lua_common + _ALLOCATE)
+        self._allocate = register(_ALLOCATE)
         self._pool_add = register(_POOL_ADD)
         self._pool_status = register(_POOL_STATUS)
-        self._pool_remove = register(lua_common + _POOL_REMOVE)
-        self._update = register(lua_common + _UPDATE)
+        self._pool_remove = register(_POOL_REMOVE)
+        self._update = register(_UPDATE)
 
     def ping(self) -> None:
         """Raise `redis.RedisError` if the server cannot be reached."""
@@ -341,12 +206,12 @@ class RedisPoolMixin:
             zset = f"st:{where.status}"
         else:
             zset = "all"
-        low = "-inf" if cursor is None else f"({_decode_cursor(cursor)}"
+        low = "-inf" if cursor is None else f"({decode_cursor(_CURSOR_PREFIX, cursor)}"
         found: list[tuple[int, str, Mapping[bytes, bytes]]] = []
         batch = min(max(limit + 1, 50), _SCAN)
         while len(found) <= limit:
-            rows = self._r.zrangebyscore(self._p + zset, low, "+inf", start=0, num=batch,
-                                         withscores=True)
+            rows = cast(list[tuple[bytes, float]], self._r.zrangebyscore(
+                self._p + zset, low, "+inf", start=0, num=batch, withscores=True))
             pipe = self._r.pipeline(transaction=False)
             for raw_id, _ in rows:
                 pipe.hgetall(f"{self._p}s:{raw_id.decode()}")
@@ -360,7 +225,8 @@ class RedisPoolMixin:
             low = f"({int(rows[-1][1])}"
         page = found[:limit]
         items = [self._to_session(session_id, fields) for _, session_id, fields in page]
-        return Page(items, _encode_cursor(page[-1][0]) if len(found) > limit else None)
+        more = len(found) > limit
+        return Page(items, encode_cursor(_CURSOR_PREFIX, page[-1][0]) if more else None)
 
     def _matcher(self, where: SessionFilter, now: float) -> Callable[[Mapping[bytes, bytes]], bool]:
         """A test of a session's raw hash fields against `where` (same rules as SQLite)."""
@@ -411,15 +277,12 @@ class RedisPoolMixin:
         self,
         session_id: str,
         *,
-        expires_at: float | None | _Keep = KEEP,
-        ttl_s: float | None | _Keep = KEEP,
+        expires_at: float | None | Keep = KEEP,
+        ttl_s: float | None | Keep = KEEP,
         now: float,
     ) -> Session:
         """Change the expiry and/or TTL of an active session (a change: new seq)."""
-        if not isinstance(expires_at, _Keep) and expires_at is not None and expires_at <= now:
-            raise PairingError("expiry must be in the future")
-        if not isinstance(ttl_s, _Keep) and ttl_s is not None and ttl_s <= 0:
-            raise PairingError("ttl must be positive")
+        check_update(expires_at, ttl_s, now)
         outcome = self._update(args=[self._p, session_id, repr(float(now)), _arg(expires_at),
                                      _arg(ttl_s)])
         if outcome == b"missing":

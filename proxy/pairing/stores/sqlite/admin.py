@@ -1,7 +1,7 @@
 """SqliteStore, administration side (2/2): API tokens, the audit log, Idempotency-Keys.
 
 A mixin of `SqliteStore`; its schema is `ADMIN_SCHEMA`, one migration step of
-`sqlite_store.MIGRATIONS`. Tokens are kept as the SHA-256 of their secret (a 256-bit random
+`store.MIGRATIONS`. Tokens are kept as the SHA-256 of their secret (a 256-bit random
 value, so an unsalted fast hash is enough: there is nothing to brute-force). Audit details and
 idempotency records hold no real number: callers put keyed tokens in details, and a request
 body is remembered only by its keyed HMAC.
@@ -10,17 +10,17 @@ body is remembered only by its keyed HMAC.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
-from .model import ConflictError, NotFound, PairingError
-from .records import ROLES, ApiToken, AuditEntry, IdempotencyRecord
+from ...model import ConflictError, NotFound
+from ...records import ApiToken, AuditEntry, IdempotencyRecord
+from ..base import IDEMPOTENCY_TTL_S, check_new_token
 
-__all__ = ["ADMIN_SCHEMA", "IDEMPOTENCY_TTL_S", "SqliteAdminMixin", "valid_token_name"]
+__all__ = ["ADMIN_SCHEMA", "SqliteAdminMixin"]
 
 ADMIN_SCHEMA: Final[tuple[str, ...]] = (
     """CREATE TABLE api_tokens (
@@ -53,17 +53,6 @@ ADMIN_SCHEMA: Final[tuple[str, ...]] = (
     "CREATE INDEX idempotency_created ON idempotency (created_at)",
 )
 
-IDEMPOTENCY_TTL_S: Final = 86_400.0
-"""How long an Idempotency-Key is remembered."""
-
-_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
-
-
-def valid_token_name(name: str) -> bool:
-    """1 to 64 characters: letters, digits and ``_ . @ -``, starting with a letter or digit."""
-    return bool(_TOKEN_NAME.fullmatch(name))
-
-
 class SqliteAdminMixin:
     """Tokens, audit and idempotency for `SqliteStore` (see the module docstring)."""
 
@@ -75,12 +64,7 @@ class SqliteAdminMixin:
 
     def create_token(self, name: str, role: str, secret_hash: str, now: float) -> ApiToken:
         """Store a new token by the hash of its secret."""
-        if not valid_token_name(name):
-            raise PairingError(
-                "token name must be 1-64 letters, digits or _.@- starting with a letter or digit"
-            )
-        if role not in ROLES:
-            raise PairingError(f"role must be one of {', '.join(ROLES)}")
+        check_new_token(name, role)
         token = ApiToken("tok_" + secrets.token_hex(6), name, role, now)  # type: ignore[arg-type]
         with self._write() as conn:
             taken = conn.execute(

@@ -1,7 +1,7 @@
 """RedisStore, administration side (2/2): API tokens, the audit log, Idempotency-Keys.
 
-A mixin of `RedisStore`, the Redis twin of `sqlite_admin`, held to the same contract suite
-(tests/unit/test_pairing_admin_store.py). Keys, under the store's prefix ``{p}``::
+A mixin of `RedisStore`, the Redis twin of the SQLite store's `admin`, held to the same
+contract suite (tests/unit/test_pairing_admin_store.py). Keys, under the store's prefix ``{p}``::
 
     {p}tk:{id}              hash: one token (name, role, secret_hash, created_at, revoked_at)
     {p}tok:seq, {p}tok:ids  counter, and sorted set of token ids in creation order
@@ -23,75 +23,24 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, cast
 
 import redis
 
-from .crypto import NumberVault
-from .model import ConflictError, NotFound, PairingError
-from .records import ROLES, ApiToken, AuditEntry, IdempotencyRecord
-from .sqlite_admin import IDEMPOTENCY_TTL_S, valid_token_name
+from ...crypto import NumberVault
+from ...model import ConflictError, NotFound
+from ...records import ApiToken, AuditEntry, IdempotencyRecord
+from ..base import IDEMPOTENCY_TTL_S, check_new_token
+from .scripts import lua
 
 __all__ = ["RedisAdminMixin"]
 
 _BATCH: Final = 500
 
-# ARGV: prefix, id, name, role, secret hash, now. Returns 'ok' | 'name' | 'hash'.
-_TOKEN_CREATE = r"""
-local p, id, name, hash = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
-if redis.call('HEXISTS', p .. 'tok:name', name) == 1 then return 'name' end
-if redis.call('HEXISTS', p .. 'tok:hash', hash) == 1 then return 'hash' end
-redis.call('HSET', p .. 'tk:' .. id, 'name', name, 'role', ARGV[4], 'secret_hash', hash,
-           'created_at', ARGV[6], 'revoked_at', '')
-redis.call('ZADD', p .. 'tok:ids', redis.call('INCR', p .. 'tok:seq'), id)
-redis.call('HSET', p .. 'tok:name', name, id)
-redis.call('HSET', p .. 'tok:hash', hash, id)
-return 'ok'
-"""
-
-# ARGV: prefix, id or name, now. Returns the id revoked (or revoked before), false if none.
-_TOKEN_REVOKE = r"""
-local p, token = ARGV[1], ARGV[2]
-local id = token
-if redis.call('EXISTS', p .. 'tk:' .. id) == 0 then
-  id = redis.call('HGET', p .. 'tok:name', token)
-  if not id then return false end
-end
-local h = p .. 'tk:' .. id
-if redis.call('HGET', h, 'revoked_at') == '' then
-  redis.call('HSET', h, 'revoked_at', ARGV[3])
-  local name = redis.call('HGET', h, 'name')
-  if redis.call('HGET', p .. 'tok:name', name) == id then
-    redis.call('HDEL', p .. 'tok:name', name)
-  end
-end
-return id
-"""
-
-# ARGV: prefix, entry JSON, target, actor. Returns the new entry id.
-_AUDIT = r"""
-local p = ARGV[1]
-local id = redis.call('INCR', p .. 'audit:seq')
-redis.call('HSET', p .. 'audit', id, ARGV[2])
-redis.call('ZADD', p .. 'audit:ids', id, id)
-redis.call('ZADD', p .. 'audit:t:' .. ARGV[3], id, id)
-redis.call('ZADD', p .. 'audit:a:' .. ARGV[4], id, id)
-return id
-"""
-
-# ARGV: prefix, hmac, record JSON, created_at, drop-before. Returns 1, or 0 if taken.
-_IDEM_PUT = r"""
-local p = ARGV[1]
-local old = redis.call('ZRANGEBYSCORE', p .. 'idem:at', '-inf', '(' .. ARGV[5], 'LIMIT', 0, 1000)
-for _, h in ipairs(old) do
-  redis.call('DEL', p .. 'idem:' .. h)
-  redis.call('ZREM', p .. 'idem:at', h)
-end
-if redis.call('EXISTS', p .. 'idem:' .. ARGV[2]) == 1 then return 0 end
-redis.call('SET', p .. 'idem:' .. ARGV[2], ARGV[3])
-redis.call('ZADD', p .. 'idem:at', ARGV[4], ARGV[2])
-return 1
-"""
+_TOKEN_CREATE: Final = lua("token_create")
+_TOKEN_REVOKE: Final = lua("token_revoke")
+_AUDIT: Final = lua("audit")
+_IDEM_PUT: Final = lua("idem_put")
 
 
 def _token(token_id: str, f: Mapping[bytes, bytes]) -> ApiToken:
@@ -122,12 +71,7 @@ class RedisAdminMixin:
 
     def create_token(self, name: str, role: str, secret_hash: str, now: float) -> ApiToken:
         """Store a new token by the hash of its secret."""
-        if not valid_token_name(name):
-            raise PairingError(
-                "token name must be 1-64 letters, digits or _.@- starting with a letter or digit"
-            )
-        if role not in ROLES:
-            raise PairingError(f"role must be one of {', '.join(ROLES)}")
+        check_new_token(name, role)
         token = ApiToken("tok_" + secrets.token_hex(6), name, role, now)  # type: ignore[arg-type]
         outcome = self._token_create(args=[self._p, token.id, name, role, secret_hash,
                                            repr(float(now))])
@@ -139,17 +83,18 @@ class RedisAdminMixin:
 
     def find_token(self, secret_hash: str) -> ApiToken | None:
         """The active token with this secret hash, if any."""
-        token_id = self._r.hget(self._p + "tok:hash", secret_hash)
+        token_id = cast("bytes | None", self._r.hget(self._p + "tok:hash", secret_hash))
         if token_id is None:
             return None
-        fields = self._r.hgetall(f"{self._p}tk:{token_id.decode()}")
+        fields = cast(dict[bytes, bytes], self._r.hgetall(f"{self._p}tk:{token_id.decode()}"))
         if not fields or fields[b"revoked_at"] != b"":
             return None
         return _token(token_id.decode(), fields)
 
     def list_tokens(self) -> list[ApiToken]:
         """Every token, oldest first."""
-        ids = [raw.decode() for raw in self._r.zrange(self._p + "tok:ids", 0, -1)]
+        raw_ids = cast(list[bytes], self._r.zrange(self._p + "tok:ids", 0, -1))
+        ids = [raw.decode() for raw in raw_ids]
         pipe = self._r.pipeline(transaction=False)
         for token_id in ids:
             pipe.hgetall(f"{self._p}tk:{token_id}")
@@ -161,7 +106,8 @@ class RedisAdminMixin:
         token_id = self._token_revoke(args=[self._p, token, repr(float(now))])
         if token_id is None:
             raise NotFound(f"no token with id or name {token}")
-        return _token(token_id.decode(), self._r.hgetall(f"{self._p}tk:{token_id.decode()}"))
+        fields = cast(dict[bytes, bytes], self._r.hgetall(f"{self._p}tk:{token_id.decode()}"))
+        return _token(token_id.decode(), fields)
 
     # -- audit ---------------------------------------------------------------------------------
 
@@ -193,8 +139,8 @@ class RedisAdminMixin:
         high = "+inf" if before is None else f"({int(before)}"
         entries: list[AuditEntry] = []
         while len(entries) < limit:
-            ids = self._r.zrevrangebyscore(self._p + zset, high, "-inf", start=0,
-                                           num=min(_BATCH, max(limit, 1)))
+            ids = cast(list[bytes], self._r.zrevrangebyscore(
+                self._p + zset, high, "-inf", start=0, num=min(_BATCH, max(limit, 1))))
             if not ids:
                 break
             for raw_id, body in zip(ids, self._r.hmget(self._p + "audit", ids)):

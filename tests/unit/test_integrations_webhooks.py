@@ -17,8 +17,8 @@ from aiohttp import web
 
 from proxy.config import WebhookConfig
 from proxy.observability.redaction import contains_phone_number
-from proxy.observability.signing import verify
-from proxy.observability.webhooks import WebhookSink, cdr_payload
+from proxy.integrations.signing import verify
+from proxy.integrations.webhooks import WebhookSink, cdr_payload
 from proxy.pairing.crypto import NumberVault
 from proxy.pairing.model import Cdr
 

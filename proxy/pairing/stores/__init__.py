@@ -1,17 +1,36 @@
-"""Open the configured pairing store: the one place that knows every backend by name."""
+"""Pairing stores: the contract (`base`), its backends (`sqlite`, `redis`) and `open_store`,
+the one place that knows every backend by name."""
 
 from __future__ import annotations
 
 import os
 
-import redis
+from redis import RedisError
 
-from .crypto import NumberVault
-from .redis_store import DEFAULT_PREFIX, RedisStore
-from .sqlite_store import SqliteStore, StoreError
-from .store import PairingStore
+from ..crypto import NumberVault
+from .base import (
+    AdminStore,
+    ApiStore,
+    PairingStore,
+    PoolStore,
+    SessionAdminStore,
+    StoreError,
+)
+from .redis import DEFAULT_PREFIX, RedisStore
+from .sqlite import SqliteStore
 
-__all__ = ["BACKENDS", "open_store"]
+__all__ = [
+    "BACKENDS",
+    "AdminStore",
+    "ApiStore",
+    "PairingStore",
+    "PoolStore",
+    "RedisStore",
+    "SessionAdminStore",
+    "SqliteStore",
+    "StoreError",
+    "open_store",
+]
 
 BACKENDS = ("sqlite", "redis")
 
@@ -38,7 +57,7 @@ def open_store(
             raise StoreError('store.redis_url is required with backend "redis"')
         try:
             return RedisStore.from_url(redis_url, vault, prefix=redis_prefix, rotating=rotating)
-        except redis.RedisError as exc:
+        except RedisError as exc:
             # redis-py's messages name host and port, never the password of the URL.
             raise StoreError(f"cannot use the Redis store: {exc}") from None
     raise StoreError(f"unknown store backend {backend!r}; expected one of {', '.join(BACKENDS)}")

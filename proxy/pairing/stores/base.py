@@ -1,8 +1,12 @@
-"""The store contract: what `PairingService`, the CLI and the API need from a pairing store.
+"""The store contract: what `PairingService`, the CLI and the API need from a pairing store,
+and what every backend shares.
 
-Two backends implement it: `SqliteStore` (embedded default, one file) and `RedisStore`
-(several sipmask workers sharing one table). Both pass one contract test suite
-(tests/unit/test_store_contract.py), which is the executable form of the docstrings below.
+Two backends implement it: `SqliteStore` (`stores/sqlite/`, embedded default, one file) and
+`RedisStore` (`stores/redis/`, several sipmask workers sharing one table). Both pass one
+contract test suite (tests/unit/test_store_contract.py), which is the executable form of the
+docstrings below. A backend imports this module, never a sibling backend: what two of them
+need (`StoreError`, the key-check label, the pool's "exhausted" message, the idempotency
+window, token-name and update checks, cursors) lives here.
 
 Conventions shared by every backend:
 
@@ -18,14 +22,100 @@ Conventions shared by every backend:
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
-from .crypto import NumberVault
-from .model import Cdr, Participant, Session
-from .records import ApiToken, AuditEntry, IdempotencyRecord, Page, PoolNumber, SessionFilter, _Keep
+from ..crypto import NumberVault
+from ..model import Cdr, PairingError, Participant, Session
+from ..records import (
+    ROLES,
+    ApiToken,
+    AuditEntry,
+    IdempotencyRecord,
+    Keep,
+    Page,
+    PoolNumber,
+    SessionFilter,
+)
 
-__all__ = ["AdminStore", "ApiStore", "PairingStore", "PoolStore", "SessionAdminStore"]
+__all__ = [
+    "EXHAUSTED",
+    "IDEMPOTENCY_TTL_S",
+    "KEY_CHECK_LABEL",
+    "AdminStore",
+    "ApiStore",
+    "PairingStore",
+    "PoolStore",
+    "SessionAdminStore",
+    "StoreError",
+    "check_new_token",
+    "check_update",
+    "decode_cursor",
+    "encode_cursor",
+    "valid_token_name",
+]
+
+
+class StoreError(PairingError):
+    """The store cannot be used (newer schema, a key that does not match, unreachable, ...)."""
+
+
+KEY_CHECK_LABEL: Final = "sipmask:key-check"
+"""What a store keeps the keyed HMAC of, to refuse a key other than the one it was written
+with (the same label in every backend)."""
+
+EXHAUSTED: Final = "pool exhausted for this participant"
+"""How `allocate_session`'s `ConflictError` starts when no pool number is eligible."""
+
+IDEMPOTENCY_TTL_S: Final = 86_400.0
+"""How long an Idempotency-Key is remembered."""
+
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+
+
+def valid_token_name(name: str) -> bool:
+    """1 to 64 characters: letters, digits and ``_ . @ -``, starting with a letter or digit."""
+    return bool(_TOKEN_NAME.fullmatch(name))
+
+
+def check_new_token(name: str, role: str) -> None:
+    """Raise `PairingError` unless `create_token` may store a token of `name` and `role`."""
+    if not valid_token_name(name):
+        raise PairingError(
+            "token name must be 1-64 letters, digits or _.@- starting with a letter or digit"
+        )
+    if role not in ROLES:
+        raise PairingError(f"role must be one of {', '.join(ROLES)}")
+
+
+def check_update(expires_at: float | None | Keep, ttl_s: float | None | Keep, now: float) -> None:
+    """Raise `PairingError` for the values `update_session` refuses before reading the store."""
+    if not isinstance(expires_at, Keep) and expires_at is not None and expires_at <= now:
+        raise PairingError("expiry must be in the future")
+    if not isinstance(ttl_s, Keep) and ttl_s is not None and ttl_s <= 0:
+        raise PairingError("ttl must be positive")
+
+
+def encode_cursor(prefix: str, position: int) -> str:
+    """An opaque page cursor: `prefix` (one per backend, so neither takes the other's) and
+    the backend's position of the last item returned."""
+    return base64.urlsafe_b64encode(f"{prefix}{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(prefix: str, cursor: str) -> int:
+    """The position in a cursor made by `encode_cursor` with `prefix`; `PairingError` for
+    any other text."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        text = ""
+    head, _, position = text.partition(":")
+    if f"{head}:" != prefix or not position.isdigit():
+        raise PairingError("cursor is not valid (pass next_cursor of a previous page)")
+    return int(position)
 
 
 @runtime_checkable
@@ -177,8 +267,8 @@ class SessionAdminStore(Protocol):
         self,
         session_id: str,
         *,
-        expires_at: float | None | _Keep = ...,
-        ttl_s: float | None | _Keep = ...,
+        expires_at: float | None | Keep = ...,
+        ttl_s: float | None | Keep = ...,
         now: float,
     ) -> Session:
         """Change the absolute expiry and/or the inactivity TTL of an active session (`KEEP`

@@ -3,7 +3,7 @@ searching sessions with filters and cursors, and updating a session's expiry or 
 
 A mixin of `SqliteStore` (it uses the store's connection, lock and session helpers), kept in
 its own module so each stays readable. The schema it needs is `POOL_SCHEMA`, one migration
-step of `sqlite_store.MIGRATIONS`.
+step of `store.MIGRATIONS`.
 
 Allocation must not scan the sessions table: each pool row carries `open_sessions`, kept
 exact by triggers on every insert, status change and deletion of a session, and an index on
@@ -13,8 +13,6 @@ numbers come from the per-participant index that the conflict check already uses
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import random
 import sqlite3
@@ -22,11 +20,18 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
-from .crypto import NumberVault
-from .model import (
-    STATUSES, ConflictError, NotFound, PairingError, Participant, Session, new_session,
+from ...crypto import NumberVault
+from ...model import (
+    STATUSES,
+    ConflictError,
+    NotFound,
+    PairingError,
+    Participant,
+    Session,
+    new_session,
 )
-from .records import KEEP, POOL_STATUSES, Page, PoolNumber, SessionFilter, _Keep
+from ...records import KEEP, POOL_STATUSES, Keep, Page, PoolNumber, SessionFilter
+from ..base import EXHAUSTED, check_update, decode_cursor, encode_cursor
 
 __all__ = ["POOL_INDEX_TRIM", "POOL_SCHEMA", "SqlitePoolMixin"]
 
@@ -73,7 +78,7 @@ POOL_INDEX_TRIM: Final[tuple[str, ...]] = (
     "DROP INDEX IF EXISTS sessions_created",
 )
 
-# Open and before both deadlines, as of :now (same rule as sqlite_store._ACTIVE_SQL).
+# Open and before both deadlines, as of :now (same rule as store._ACTIVE_SQL).
 _ACTIVE = (
     "(status = 'open' AND (expires_at IS NULL OR expires_at > :now) "
     "AND (ttl_s IS NULL OR last_activity + ttl_s > :now))"
@@ -85,22 +90,6 @@ _STATUS_SQL: Final = {
 }
 _MAX_TIES: Final = 16
 _CURSOR_PREFIX: Final = "s1:"
-EXHAUSTED: Final = "pool exhausted for this participant"
-
-
-def _encode_cursor(rowid: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{rowid}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        text = ""
-    prefix, _, rowid = text.partition(":")
-    if f"{prefix}:" != _CURSOR_PREFIX or not rowid.isdigit():
-        raise PairingError("cursor is not valid (pass next_cursor of a previous page)")
-    return int(rowid)
 
 
 class SqlitePoolMixin:
@@ -292,7 +281,7 @@ class SqlitePoolMixin:
         clauses, params = self._filter_sql(where, now)
         if cursor is not None:
             clauses.append("rowid > :after")
-            params["after"] = _decode_cursor(cursor)
+            params["after"] = decode_cursor(_CURSOR_PREFIX, cursor)
         params["limit"] = limit + 1
         sql_where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
@@ -305,7 +294,7 @@ class SqlitePoolMixin:
         more = len(rows) > limit
         rows = rows[:limit]
         items = [self._to_session(row[1:]) for row in rows]
-        return Page(items, _encode_cursor(rows[-1][0]) if more else None)
+        return Page(items, encode_cursor(_CURSOR_PREFIX, rows[-1][0]) if more else None)
 
     def _filter_sql(self, where: SessionFilter, now: float) -> tuple[list[str], dict[str, Any]]:
         clauses: list[str] = []
@@ -340,15 +329,12 @@ class SqlitePoolMixin:
         self,
         session_id: str,
         *,
-        expires_at: float | None | _Keep = KEEP,
-        ttl_s: float | None | _Keep = KEEP,
+        expires_at: float | None | Keep = KEEP,
+        ttl_s: float | None | Keep = KEEP,
         now: float,
     ) -> Session:
         """Change the expiry and/or TTL of an active session (a change: new seq)."""
-        if not isinstance(expires_at, _Keep) and expires_at is not None and expires_at <= now:
-            raise PairingError("expiry must be in the future")
-        if not isinstance(ttl_s, _Keep) and ttl_s is not None and ttl_s <= 0:
-            raise PairingError("ttl must be positive")
+        check_update(expires_at, ttl_s, now)
         with self._write() as conn:
             row = conn.execute(
                 f"SELECT {_ACTIVE}, expires_at, ttl_s FROM sessions WHERE id = :id",
@@ -358,8 +344,8 @@ class SqlitePoolMixin:
                 raise NotFound(f"no session with id {session_id}")
             if not row[0]:
                 raise ConflictError(f"session {session_id} is not active")
-            new_expires = row[1] if isinstance(expires_at, _Keep) else expires_at
-            new_ttl = row[2] if isinstance(ttl_s, _Keep) else ttl_s
+            new_expires = row[1] if isinstance(expires_at, Keep) else expires_at
+            new_ttl = row[2] if isinstance(ttl_s, Keep) else ttl_s
             seq = conn.execute(
                 "UPDATE counters SET value = value + 1 WHERE name = 'session_seq' RETURNING value"
             ).fetchone()[0]

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .crypto import NumberVault
-from .model import (
+from ...crypto import NumberVault
+from ...model import (
     CLOSED,
     EXPIRED,
     OPEN,
@@ -39,14 +39,11 @@ from .model import (
     Session,
     new_session,
 )
-from .sqlite_admin import ADMIN_SCHEMA, SqliteAdminMixin
-from .sqlite_pool import POOL_INDEX_TRIM, POOL_SCHEMA, SqlitePoolMixin
+from ..base import KEY_CHECK_LABEL, StoreError
+from .admin import ADMIN_SCHEMA, SqliteAdminMixin
+from .pool import POOL_INDEX_TRIM, POOL_SCHEMA, SqlitePoolMixin
 
-__all__ = ["SqliteStore", "StoreError", "MIGRATIONS", "SCHEMA_VERSION"]
-
-
-class StoreError(PairingError):
-    """The database cannot be used (newer schema, key file that does not match, ...)."""
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
 
 
 # Each step moves the schema from version i to i+1 (PRAGMA user_version). Append, never edit.
@@ -102,7 +99,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     # 2: virtual-number pool (counts kept by triggers), API tokens, audit log, idempotency.
     POOL_SCHEMA + ADMIN_SCHEMA,
-    # 3: drop indexes that cost every insert more than they save (see sqlite_pool).
+    # 3: drop indexes that cost every insert more than they save (see pool.py).
     POOL_INDEX_TRIM,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -120,7 +117,6 @@ _ACTIVE_SQL = (
     "status = 'open' AND (expires_at IS NULL OR expires_at > :now) "
     "AND (ttl_s IS NULL OR last_activity + ttl_s > :now)"
 )
-_KEY_CHECK_LABEL = "sipmask:key-check"
 
 
 class SqliteStore(SqlitePoolMixin, SqliteAdminMixin):
@@ -195,7 +191,7 @@ class SqliteStore(SqlitePoolMixin, SqliteAdminMixin):
 
     def _check_key(self) -> None:
         """Remember which key the file was written with, and refuse a different one."""
-        check = self._vault.index(_KEY_CHECK_LABEL)
+        check = self._vault.index(KEY_CHECK_LABEL)
         with self._write() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
             if row is None:
@@ -236,7 +232,7 @@ class SqliteStore(SqlitePoolMixin, SqliteAdminMixin):
         # A process that opened the file before a key rotation must not write numbers that
         # the new key cannot open.
         row = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
-        if row is None or row[0] != self._vault.index(_KEY_CHECK_LABEL):
+        if row is None or row[0] != self._vault.index(KEY_CHECK_LABEL):
             raise StoreError(
                 "the key does not match this database (rotated? restart with the new key)"
             )
@@ -471,7 +467,7 @@ class SqliteStore(SqlitePoolMixin, SqliteAdminMixin):
             )
             conn.execute(
                 "UPDATE meta SET value = ? WHERE key = 'key_check'",
-                (new_vault.index(_KEY_CHECK_LABEL),),
+                (new_vault.index(KEY_CHECK_LABEL),),
             )
         self._vault = new_vault
         return len(rows)

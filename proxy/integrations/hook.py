@@ -31,10 +31,10 @@ import aiohttp
 
 from ..observability.logging import get_logger
 from ..observability.metrics import Metrics
-from ..observability.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from .crypto import NumberVault
-from .model import Match
-from .normalize import InvalidNumber, normalize_number
+from ..pairing.crypto import NumberVault
+from ..pairing.model import Match
+from ..pairing.normalize import InvalidNumber, normalize_number
+from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 if TYPE_CHECKING:
     from ..config import HookConfig

@@ -1,0 +1,2 @@
+-- After common.lua and create_function.lua. ARGV: prefix, then the arguments of `create`.
+return create({unpack(ARGV, 2, 15)})
