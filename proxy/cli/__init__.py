@@ -25,18 +25,51 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
 from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
 
 from ..config import ConfigError, load_config
 from . import audit, cdr, keys, pairing, pool, run, session, token
 from .common import Handler
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "sipmask_version"]
+
+_PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def sipmask_version() -> str:
+    """The installed distribution's version; from a source tree that is not installed, the
+    version in its pyproject.toml; else ``unknown``."""
+    try:
+        return metadata.version("sipmask")
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        with _PYPROJECT.open("rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
+    except (OSError, tomllib.TOMLDecodeError, KeyError):
+        return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, looking the version up only when asked (every command builds the parser)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                         nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"sipmask {sipmask_version()}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sipmask`` command."""
     parser = argparse.ArgumentParser(prog="sipmask", description="SIP B2BUA that masks phone numbers")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     parser.add_argument("-c", "--config", help="TOML config file (default: none, or $SIPMASK_CONFIG)")
     parser.add_argument("--db", help="SQLite store (default: the config's store.path)")
     parser.add_argument("--key-file", help="number-encryption key file (default: store.key_file)")
