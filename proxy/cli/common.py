@@ -32,7 +32,7 @@ from ..pairing.store import ApiStore, PairingStore
 
 __all__ = [
     "STORE_ERRORS", "AdminHandler", "Handler", "StoreHandler", "actor", "add_lifetime_options",
-    "add_limit_option", "add_mode_option", "add_region_option", "add_reveal_option", "describe_cdr", "describe_session", "fail",
+    "add_limit_option", "add_region_option", "add_session_options", "add_reveal_option", "describe_cdr", "describe_session", "fail",
     "meta_item", "open_configured_store", "positive_seconds", "show_number", "when",
     "with_admin", "with_store",
 ]
@@ -147,11 +147,17 @@ def add_lifetime_options(parser: argparse.ArgumentParser) -> None:
                         help="expire this long from now, whatever the activity")
 
 
-def add_mode_option(parser: argparse.ArgumentParser) -> None:
-    """``--mode``: what a session carries."""
+def add_session_options(parser: argparse.ArgumentParser, noun: str) -> None:
+    """What a new session (`noun`: pairing, session) may carry besides its numbers: ``--ttl``,
+    ``--expires-in``, ``--meta``, ``--mode``, and ``--region`` to read its numbers."""
+    add_lifetime_options(parser)
+    parser.add_argument("--meta", type=meta_item, nargs="+", action="extend", default=[],
+                        metavar="KEY=VALUE",
+                        help=f"metadata to keep with the {noun}, e.g. --meta order=123 city=Paris")
     parser.add_argument("--mode", choices=MODES, default="voice",
                         help="voice: calls and SIP MESSAGEs; message: SIP MESSAGEs only, calls "
                              "get the uniform rejection (default %(default)s)")
+    add_region_option(parser)
 
 
 def add_region_option(parser: argparse.ArgumentParser) -> None:

@@ -14,13 +14,10 @@ from ..pairing.model import STATUSES, PairingError, Participant
 from ..pairing.normalize import normalize_number
 from ..pairing.store import PairingStore
 from .common import (
-    add_lifetime_options,
     add_limit_option,
-    add_mode_option,
-    add_region_option,
     add_reveal_option,
+    add_session_options,
     describe_session,
-    meta_item,
     with_store,
 )
 
@@ -39,12 +36,7 @@ def add_subcommands(subparsers: Any) -> None:
     add.add_argument("--b", required=True, metavar="NUMBER", help="participant B's real number")
     add.add_argument("--b-virtual", required=True, metavar="NUMBER",
                      help="the virtual number B dials to reach A (and sees when A calls)")
-    add_lifetime_options(add)
-    add.add_argument("--meta", type=meta_item, nargs="+", action="extend", default=[],
-                     metavar="KEY=VALUE",
-                     help="metadata to keep with the pairing, e.g. --meta order=123 city=Paris")
-    add_mode_option(add)
-    add_region_option(add)
+    add_session_options(add, "pairing")
     add.set_defaults(func=cmd_pairing_add)
 
     listing = pairing_sub.add_parser("list", help="list pairings")

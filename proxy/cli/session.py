@@ -18,9 +18,9 @@ from .common import (
     actor,
     add_lifetime_options,
     add_limit_option,
-    add_mode_option,
     add_region_option,
     add_reveal_option,
+    add_session_options,
     describe_cdr,
     describe_session,
     fail,
@@ -44,12 +44,7 @@ def add_subcommands(subparsers: Any) -> None:
     create.add_argument("--b", required=True, metavar="NUMBER", help="participant B's real number")
     create.add_argument("--a-virtual", metavar="NUMBER", help="A's virtual number (default: pool)")
     create.add_argument("--b-virtual", metavar="NUMBER", help="B's virtual number (default: pool)")
-    add_lifetime_options(create)
-    create.add_argument("--meta", type=meta_item, nargs="+", action="extend", default=[],
-                        metavar="KEY=VALUE",
-                        help="metadata to keep with the session, e.g. --meta order=123 city=Paris")
-    add_mode_option(create)
-    add_region_option(create)
+    add_session_options(create, "session")
     create.set_defaults(func=cmd_session_create)
 
     listing = ssub.add_parser("list", help="list sessions (effective status)")
