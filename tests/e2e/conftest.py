@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 SIPP = shutil.which("sipp")
 
-# Parties of the standard pairing (see `pairing add` in the brief / proxy/admin_cli.py):
+# Parties of the standard pairing (see `pairing add` in the brief / proxy/cli/pairing.py):
 # A dials A_VIRTUAL to reach B; B sees B_VIRTUAL as the caller; B dials B_VIRTUAL to reach A,
 # and A then sees A_VIRTUAL.
 A_REAL = "+15551230001"

@@ -79,6 +79,13 @@ def test_installed_check_config_finds_the_packaged_rules(installed: Path, tmp_pa
     assert str(installed) in res.stdout  # the rules file inside the installed package
 
 
+def test_installed_sipmask_version_is_the_wheels(installed: Path, tmp_path: Path) -> None:
+    (wheel,) = (installed.parent / "dist").glob("sipmask-*.whl")
+    version = wheel.name.split("-")[1]
+    res = _run([str(installed / "bin" / "sipmask"), "--version"], cwd=tmp_path)
+    assert res.stdout == f"sipmask {version}\n"
+
+
 def test_installed_sipmask_places_a_masked_call(installed: Path, sipp, sipmask_factory) -> None:
     callee = sipp.start_uas("uas_basic.xml", calls=2)
     sm = sipmask_factory([(B_PREFIX, [f"udp:{CALLEE_IP}:{callee.port}"])],

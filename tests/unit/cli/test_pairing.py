@@ -1,4 +1,5 @@
-"""The admin CLI (proxy.admin_cli): pairing add|list|remove and cdr list on a real file."""
+"""``sipmask pairing add|list|remove`` (proxy/cli/pairing.py) on a real file, and ``cdr list``
+on CDRs of a pairing made so."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy import admin_cli
+from proxy.cli import main
 from proxy.pairing import Cdr, NumberVault, SqliteStore
 
 ALICE, BOB, CAROL = "+15551230001", "+15551230002", "+15551230003"
@@ -18,11 +19,14 @@ Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
-def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> Run:
     """Run the CLI against a database and key file in tmp_path; return (code, stdout, stderr)."""
+    monkeypatch.delenv("SIPMASK_KEY", raising=False)
+    monkeypatch.delenv("SIPMASK_CONFIG", raising=False)
 
     def _run(*argv: str) -> tuple[int, str, str]:
-        code = admin_cli.main(
+        code = main(
             ["--db", str(tmp_path / "sipmask.db"), "--key-file", str(tmp_path / "sipmask.key"),
              *argv]
         )
@@ -163,3 +167,10 @@ def test_missing_key_for_an_existing_database_is_not_recreated(run: Run, tmp_pat
     code, _, err = run("pairing", "list")
     assert code == 1 and "key file not found" in err
     assert not (tmp_path / "sipmask.key").exists()
+
+
+def test_pairing_commands_still_work(sipmask) -> None:
+    code, out, _ = sipmask("pairing", "add", "--a", ALICE, "--a-virtual", V1, "--b", BOB,
+                           "--b-virtual", V2)
+    assert code == 0
+    assert "ps_" in sipmask("session", "list")[1]

@@ -1,5 +1,5 @@
-"""``sipmask keys rotate`` and ``sipmask purge`` (and the pairing commands) on both stores,
-through the real command line entry point and a config file."""
+"""``sipmask keys rotate`` and ``sipmask purge`` (proxy/cli/keys.py), and the pairing commands,
+on both stores, through the real command line entry point and a config file."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from proxy.pairing.stores import open_store
 from proxy.pairing.stores.redis import RedisStore
 from proxy.pairing.stores import PairingStore
 
-from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
+from ..redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
 
 ALICE, BOB, CAROL, DAVE = "+15551230001", "+15551230002", "+15551230003", "+15551230004"
 V1, V2, V3 = "+15559990001", "+15559990002", "+15559990003"

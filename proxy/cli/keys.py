@@ -1,8 +1,4 @@
-"""Store maintenance commands: ``keys rotate`` and ``purge``.
-
-`add_subcommands(subparsers)` plugs them into the ``sipmask`` parser. The namespace carries
-the store settings that cli.py fills from the config: ``db``, ``key_file``, ``backend``,
-``redis_url``, ``redis_prefix``, ``retention_days``. Both commands work on either backend.
+"""Store maintenance: ``sipmask keys rotate`` and ``sipmask purge``, on either backend.
 
 Key rotation, step by step (docs/stores.md says the same for operators):
 
@@ -20,18 +16,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from .pairing.crypto import KEY_ENV, NumberVault, load_vault
-from .pairing.model import PairingError
-from .pairing.stores import PairingStore, StoreError, open_store
+from ..pairing.crypto import KEY_ENV, NumberVault, load_vault
+from ..pairing.model import PairingError
+from ..pairing.stores import StoreError
+from .common import fail, open_configured_store
 
-__all__ = ["add_subcommands"]
+__all__ = ["add_subcommands", "cmd_keys_rotate", "cmd_purge"]
 
 _KEY_CHECK_LABEL = "sipmask:key-check"
 
@@ -60,19 +56,6 @@ def add_subcommands(subparsers: Any) -> None:
     purge.set_defaults(func=cmd_purge)
 
 
-def _open(args: argparse.Namespace, vault: NumberVault, *, rotating: bool = False) -> PairingStore:
-    return open_store(
-        getattr(args, "backend", None) or "sqlite", vault,
-        path=args.db, redis_url=getattr(args, "redis_url", None),
-        redis_prefix=getattr(args, "redis_prefix", None) or "sipmask:", rotating=rotating,
-    )
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     """``keys rotate --new-key-file F``: re-encrypt the store, then install the new key."""
     from_env = bool(os.environ.get(KEY_ENV, "").strip())
@@ -80,22 +63,22 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         old = load_vault(args.key_file, create=False)
         new = NumberVault.from_key_file(args.new_key_file, create=True)
     except PairingError as exc:
-        return _fail(str(exc))
+        return fail(exc)
     if old.index(_KEY_CHECK_LABEL) == new.index(_KEY_CHECK_LABEL):
-        return _fail("the new key is the key already in use")
+        return fail("the new key is the key already in use")
     try:
-        store = _open(args, old, rotating=True)
+        store = open_configured_store(args, old, rotating=True)
     except StoreError as old_error:
         try:
-            _open(args, new).close()
+            open_configured_store(args, new).close()
         except StoreError:
-            return _fail(str(old_error))
+            return fail(old_error)
         print("the store is already under the new key (an earlier rotation finished)")
     else:
         try:
             count = store.rotate_key(new)
         except (PairingError, redis.RedisError) as exc:
-            return _fail(f"{exc}; run the same command again to finish")
+            return fail(f"{exc}; run the same command again to finish")
         finally:
             store.close()
         print(f"re-encrypted {count} sessions under the new key")
@@ -139,15 +122,15 @@ def cmd_purge(args: argparse.Namespace) -> int:
     if days is None:
         days = getattr(args, "retention_days", None)
     if days is None or days <= 0:
-        return _fail("no retention period: set store.retention_days or --older-than-days")
+        return fail("no retention period: set store.retention_days or --older-than-days")
     try:
-        store = _open(args, load_vault(args.key_file, create=False))
+        store = open_configured_store(args, load_vault(args.key_file, create=False))
     except PairingError as exc:
-        return _fail(str(exc))
+        return fail(exc)
     try:
         sessions, cdrs = store.purge(older_than=time.time() - days * 86_400.0)
     except (PairingError, redis.RedisError) as exc:
-        return _fail(str(exc))
+        return fail(exc)
     finally:
         store.close()
     print(f"purged {sessions} sessions and {cdrs} CDRs that ended more than {days:g} days ago")

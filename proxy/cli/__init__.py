@@ -1,0 +1,103 @@
+"""The ``sipmask`` command line (console script and ``python -m proxy``).
+
+One module per command group; every group module has ``add_subcommands(subparsers)``:
+
+=========================================  ======================================  ===========
+commands                                   what for                                module
+=========================================  ======================================  ===========
+``run``, ``check-config``                  the B2BUA; validate a config first      run.py
+``pairing add|list|remove``                pairings with virtual numbers by hand   pairing.py
+``cdr list``                               call detail records                     cdr.py
+``session create|list|get|update|close``   sessions from the pool, like the API    session.py
+``pool add|list|drain|activate|remove``    the virtual-number pool                 pool.py
+``token create|list|revoke``               API bearer tokens                       token.py
+``audit list``                             the audit log                           audit.py
+``keys rotate``, ``purge``                 key rotation, retention                 keys.py
+=========================================  ======================================  ===========
+
+common.py holds what they share: the store opener, the error guard, argument types, output.
+Each command sets ``func``, a handler taking the parsed namespace and returning the exit
+code. `main` fills the store settings the options leave out from the config, so the admin
+commands work on the store a running proxy uses (which picks changes up on its next poll).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from ..config import ConfigError, load_config
+from . import audit, cdr, keys, pairing, pool, run, session, token
+from .common import Handler
+
+__all__ = ["build_parser", "main", "sipmask_version"]
+
+_PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def sipmask_version() -> str:
+    """The installed distribution's version; from a source tree that is not installed, the
+    version in its pyproject.toml; else ``unknown``."""
+    try:
+        return metadata.version("sipmask")
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        with _PYPROJECT.open("rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
+    except (OSError, tomllib.TOMLDecodeError, KeyError):
+        return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, looking the version up only when asked (every command builds the parser)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                         nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"sipmask {sipmask_version()}")
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sipmask`` command."""
+    parser = argparse.ArgumentParser(prog="sipmask", description="SIP B2BUA that masks phone numbers")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    parser.add_argument("-c", "--config", help="TOML config file (default: none, or $SIPMASK_CONFIG)")
+    parser.add_argument("--db", help="SQLite store (default: the config's store.path)")
+    parser.add_argument("--key-file", help="number-encryption key file (default: store.key_file)")
+    parser.add_argument("--backend", choices=("sqlite", "redis"),
+                        help="pairing store (default: store.backend)")
+    parser.add_argument("--redis-url", help="Redis store URL (default: store.redis_url)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in (run, pairing, cdr, session, pool, token, audit, keys):
+        group.add_subcommands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sipmask`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if None in (args.db, args.key_file, args.backend) or args.command == "purge":
+            # admin commands default to the store of the config in use
+            cfg = load_config(args.config)
+            args.db = args.db or cfg.store.path
+            args.key_file = args.key_file or cfg.store.key_file
+            args.backend = args.backend or cfg.store.backend
+            args.redis_url = args.redis_url or cfg.store.redis_url
+            args.redis_prefix = cfg.store.redis_prefix
+            args.retention_days = cfg.store.retention_days
+        handler: Handler = args.func
+        return int(handler(args) or 0)
+    except ConfigError as exc:
+        print(f"sipmask: {exc}", file=sys.stderr)
+        return 2
