@@ -10,12 +10,13 @@ as their long names.
 from __future__ import annotations
 
 import difflib
-import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+from ..sip.grammar import is_token
 
 if TYPE_CHECKING:
     from ..sip.message import Headers
@@ -90,8 +91,6 @@ DEFAULT_DROP: Final = (
 """The default ``headers.drop`` list (same as ``proxy/rules/default.toml``)."""
 
 _USER_AGENT_HEADERS: Final = frozenset({"user-agent", "server"})
-# RFC 3261 §25.1: header names are tokens.
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
 class RulesError(Exception):
@@ -114,7 +113,8 @@ def canonical_name(name: str) -> str:
 def _normalise(names: Iterable[str], what: str) -> frozenset[str]:
     out = set()
     for name in names:
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name.strip()):
+        # RFC 3261 §25.1: header-name = token
+        if not isinstance(name, str) or not is_token(name.strip()):
             raise ValueError(f"{what}: invalid header name {name!r}")
         out.add(canonical_name(name))
     return frozenset(out)
@@ -266,7 +266,7 @@ def _names(file: str, value: Any, key: str) -> list[str]:
     if not isinstance(value, list):
         raise RulesError(file, key, f"expected a list of header names, got {type(value).__name__}")
     for i, name in enumerate(value):
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name.strip()):
+        if not isinstance(name, str) or not is_token(name.strip()):
             raise RulesError(file, f"{key}[{i}]", f"expected a header name, got {name!r}")
     return value
 
