@@ -9,13 +9,14 @@ as their long names.
 
 from __future__ import annotations
 
-import difflib
-import re
-import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+from ..config.fields import LocatedError, check_keys, table_keys, toml_key
+from ..config.load import read_toml
+from ..sip.grammar import is_token
 
 if TYPE_CHECKING:
     from ..sip.message import Headers
@@ -90,19 +91,10 @@ DEFAULT_DROP: Final = (
 """The default ``headers.drop`` list (same as ``proxy/rules/default.toml``)."""
 
 _USER_AGENT_HEADERS: Final = frozenset({"user-agent", "server"})
-# RFC 3261 §25.1: header names are tokens.
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
-class RulesError(Exception):
+class RulesError(LocatedError):
     """A problem in a rules file, naming the file, the key and what was expected."""
-
-    def __init__(self, file: str | None, key: str | None, problem: str) -> None:
-        self.file = file
-        self.key = key
-        self.problem = problem
-        where = ": ".join(part for part in (file, key) if part)
-        super().__init__(f"{where}: {problem}" if where else problem)
 
 
 def canonical_name(name: str) -> str:
@@ -114,7 +106,8 @@ def canonical_name(name: str) -> str:
 def _normalise(names: Iterable[str], what: str) -> frozenset[str]:
     out = set()
     for name in names:
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name.strip()):
+        # RFC 3261 §25.1: header-name = token
+        if not isinstance(name, str) or not is_token(name.strip()):
             raise ValueError(f"{what}: invalid header name {name!r}")
         out.add(canonical_name(name))
     return frozenset(out)
@@ -136,8 +129,8 @@ class HeaderPolicy:
             ``pass_headers``.
     """
 
-    pass_headers: frozenset[str] = frozenset()
-    drop_headers: frozenset[str] = frozenset()
+    pass_headers: frozenset[str] = field(default=frozenset(), metadata=toml_key("pass"))
+    drop_headers: frozenset[str] = field(default=frozenset(), metadata=toml_key("drop"))
     pass_x_headers: bool = False
     pass_user_agent: bool = False
     _allowed: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -248,25 +241,16 @@ def default_rules() -> Rules:
 # Loading
 # --------------------------------------------------------------------------------------------
 
-_SECTIONS: Final = ("headers", "sdp")
-_HEADER_KEYS: Final = ("pass", "drop", "pass_x_headers", "pass_user_agent")
-_SDP_KEYS: Final = ("sanitise", "origin_username", "session_name")
-
-
-def _unknown(file: str, table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            path = f"{where}.{key}" if where else key
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            hint = f'; did you mean "{close[0]}"?' if close else f"; known: {', '.join(allowed)}"
-            raise RulesError(file, path, f"unknown key{hint}")
+def _unknown(file: str, table: Mapping[str, Any], cls: type[Any], where: str) -> None:
+    """Every key of *table* is a key of dataclass *cls* (the TOML keys are its fields)."""
+    check_keys(file, table, table_keys(cls), where, RulesError, listing="known")
 
 
 def _names(file: str, value: Any, key: str) -> list[str]:
     if not isinstance(value, list):
         raise RulesError(file, key, f"expected a list of header names, got {type(value).__name__}")
     for i, name in enumerate(value):
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name.strip()):
+        if not isinstance(name, str) or not is_token(name.strip()):
             raise RulesError(file, f"{key}[{i}]", f"expected a header name, got {name!r}")
     return value
 
@@ -298,7 +282,7 @@ def _section(file: str, raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 def _headers(file: str, raw: Mapping[str, Any]) -> HeaderPolicy:
     table = _section(file, raw, "headers")
-    _unknown(file, table, _HEADER_KEYS, "headers")
+    _unknown(file, table, HeaderPolicy, "headers")
     passed = _names(file, table["pass"], "headers.pass") if "pass" in table else DEFAULT_PASS
     dropped = _names(file, table["drop"], "headers.drop") if "drop" in table else DEFAULT_DROP
     pass_lower = {canonical_name(n): i for i, n in enumerate(passed)}
@@ -320,7 +304,7 @@ def _headers(file: str, raw: Mapping[str, Any]) -> HeaderPolicy:
 
 def _sdp(file: str, raw: Mapping[str, Any]) -> SdpPolicy:
     table = _section(file, raw, "sdp")
-    _unknown(file, table, _SDP_KEYS, "sdp")
+    _unknown(file, table, SdpPolicy, "sdp")
     sanitise = _flag(file, table, "sanitise", "sdp", True)
     origin = _text(file, table, "origin_username", "sdp", "-")
     session = _text(file, table, "session_name", "sdp", "-")
@@ -341,14 +325,6 @@ def load_rules(path: str | Path) -> Rules:
             invalid, in both lists, or always generated by sipmask.
     """
     file = str(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
-    except OSError as exc:
-        raise RulesError(file, None, f"cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(file, None, f"invalid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise RulesError(file, None, "invalid TOML: not UTF-8 text") from None
-    _unknown(file, raw, _SECTIONS, "")
+    raw = read_toml(file, RulesError)
+    _unknown(file, raw, Rules, "")
     return Rules(headers=_headers(file, raw), sdp=_sdp(file, raw))

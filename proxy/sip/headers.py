@@ -6,6 +6,7 @@ import functools
 import sys
 
 from .errors import SipParseError
+from .grammar import IPV6_CHARS, KNOWN_METHODS, is_token
 from .uri import format_params, is_digits, parse_params, split_hostport
 
 #: RFC 3261 §7.3.3 compact forms (plus RFC 3515 r, RFC 3892 b, RFC 4028 x, RFC 3841 y... as registered)
@@ -155,17 +156,9 @@ def _parse_sent_protocol(text: str) -> tuple[tuple[str, str], str]:
     version = version.strip()
     if not (s1 and s2 and transport and name.upper() == "SIP" and version) or end == len(rest):
         raise SipParseError("Malformed Via protocol")
-    if not _is_token(version) or not _is_token(transport):
+    if not is_token(version) or not is_token(transport):
         raise SipParseError("Malformed Via protocol")
     return (f"{name}/{version}", transport.upper()), rest[end:].lstrip(" \t")
-
-
-_TOKEN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
-_IP_CHARS = frozenset("0123456789abcdefABCDEF:.")
-
-
-def _is_token(text: str) -> bool:
-    return bool(text) and _TOKEN.issuperset(text)
 
 
 def _check_via_params(params: dict[str, str | None]) -> None:
@@ -182,19 +175,13 @@ def _check_via_params(params: dict[str, str | None]) -> None:
             raise SipParseError("Invalid Via rport")
     if "received" in params:  # IPv4address / IPv6address (brackets tolerated)
         received = params["received"]
-        if not received or not _IP_CHARS.issuperset(received.strip("[]")):
+        if not received or not IPV6_CHARS.issuperset(received.strip("[]")):
             raise SipParseError("Invalid Via received")
     if "maddr" in params:
         maddr = params["maddr"]
         if not maddr:
             raise SipParseError("Invalid Via maddr")
         split_hostport(maddr, "Via maddr")
-
-
-_METHODS = frozenset(
-    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
-     "REFER", "MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH")
-)
 
 
 class CSeq:
@@ -221,7 +208,7 @@ class CSeq:
         if method[:1] == " ":
             method = method.lstrip(" ")
         if not (num.isdigit() and num.isascii()) or (
-            method not in _METHODS and not _is_token(method)
+            method not in KNOWN_METHODS and not is_token(method)
         ):
             raise SipParseError("Malformed CSeq header")
         # §8.1.1.5: "MUST be expressible as a 32-bit unsigned integer" (a UAC starts below 2**31

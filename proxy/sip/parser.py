@@ -7,11 +7,11 @@ Anything malformed raises :class:`SipParseError`, never another exception.
 from __future__ import annotations
 
 from .errors import SipParseError
+from .grammar import KNOWN_METHODS, is_token
 from .headers import CSeq, header_key
 from .message import Headers, Request, Response
 from .uri import is_digits
 
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
 _MANDATORY_SET = frozenset(_MANDATORY)
 #: mandatory headers that are not lists (§20): a second line is a 400
@@ -20,10 +20,6 @@ _MAX_HEADERS = 256
 #: "100".."699" -> the status code (a status line's code, checked and converted in one lookup)
 _STATUS_CODES = {str(code): code for code in range(100, 700)}
 _SPACE_OR_END = (" ", "")
-_KNOWN_METHODS = frozenset(
-    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
-     "REFER", "MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH")
-)
 #: header name as written -> (that name, one shared string; its canonical key), for names
 #: already validated as tokens: every message then holds the same name strings
 _NAME_CACHE: dict[str, tuple[str, str]] = {}
@@ -32,10 +28,6 @@ _PRETTY = {
     "via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq",
     "max-forwards": "Max-Forwards",
 }
-
-
-def _is_token(text: str) -> bool:
-    return bool(text) and _TOKEN_CHARS.issuperset(text)
 
 
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
@@ -172,7 +164,7 @@ def _parse_header_lines(lines: list[str], first: int, message: Request | Respons
         name = name.rstrip(" \t")  # §7.3.1: whitespace allowed before the colon
         entry = name_cache.get(name)
         if entry is None:
-            if not _is_token(name):
+            if not is_token(name):
                 raise SipParseError("Invalid header name", partial=message)
             entry = (name, header_key(name))
             if len(name_cache) < _NAME_CACHE_MAX:
@@ -201,7 +193,7 @@ def _parse_start_line(line: str, headers: Headers) -> tuple[Request | Response, 
     if len(parts) != 3:
         raise SipParseError("Malformed request line")
     method, uri, version = parts
-    if method not in _KNOWN_METHODS and not _is_token(method):
+    if method not in KNOWN_METHODS and not is_token(method):
         raise SipParseError("Invalid method in request line")
     # the Request-URI itself is parsed on first access (Request.request_uri, 416 for a
     # scheme we do not serve); here it only has to look like an absolute URI

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import SipParseError
+from .grammar import HOST_CHARS, IPV6_CHARS
 
 _SCHEMES = ("sip", "sips", "tel")
 
@@ -76,7 +77,7 @@ def split_hostport(text: str, what: str) -> tuple[str, int | None]:
             raise SipParseError(f"Unterminated IPv6 reference in {what}")
         host = text[: end + 1]
         inner = host[1:-1]
-        if ":" not in inner or not _IPV6_CHARS.issuperset(inner):
+        if ":" not in inner or not IPV6_CHARS.issuperset(inner):
             raise SipParseError(f"Invalid IPv6 reference in {what}")
         rest = text[end + 1 :]
         if not rest:
@@ -86,7 +87,7 @@ def split_hostport(text: str, what: str) -> tuple[str, int | None]:
         port_text = rest[1:]
     else:
         host, colon, port_text = text.partition(":")
-        if not host or not _HOST_CHARS.issuperset(host):
+        if not host or not HOST_CHARS.issuperset(host):
             _check_host(host, what)
         if not colon:
             return host, None
@@ -98,15 +99,10 @@ def split_hostport(text: str, what: str) -> tuple[str, int | None]:
     return host, port
 
 
-_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
-#: hostname / IPv4address (§25.1), plus "_" which real DNS names carry
-_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
-
-
 def _check_host(host: str, what: str) -> None:
     if not host:
         raise SipParseError(f"Missing host in {what}")
-    if not _HOST_CHARS.issuperset(host):
+    if not HOST_CHARS.issuperset(host):
         raise SipParseError(f"Invalid character in host of {what}")
 
 

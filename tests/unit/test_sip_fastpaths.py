@@ -52,7 +52,7 @@ def test_missing_header_views_raise_parse_error() -> None:
 # -- split_hostport: the inlined host and port checks ---------------------------------------------
 
 def _split_hostport_reference(text: str, what: str) -> tuple[str, int | None]:
-    from proxy.sip.uri import _HOST_CHARS, _IPV6_CHARS
+    from proxy.sip.grammar import HOST_CHARS, IPV6_CHARS
 
     if not text:
         raise SipParseError(f"Missing host in {what}")
@@ -61,7 +61,7 @@ def _split_hostport_reference(text: str, what: str) -> tuple[str, int | None]:
         if end < 0:
             raise SipParseError(f"Unterminated IPv6 reference in {what}")
         host = text[: end + 1]
-        if ":" not in host[1:-1] or not _IPV6_CHARS.issuperset(host[1:-1]):
+        if ":" not in host[1:-1] or not IPV6_CHARS.issuperset(host[1:-1]):
             raise SipParseError(f"Invalid IPv6 reference in {what}")
         rest = text[end + 1 :]
         if not rest:
@@ -73,7 +73,7 @@ def _split_hostport_reference(text: str, what: str) -> tuple[str, int | None]:
         host, colon, port_text = text.partition(":")
         if not host:
             raise SipParseError(f"Missing host in {what}")
-        if not _HOST_CHARS.issuperset(host):
+        if not HOST_CHARS.issuperset(host):
             raise SipParseError(f"Invalid character in host of {what}")
         if not colon:
             return host, None
