@@ -151,6 +151,9 @@ async def start(config: Config) -> App:
         on_message,
         max_message_size=sip.max_message_size,
         tcp_idle_timeout=sip.tcp_idle_timeout_s,
+        tcp_message_timeout=sip.tcp_message_timeout_s,
+        tcp_max_connections=sip.tcp_max_connections or None,
+        tcp_max_per_source=sip.tcp_max_connections_per_source,
         tls_server_context=tls_server,
         tls_client_context=tls_client,
         on_send_error=on_send_error,
@@ -269,6 +272,9 @@ def _sip_stats(app: App) -> dict[str, dict[str, float]]:
         },
         "sipmask_sip_transactions": dict(layer.counts),
         "sipmask_sip_request_retransmissions_total": {"": layer.request_retransmissions},
+        "sipmask_tcp_connections": {"": stats.tcp_connections_open},
+        "sipmask_tcp_connections_refused_total": {"": stats.tcp_connections_refused},
+        "sipmask_tcp_message_timeouts_total": {"": stats.tcp_message_timeouts},
     }
 
 

@@ -172,6 +172,15 @@ SIP_METRICS: dict[str, tuple[str, str | None, str]] = {
         "counter", None,
         "Retransmitted requests absorbed by the transaction layer (peers whose T1 fired "
         "before sipmask answered)."),
+    "sipmask_tcp_connections": ("gauge", None, "TCP and TLS connections open now."),
+    "sipmask_tcp_connections_refused_total": (
+        "counter", None,
+        "Accepted TCP/TLS connections closed at once: sip.tcp_max_connections or "
+        "sip.tcp_max_connections_per_source was reached."),
+    "sipmask_tcp_message_timeouts_total": (
+        "counter", None,
+        "TCP/TLS connections closed because a message did not arrive complete within "
+        "sip.tcp_message_timeout_s (slowloris)."),
 }
 
 

@@ -96,6 +96,14 @@ class SipConfig:
     """PEM CA bundle to verify TLS peers with (None: the system store)."""
     tcp_idle_timeout_s: float = 300.0
     """Close TCP/TLS connections idle this long, in seconds."""
+    tcp_message_timeout_s: float = 10.0
+    """A TCP/TLS message that has begun (and an accepted connection's first one) must arrive
+    complete within this many seconds, else the connection is closed (slowloris)."""
+    tcp_max_connections: int = 0
+    """Accepted TCP/TLS connections at once; past it new ones are closed at accept (0: what
+    the file-descriptor limit leaves after a reserve of an eighth, at least 64)."""
+    tcp_max_connections_per_source: int = 64
+    """Accepted TCP/TLS connections at once from one IP address."""
     max_message_size: int = 65535
     """Largest SIP message accepted, in bytes (1024 .. 16777216)."""
 

@@ -136,7 +136,7 @@ def parse_sip(src: Source, raw: Mapping[str, Any]) -> SipConfig:
         if not valid_host(host.strip("[]")):
             raise src.error("sip.advertise_host", f"expected a host name or IP, got {show(host)}")
         kw["advertise_host"] = host.strip("[]")
-    for name in ("t1", "t2", "t4", "tcp_idle_timeout_s"):
+    for name in ("t1", "t2", "t4", "tcp_idle_timeout_s", "tcp_message_timeout_s"):
         if name in raw:
             kw[name] = positive(src, raw[name], f"sip.{name}")
     for name in ("tls_cert", "tls_key", "tls_ca"):
@@ -145,6 +145,13 @@ def parse_sip(src: Source, raw: Mapping[str, Any]) -> SipConfig:
     if "max_message_size" in raw:
         kw["max_message_size"] = integer(src, raw["max_message_size"], "sip.max_message_size",
                                          1024, 1 << 24)
+    if "tcp_max_connections" in raw:
+        kw["tcp_max_connections"] = integer(src, raw["tcp_max_connections"],
+                                            "sip.tcp_max_connections", 0, 1 << 20)
+    if "tcp_max_connections_per_source" in raw:
+        kw["tcp_max_connections_per_source"] = integer(
+            src, raw["tcp_max_connections_per_source"], "sip.tcp_max_connections_per_source",
+            1, 1 << 20)
     sip = replace(SipConfig(), **kw)
     if sip.t1 >= sip.t2:
         raise src.error("sip.t1", f"expected t1 < t2 (RFC 3261 §17), got t1={sip.t1} t2={sip.t2}")

@@ -433,6 +433,10 @@ class Sipmask:
     #: the command that runs sipmask: this interpreter's ``-m proxy`` (the checkout), or an
     #: installed ``sipmask`` script (the packaging test)
     program: tuple[str, ...] = (sys.executable, "-m", "proxy")
+    #: soft RLIMIT_NOFILE for the sipmask process (None: inherited)
+    nofile: int | None = None
+    #: extra ``key = value`` lines of the [sip] table
+    sip_toml: str = ""
 
     def __post_init__(self) -> None:
         self.config_path = self.workdir / "sipmask.toml"
@@ -458,6 +462,7 @@ class Sipmask:
         lines = [
             "[sip]",
             f'listen = ["udp:{self.ip}:{self.udp_port}", "tcp:{self.ip}:{self.tcp_port}"]',
+            self.sip_toml,
             "",
         ]
         for prefix, gateways in self.routes:
@@ -507,7 +512,8 @@ class Sipmask:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIPMASK_")}
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=err, stderr=err,
-                                         stdin=subprocess.DEVNULL, env=env)
+                                         stdin=subprocess.DEVNULL, env=env,
+                                         preexec_fn=self._limits if self.nofile else None)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -520,6 +526,11 @@ class Sipmask:
                 return
         raise AssertionError(f"sipmask did not answer OPTIONS (and /healthz) within {timeout_s}s:\n"
                              f"{self.stderr()[-5000:]}")
+
+    def _limits(self) -> None:
+        import resource
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, hard))
 
     def _api_up(self) -> bool:
         try:
@@ -598,7 +609,8 @@ def sipmask_factory(tmp_path: Path) -> Iterator[object]:
 
     def make(routes: list[tuple[str, list[str]]] | None = None, *, calls: dict[str, object] | None = None,
              pairing: bool = True, start: bool = True, log_level: str = "debug",
-             extra_toml: str = "", program: Sequence[str] | None = None) -> Sipmask:
+             extra_toml: str = "", program: Sequence[str] | None = None,
+             sip_toml: str = "", nofile: int | None = None) -> Sipmask:
         workdir = tmp_path / f"sipmask{len(started)}"
         workdir.mkdir()
         sm = Sipmask(workdir, free_port(SIPMASK_IP), free_port(SIPMASK_IP), routes or [],
@@ -606,6 +618,7 @@ def sipmask_factory(tmp_path: Path) -> Iterator[object]:
         sm.extra_toml = extra_toml
         if program is not None:
             sm.program = tuple(program)
+        sm.sip_toml, sm.nofile = sip_toml, nofile
         started.append(sm)
         if pairing:
             sm.add_pairing()
