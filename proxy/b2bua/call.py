@@ -209,12 +209,12 @@ class Call:
         self.a_head = None
         for message in (self.a_invite, self.b_invite):
             if message is not None:
-                message.headers._cache.clear()
+                message.headers.views.clear()
         for txn in (self.a_txn, self.b_txn):
             if txn is not None:
-                txn.request.headers._cache.clear()
+                txn.request.headers.views.clear()
                 if txn.last_response is not None:
-                    txn.last_response.headers._cache.clear()
+                    txn.last_response.headers.views.clear()
         # The INVITE transactions linger 32 s more (RFC 6026 Timers L/M) and only match
         # retransmissions by key, absorb them or re-send the stored ACK; the call never reads
         # its INVITEs' bodies again, and the 2xx to A is not re-sent once A has ACKed it: the

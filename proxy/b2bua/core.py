@@ -425,7 +425,7 @@ class B2bua:
             f"{cseq} {method}",
             f"<sip:{match.present}@{host}>",
         ]
-        headers = Headers._from_lists(list(_OUTBOUND_NAMES), list(_OUTBOUND_KEYS), values)
+        headers = Headers.from_lists(list(_OUTBOUND_NAMES), list(_OUTBOUND_KEYS), values)
         return Request(method, f"sip:{match.callee}@{gw_host}:{gw.port}{tparam}", headers)
 
     def _send_b_invite(self, call: Call, now: float) -> None:
@@ -603,7 +603,7 @@ class B2bua:
             # the lines every 1xx/2xx to A shares (from the A INVITE, our tag, Record-Route,
             # Contact, P-Asserted-Identity), rendered by the first one: same result, less work
             names, keys, values = head
-            out = Response(status, reason, Headers._from_lists(list(names), list(keys), list(values)))
+            out = Response(status, reason, Headers.from_lists(list(names), list(keys), list(values)))
             h = out.headers
         else:
             out = build_response(call.a_invite, status, reason, to_tag=a.local_tag)
@@ -615,7 +615,8 @@ class B2bua:
             dialed = _user_of(call.a_invite.uri) or ""
             h.add("P-Asserted-Identity", f"<sip:{dialed}@{self._host()}>")
             if status < 300 and call.state is not CallState.ANSWERED:
-                call.a_head = (tuple(h._names), tuple(h._keys), tuple(h._values))
+                names, keys, values = h.columns()
+                call.a_head = (tuple(names), tuple(keys), tuple(values))
         self._copy_headers(response, out)  # 3xx Contacts never cross: Contact is not policy's to pass
         if status < 300:
             out.body = self._sdp(response.body)

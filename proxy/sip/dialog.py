@@ -10,7 +10,7 @@ their header keys known.
 
 from __future__ import annotations
 
-from .message import Headers, Request, Response, _require
+from .message import Headers, Request, Response, required_value
 from .uri import NameAddr, parse_params, plain_span
 
 #: methods whose requests (and 2xx responses) refresh the remote target (§12.2, RFC 3311)
@@ -27,9 +27,9 @@ def _without_tag_of(message: Request | Response, key: str) -> str:
     ``<uri>;tag=x`` gives ``<uri>`` by slicing (what ``str(NameAddr)`` renders for it);
     anything else, or a value already parsed, goes through ``NameAddr``."""
     h = message.headers
-    parsed: NameAddr | None = h._cache.get(key)
+    parsed: NameAddr | None = h.views.get(key)
     if parsed is None:
-        text = _require(h, key)
+        text = required_value(h, key)
         span = plain_span(text)
         if span is not None and span[0] == 0:
             rest = text[span[1] + 1 :]
@@ -41,7 +41,7 @@ def _without_tag_of(message: Request | Response, key: str) -> str:
 
 def _first_contact(message: Request | Response) -> str | None:
     h = message.headers
-    if "contact" not in h._cache:
+    if "contact" not in h.views:
         # one plain ``<uri>`` or ``<uri>;params`` (a UA's usual Contact): its URI by slicing,
         # the parameters checked as the full parse checks them; anything else is parsed
         lines = h.get_all("contact")
@@ -235,7 +235,7 @@ class Dialog:
             names.append("Contact")
             keys.append("contact")
             values.append(contact)
-        return Request(method, request_uri, Headers._from_lists(names, keys, values))
+        return Request(method, request_uri, Headers.from_lists(names, keys, values))
 
     def _request_uri_and_routes(self) -> tuple[str, list[str]]:
         route_set = self._route_set

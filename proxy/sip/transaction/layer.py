@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import SipParseError
-from ..headers import Via, split_list
+from ..headers import Via
 from ..ids import MAGIC_COOKIE, IdGenerator
-from ..message import Headers, Request, Response, build_response
+from ..message import Request, Response, build_response
 from .builders import top_via_value
 from .machines import CLIENT_INVITE, CLIENT_NON_INVITE, SERVER_INVITE, SERVER_NON_INVITE
 from .model import (
@@ -447,7 +447,7 @@ class TransactionLayer(TimerQueues):
         if fill_rport:
             new_params["rport"] = str(source.port)
         stamped = Via(via.transport, via.host, via.port, new_params, via.protocol)
-        _replace_top_via(request.headers, stamped)
+        request.headers.set_top_via(stamped)
         return stamped
 
     def _reject(self, message: Request | Response, source: Address, exc: Exception) -> None:
@@ -463,21 +463,6 @@ class TransactionLayer(TimerQueues):
             else:
                 self._send(answer, source)
         self._events.append(MessageRejected(reason, source))
-
-
-def _replace_top_via(headers: Headers, via: Via) -> None:
-    # Headers keeps parallel lists; rewriting the one value in place keeps header order
-    # (Headers.set would fold every Via line into one).
-    index = headers._keys.index("via")
-    first = headers._values[index]
-    if "," in first:
-        parts = split_list(first)
-        parts[0] = str(via)
-        headers._values[index] = ", ".join(parts)
-    else:
-        headers._values[index] = str(via)
-    headers._cache.pop("via", None)
-    headers._cache["top_via"] = via
 
 
 def _response_dest(via: Via, source: Address) -> Address:
