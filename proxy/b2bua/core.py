@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol
 from ..config import CallsConfig, Config, Gateway, TrunkConfig
 from ..pairing.model import Cdr, Match, cdr_payload
 from ..pairing.normalize import try_normalize
-from ..sip.dialog import Dialog
+from ..sip.dialog import Dialog, DialogState
 from ..sip.errors import SipParseError
 from ..sip.ids import IdGenerator
 from ..sip.message import REASONS, Headers, Request, Response, build_response
@@ -591,7 +591,7 @@ class B2bua:
         else:
             b.dialog.target_refresh(response)
         if not early:
-            b.dialog.state = "confirmed"
+            b.dialog.state = DialogState.CONFIRMED
 
     def _relay_to_a(self, call: Call, response: Response, now: float, *, status: int | None = None) -> None:
         """Map a response to the B INVITE onto the A INVITE (§8.2.6, §12.1.1)."""
@@ -911,7 +911,7 @@ class B2bua:
             if call.state is CallState.ANSWERED and not call.b_acked:
                 self._confirm_b(call, now)
             self._send_bye(call.a, now)
-            if call.b.dialog is not None and call.b.dialog.state == "confirmed":
+            if call.b.dialog is not None and call.b.dialog.state is DialogState.CONFIRMED:
                 self._send_bye(call.b, now)
         self._end(call, "completed" if call.answered_at is not None else "failed", now)
 

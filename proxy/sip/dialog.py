@@ -10,6 +10,8 @@ their header keys known.
 
 from __future__ import annotations
 
+import enum
+
 from .message import Headers, Request, Response, required_value
 from .uri import NameAddr, parse_params, plain_span
 
@@ -62,6 +64,15 @@ def _is_loose(route: str) -> bool:
     return "lr" in NameAddr.parse(route).sip_uri().params
 
 
+class DialogState(enum.StrEnum):
+    """§12: a dialog is early (created by a provisional), confirmed (by a 2xx), or terminated.
+    String members: a state compares equal to its RFC name."""
+
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
 class Dialog:
     """One dialog (§12): identified by Call-ID, local tag and remote tag."""
 
@@ -82,7 +93,7 @@ class Dialog:
         remote_target: str,
         route_set: list[str],
         secure: bool = False,
-        state: str = "early",
+        state: DialogState = DialogState.EARLY,
     ) -> None:
         self.call_id = call_id
         self.local_tag = local_tag
@@ -95,7 +106,6 @@ class Dialog:
         self.remote_target = remote_target
         self._route_set = route_set
         self.secure = secure
-        #: "early" | "confirmed" | "terminated"
         self.state = state
         #: raw To, From and Record-Route values of the dialog-creating request (UAS), parsed
         #: when first needed; the strings, not the request, so a held call does not keep it
@@ -120,7 +130,7 @@ class Dialog:
             response.headers.values("record-route")[::-1],
             # §12.1.2: secure when the request went over TLS to a sips: Request-URI
             request.uri[:5].lower() == "sips:",
-            "confirmed" if 200 <= response.status < 300 else "early",
+            DialogState.CONFIRMED if 200 <= response.status < 300 else DialogState.EARLY,
         )
 
     @classmethod
@@ -141,7 +151,7 @@ class Dialog:
             _first_contact(request) or "",
             [],
             request.uri[:5].lower() == "sips:",
-            "confirmed" if response is not None and 200 <= response.status < 300 else "early",
+            DialogState.CONFIRMED if response is not None and 200 <= response.status < 300 else DialogState.EARLY,
         )
         h = request.headers
         dialog._origin = (h.get("to") or "", h.get("from") or "", h.values("record-route"))
@@ -187,7 +197,7 @@ class Dialog:
         if uac:
             self.route_set = response.headers.values("record-route")[::-1]
             self.remote_target = _first_contact(response) or self.remote_target
-        self.state = "confirmed"
+        self.state = DialogState.CONFIRMED
 
     @property
     def id(self) -> tuple[str, str, str]:
