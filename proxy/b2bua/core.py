@@ -197,7 +197,7 @@ class B2bua:
         if isinstance(event, RequestReceived):
             self._on_request(event, now)
         elif isinstance(event, ResponseReceived):
-            self._on_response(event.response, event.transaction, now)
+            self._on_response(event, now)
         elif isinstance(event, TransactionTimeout):
             self._on_timeout(event.transaction, event.timer, now)
         elif isinstance(event, TransactionTerminated):
@@ -466,9 +466,11 @@ class B2bua:
         return True
 
     # ------------------------------------------------------------------ responses
-    def _on_response(self, response: Response, txn: ClientTransaction | None, now: float) -> None:
+    def _on_response(self, event: ResponseReceived, now: float) -> None:
+        response = event.response
+        txn = event.transaction
         if txn is None:
-            self._stray_2xx(response, now)
+            self._stray_2xx(response, event.source, now)
             return
         data = txn.tu_data
         if isinstance(data, _Message):
@@ -486,28 +488,43 @@ class B2bua:
             if 200 <= response.status < 300 and response.to_tag != data.acked_tag:
                 self._ack_and_bye_stray(response, txn, now)  # a 2xx from another fork
 
-    def _stray_2xx(self, response: Response, now: float) -> None:
-        """A 2xx retransmission after the INVITE client transaction ended (§13.2.2.4): the
-        ACK is re-sent; a 2xx from an unknown dialog is ACKed and released with BYE."""
+    def _stray_2xx(self, response: Response, source: Address | None, now: float) -> None:
+        """A 2xx to an INVITE whose client transaction is gone, or was finished by a 300-699
+        (§13.2.2.4). Of a dialog we know: nothing to do (while the transaction lingered the
+        layer re-sent our ACK for it). Of any other: ACK it and release the dialog with BYE,
+        both built from the response alone, sent to its Contact or route (an IP address on
+        UDP) or else back where it came from."""
+        if source is None:
+            return
         try:
             if response.cseq.method != "INVITE":
                 return
-            leg = self.dialogs.get((response.call_id, response.from_tag or ""))
+            if self.dialogs.get((response.call_id, response.from_tag or "")) is not None:
+                return
+            dialog = Dialog.uac_of_response(response)
+            dest = _dialog_dest(dialog, source.transport, source)
         except SipParseError:
             return
-        if leg is None:
-            return
-        # known dialog: the layer re-sends stored ACKs while in Accepted; nothing else to do
+        self._ack_and_bye(dialog, dest, None, now)
 
     def _ack_and_bye_stray(self, response: Response, txn: ClientTransaction, now: float) -> None:
+        """ACK and release a 2xx to our INVITE ``txn`` that no call wants (§15)."""
         try:
             dialog = Dialog.uac(txn.request, response)
         except SipParseError:
             return
-        ack = dialog.create_request("ACK", self._via(txn.dest.transport), None, cseq=txn.request.cseq.number)
-        self.layer.send_ack(txn, ack, txn.dest)
-        bye = dialog.create_request("BYE", self._via(txn.dest.transport), None)
-        bye_txn = self.layer.send_request(bye, txn.dest, now)
+        self._ack_and_bye(dialog, txn.dest, txn, now)
+
+    def _ack_and_bye(self, dialog: Dialog, dest: Address, txn: ClientTransaction | None, now: float) -> None:
+        """§13.2.2.4 / §15: ACK the 2xx that made ``dialog`` (kept on ``txn`` for its
+        retransmissions, if it still lingers) and end the dialog with BYE."""
+        ack = dialog.create_request("ACK", self._via(dest.transport), None, cseq=dialog.local_cseq)
+        if txn is not None:
+            self.layer.send_ack(txn, ack, dest)
+        else:
+            self.layer.send_stateless(ack, dest)
+        bye = dialog.create_request("BYE", self._via(dest.transport), None)
+        bye_txn = self.layer.send_request(bye, dest, now)
         bye_txn.tu_data = None
 
     def _on_b_invite_response(self, call: Call, response: Response, txn: ClientTransaction, now: float) -> None:
@@ -615,8 +632,8 @@ class B2bua:
             dialed = _user_of(call.a_invite.uri) or ""
             h.add("P-Asserted-Identity", f"<sip:{dialed}@{self._host()}>")
             if status < 300 and call.state is not CallState.ANSWERED:
-                names, keys, values = h.columns()
-                call.a_head = (tuple(names), tuple(keys), tuple(values))
+                lines = h.columns()
+                call.a_head = (tuple(lines[0]), tuple(lines[1]), tuple(lines[2]))
         self._copy_headers(response, out)  # 3xx Contacts never cross: Contact is not policy's to pass
         if status < 300:
             out.body = self._sdp(response.body)
@@ -934,12 +951,9 @@ class B2bua:
         """Where in-dialog requests to ``leg`` go: on a stream, the connection we share with the
         peer; on UDP, the remote target (or first loose route) when it is an IP literal,
         else the address the peer signals from (symmetric signalling, as for NATed trunks)."""
-        if leg.transport != "udp" or leg.dialog is None:
+        if leg.dialog is None:
             return leg.source
-        dest = _udp_target(leg.dialog.next_hop())
-        if dest is None or dest == leg.source:
-            return leg.source
-        return dest
+        return _dialog_dest(leg.dialog, leg.transport, leg.source)
 
     # ------------------------------------------------------------------ MESSAGE
     def _new_message(self, request: Request, source: Address, txn: ServerTransaction, now: float) -> None:
@@ -1087,6 +1101,17 @@ class _Forwarded:
         self.call = leg.call  # keeps the call alive until the answer is relayed (legs refer weakly)
         self.server = server
         self.method = method
+
+
+def _dialog_dest(dialog: Dialog, transport: str, source: Address) -> Address:
+    """Where requests in ``dialog`` go: on a stream, the connection (``source``); on UDP, the
+    next hop (first route, else remote target) when it is an IP literal, else ``source``."""
+    if transport != "udp":
+        return source
+    dest = _udp_target(dialog.next_hop())
+    if dest is None or dest == source:
+        return source
+    return dest
 
 
 @functools.lru_cache(maxsize=4096)

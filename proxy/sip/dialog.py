@@ -134,6 +134,27 @@ class Dialog:
         )
 
     @classmethod
+    def uac_of_response(cls, response: Response) -> Dialog:
+        """§13.2.2.4: the dialog of a 2xx whose request is gone (its client transaction has
+        ended), taken from the response alone, which copies the request's Call-ID, From, To
+        and CSeq (§8.2.6.2): remote target from its Contact (its To URI if it has none), route
+        set from its Record-Route reversed. Enough to ACK the 2xx and send BYE."""
+        target = _first_contact(response) or response.to.uri
+        return cls(
+            response.call_id,
+            response.from_tag or "",
+            response.to_tag or "",
+            _without_tag_of(response, "from"),
+            _without_tag_of(response, "to"),
+            response.cseq.number,
+            None,
+            target,
+            response.headers.values("record-route")[::-1],
+            target[:5].lower() == "sips:",
+            DialogState.CONFIRMED,
+        )
+
+    @classmethod
     def uas(cls, request: Request, local_tag: str, response: Response | None = None) -> Dialog:
         """§12.1.1: the dialog a UAS creates when it answers with a 101-199 or a 2xx
         (``response``, None meaning early); ``local_tag`` is the To tag it puts in responses.

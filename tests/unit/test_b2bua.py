@@ -705,3 +705,60 @@ def test_callee_2xx_retransmitted_when_the_callers_ack_never_comes_ends_the_call
     h.service.flush()
     (cdr,) = h.store.list_cdrs()
     assert cdr.cause == "no_ack"
+
+
+def _stray_2xx(call_id: str, contact: str, extra: str = "") -> str:
+    """A 2xx to an INVITE of ours that no transaction or dialog of the B2BUA knows."""
+    return (
+        "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKgone1;rport=5060\n"
+        f"From: <sip:{CALLEE_V}@127.0.0.1>;tag=ourtag\nTo: <sip:{CALLEE}@127.0.0.3>;tag=fartag\n"
+        f"Call-ID: {call_id}\nCSeq: 7 INVITE\nContact: <{contact}>\n{extra}Content-Length: 0\n\n"
+    )
+
+
+def test_13_2_2_4_a_2xx_of_an_unknown_dialog_is_acked_and_released_with_bye(h: Harness) -> None:
+    """A 2xx whose client transaction is gone and whose dialog is unknown: ACK it and send BYE,
+    both built from the response itself, to its Contact when that is an IP address."""
+    out = h.feed(_stray_2xx("gone-1", f"sip:{CALLEE}@127.0.0.3:5082", "Record-Route: <sip:127.0.0.5:5070;lr>\n"), GW1)
+    (ack, ack_dest), = only(out, Request, method="ACK")
+    (bye, bye_dest), = only(out, Request, method="BYE")
+    # the route set (Record-Route reversed) is the way in: its first hop is where they go
+    assert ack_dest == bye_dest == Address("udp", "127.0.0.5", 5070)
+    for req in (ack, bye):
+        assert req.uri == f"sip:{CALLEE}@127.0.0.3:5082"
+        assert req.call_id == "gone-1" and req.from_tag == "ourtag" and req.to_tag == "fartag"
+        assert req.headers.get("route") == "<sip:127.0.0.5:5070;lr>"
+        assert req.top_via.host == "127.0.0.1" and req.branch != "z9hG4bKgone1"
+    assert (ack.cseq.number, ack.cseq.method) == (7, "ACK")
+    assert (bye.cseq.number, bye.cseq.method) == (8, "BYE")
+    assert ack.branch != bye.branch
+    assert h.b2b.active_calls == 0
+
+
+def test_13_2_2_4_a_stray_2xx_with_a_host_name_contact_is_released_at_its_source(h: Harness) -> None:
+    out = h.feed(_stray_2xx("gone-2", f"sip:{CALLEE}@pbx.example.com"), GW1)
+    assert sorted((m.method, d) for m, d in only(out, Request)) == [("ACK", GW1), ("BYE", GW1)]
+
+
+def test_13_2_2_4_another_forks_2xx_after_the_ended_calls_transaction_is_gone_is_released(h: Harness) -> None:
+    _, b_inv = answered_call(h)
+    out = h.feed(_in_dialog(h, "BYE", "byeG", 2), A)
+    (b_bye, _), = only(out, Request, method="BYE")
+    h.feed(response_to(b_bye, 200, "OK"), GW1)
+    h.advance(64)  # RFC 6026 Timer M: the B-leg INVITE transaction is gone
+    assert sum(h.layer.counts.values()) == 0, h.layer.counts
+    out = h.feed(response_to(b_inv, 200, "OK", to_tag="fork3"), GW1)
+    requests = only(out, Request)
+    assert sorted(m.method for m, _ in requests) == ["ACK", "BYE"]
+    assert all(m.to_tag == "fork3" and m.call_id == b_inv.call_id and d == GW1 for m, d in requests)
+
+
+def test_a_2xx_of_a_known_dialog_after_its_transaction_is_gone_starts_nothing(h: Harness) -> None:
+    """The call is up; its B-leg INVITE transaction has ended (Timer M): a late copy of the 2xx
+    is neither ACKed again nor taken for a stray (the dialog is ours)."""
+    _, b_inv = answered_call(h)
+    h.advance(40)
+    assert h.b2b.active_calls == 1
+    out = h.feed(response_to(b_inv, 200, "OK"), GW1)
+    assert not only(out, Request)
+    assert h.b2b.active_calls == 1

@@ -156,7 +156,7 @@ def test_rfc6026_invite_client_accepted_passes_2xx_retransmissions_and_timer_m()
     assert layer.counts == ZERO
     # §13.2.2.4: a 2xx after the transaction is gone still reaches the TU (it re-ACKs)
     late = reply(invite, 200, to_tag="b1")
-    assert layer.receive(late, PEER_UDP, 40.0) == [ResponseReceived(late, None)]
+    assert layer.receive(late, PEER_UDP, 40.0) == [ResponseReceived(late, None, PEER_UDP)]
 
 
 def test_rfc6026_invite_client_timer_m_scales_with_t1() -> None:

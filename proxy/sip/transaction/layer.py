@@ -102,7 +102,7 @@ class TransactionLayer(TimerQueues):
             self._settle()
         try:
             if isinstance(message, Response):
-                self._receive_response(message, now)
+                self._receive_response(message, source, now)
             else:
                 self._receive_request(message, source, now, delay)
         except (SipParseError, ValueError, IndexError) as exc:
@@ -292,7 +292,7 @@ class TransactionLayer(TimerQueues):
 
     # ------------------------------------------------------------------ incoming responses
 
-    def _receive_response(self, response: Response, now: float) -> None:
+    def _receive_response(self, response: Response, source: Address, now: float) -> None:
         # §17.1.3: branch of the top Via + CSeq method
         cseq = response.cseq
         if cseq.method == "INVITE":
@@ -304,7 +304,7 @@ class TransactionLayer(TimerQueues):
         if txn is None:
             # §13.2.2.4 / RFC 6026: a 2xx whose transaction is gone still reaches the TU
             if cseq.method == "INVITE" and 200 <= response.status < 300:
-                self._events.append(ResponseReceived(response, None))
+                self._events.append(ResponseReceived(response, None, source))
             return
         self._drive_client(txn, response_input(response.status), response, now)
 

@@ -84,7 +84,7 @@ def _c_pass(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | Non
 
 def _c_pass_stray(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
     assert msg is not None
-    fx.emit(ResponseReceived(msg, None))
+    fx.emit(ResponseReceived(msg, None, txn.dest))
 
 
 def _ci_retransmit(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:

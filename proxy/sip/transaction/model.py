@@ -195,10 +195,13 @@ class RequestReceived:
 @dataclass(slots=True)
 class ResponseReceived:
     """A response for the TU. ``transaction`` is None for a 2xx to an INVITE whose client
-    transaction is gone (the TU re-sends its ACK, §13.2.2.4)."""
+    transaction is gone or already finished by a 300-699 (§13.2.2.4: the TU re-sends its ACK,
+    or ACKs and releases a dialog it does not know); ``source`` then says where it came from
+    (the address the TU answers it at), else it is None."""
 
     response: Response
     transaction: ClientTransaction | None
+    source: Address | None = None
 
 
 @dataclass(slots=True)
