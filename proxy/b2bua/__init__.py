@@ -7,7 +7,14 @@ from .b2bua import B2bua
 from .base import PairingLookup, UnknownLookup
 from .call import Call, CallState, Leg, TransactionData
 from .overload import Admission
-from .policy import HeaderPolicy, Rules, RulesError, SdpPolicy, default_rules, load_rules
+from .policy import (
+    HeaderPolicy,
+    Rules,
+    RulesError,
+    SdpPolicy,
+    default_rules,
+    load_rules,
+)
 from .timers import TimerHandle, TimerHeap
 
 __all__ = [

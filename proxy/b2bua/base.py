@@ -21,7 +21,12 @@ from ..pairing.normalize import try_normalize
 from ..sip.errors import SipParseError
 from ..sip.message import Headers, Request, Response, build_response
 from ..sip.sdp import sanitise_sdp
-from ..sip.transaction import Address, ClientTransaction, ServerTransaction, TransactionLayer
+from ..sip.transaction import (
+    Address,
+    ClientTransaction,
+    ServerTransaction,
+    TransactionLayer,
+)
 from ..sip.uri import NameAddr, SipUri
 
 if TYPE_CHECKING:

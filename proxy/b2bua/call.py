@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from ..pairing.model import Match
@@ -25,6 +25,15 @@ class CallState(enum.Enum):
     ANSWERED = "answered"  # 2xx relayed to A, waiting for A's ACK
     CONFIRMED = "confirmed"  # A's ACK relayed to B
     ENDED = "ended"
+
+
+# The states as module constants, for the flows: a member looked up on its enum class costs
+# ~70 ns on CPython 3.11 (a property), and a call's state is tested for nearly every message.
+CALLING: Final = CallState.CALLING
+EARLY: Final = CallState.EARLY
+ANSWERED: Final = CallState.ANSWERED
+CONFIRMED: Final = CallState.CONFIRMED
+ENDED: Final = CallState.ENDED
 
 
 class TransactionData:
@@ -160,7 +169,7 @@ class Call(TransactionData):
         self.a_txn = a_txn
         self.match = match
         self.pairing_id = match.session_id
-        self.state = CallState.CALLING
+        self.state = CALLING
         self.a: Leg = None  # type: ignore[assignment]  # set right after construction
         self.b: Leg = None  # type: ignore[assignment]
         self.b_invite: Request | None = None
@@ -302,5 +311,5 @@ class Call(TransactionData):
         return f"<Call {self.id} {self.state.value}>"
 
 
-_SETTLED = (CallState.CONFIRMED, CallState.ENDED)
+_SETTLED = (CONFIRMED, ENDED)
 """Call states in which a terminated INVITE transaction is never read again."""

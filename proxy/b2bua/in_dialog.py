@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..sip.errors import SipParseError
 from ..sip.message import Request, Response, build_response
 from ..sip.transaction import ClientTransaction, ServerTransaction
-from .call import Call, CallState, Leg, TransactionData
+from .call import ANSWERED, CONFIRMED, ENDED, Call, Leg, TransactionData
 from .teardown import Teardown
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class InDialogFlow(Teardown):
             if code is not None:
                 self._reply(txn, code, None, now, to_tag=leg.local_tag)
                 return
-        if call.state is CallState.ENDED:
+        if call.state is ENDED:
             self._reply(txn, 481, None, now, to_tag=leg.local_tag)
             return
         if method == "BYE":
@@ -46,7 +46,7 @@ class InDialogFlow(Teardown):
             return
         if method == "INVITE":
             # §14.2 glare: an INVITE we sent toward this leg is still pending -> 491
-            if leg.client_invite is not None or leg.server_invite is not None or call.state is not CallState.CONFIRMED:
+            if leg.client_invite is not None or leg.server_invite is not None or call.state is not CONFIRMED:
                 self._reply(txn, 491, None, now, to_tag=leg.local_tag, extra=[("Retry-After", "1")])
                 return
             leg.server_invite = txn
@@ -93,7 +93,7 @@ class InDialogFlow(Teardown):
         if status == 100:
             return
         if fwd.method == "INVITE" and 200 <= status < 300:
-            if leg.call.state is CallState.ENDED or server.last_response is not None and server.last_response.status >= 200:
+            if leg.call.state is ENDED or server.last_response is not None and server.last_response.status >= 200:
                 # the dialog ended while the re-INVITE was in flight (BYE crossing it): ACK and drop
                 self._ack_reinvite(leg.peer, txn, response, None, now)
                 return
@@ -117,7 +117,7 @@ class InDialogFlow(Teardown):
                     leg.expect_ack(server.request.cseq.number, txn, txn.request.cseq.number)
             if fwd.method in ("INVITE", "UPDATE") and status < 300:
                 self._session_timer(leg.call, response, now)
-            if status in (408, 481) and leg.call.state is not CallState.ENDED:
+            if status in (408, 481) and leg.call.state is not ENDED:
                 self.hangup(leg.call, f"peer_{status}", now)  # §12.2.1.2
 
     def forwarded_failed(self, fwd: Forwarded, now: float) -> None:
@@ -131,7 +131,7 @@ class InDialogFlow(Teardown):
         if fwd.method == "INVITE":
             fwd.leg.server_invite = None
             fwd.leg.peer.client_invite = None
-            if fwd.leg.call.state is not CallState.ENDED:
+            if fwd.leg.call.state is not ENDED:
                 self.hangup(fwd.leg.call, "peer_timeout", now)
 
     def _on_ack(self, leg: Leg, ack: Request, now: float) -> None:
@@ -145,8 +145,8 @@ class InDialogFlow(Teardown):
             return  # retransmitted ACK or ACK for a non-2xx (absorbed by the transaction layer)
         client_txn, peer_cseq = target
         self._ack_reinvite(leg.peer, client_txn, None, ack, now, cseq=peer_cseq)
-        if leg is call.a and call.state is CallState.ANSWERED:
-            call.state = CallState.CONFIRMED
+        if leg is call.a and call.state is ANSWERED:
+            call.state = CONFIRMED
             call.b_acked = True
             call.compact()
 
@@ -156,7 +156,7 @@ class InDialogFlow(Teardown):
         call.cause = f"bye_{leg.name}"
         self._terminate_pending(call, now)
         peer = leg.peer
-        if peer is call.b and call.state is CallState.ANSWERED and not call.b_acked:
+        if peer is call.b and call.state is ANSWERED and not call.b_acked:
             self._confirm_b(call, now)
         if peer is call.a and not call.final_sent:
             # callee gave up on an early dialog: finish the caller's INVITE

@@ -14,13 +14,15 @@ from ..sip.dialog import Dialog, DialogState
 from ..sip.message import REASONS, Headers, Request, Response, build_response
 from ..sip.transaction import Address, ClientTransaction, ServerTransaction
 from .base import gateway_address, map_final, user_of
-from .call import Call, CallState, Leg, TransactionData
+from .call import ANSWERED, EARLY, ENDED, Call, Leg, TransactionData
 from .in_dialog import InDialogFlow
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
 
 _FAILOVER_CODES = frozenset((408, 503))
+# read once: a member looked up on its enum class costs ~70 ns on CPython 3.11 (a property)
+_DIALOG_CONFIRMED: Final = DialogState.CONFIRMED
 
 
 class InviteFlow(InDialogFlow):
@@ -181,7 +183,7 @@ class InviteFlow(InDialogFlow):
     def _failover(self, call: Call, txn: ClientTransaction, now: float) -> bool:
         """RFC 3261 §16.7-style serial forking: next gateway on 408/503/no response before
         any provisional. Returns True when another gateway was tried."""
-        if call.state is CallState.ENDED or call.provisional_seen or call.b_txn is not txn:
+        if call.state is ENDED or call.provisional_seen or call.b_txn is not txn:
             return False
         if call.gateway_index + 1 >= len(call.gateways):
             return False
@@ -212,11 +214,11 @@ class InviteFlow(InDialogFlow):
                 call.cancel_pending = False
                 self._send_b_cancel(call, now)
                 return
-            if call.state is CallState.ENDED or call.final_sent:
+            if call.state is ENDED or call.final_sent:
                 return
             self._update_b_dialog(call, response, early=True)
             if response.to_tag:
-                call.state = CallState.EARLY
+                call.state = EARLY
                 self._relay_to_a(call, response, now)
             return
         call.cancel_timer("failover")
@@ -224,9 +226,9 @@ class InviteFlow(InDialogFlow):
             self._on_b_answer(call, response, txn, now)
             return
         # 3xx-6xx: failover or relay (§16.7 step 6-like choice, one branch at a time)
-        if status in _FAILOVER_CODES and call.state is not CallState.ENDED and self._failover(call, txn, now):
+        if status in _FAILOVER_CODES and call.state is not ENDED and self._failover(call, txn, now):
             return
-        if call.state is CallState.ENDED or call.final_sent:
+        if call.state is ENDED or call.final_sent:
             return
         call.cancel_timer("ring")
         mapped = map_final(status)
@@ -237,7 +239,7 @@ class InviteFlow(InDialogFlow):
 
     def _on_b_answer(self, call: Call, response: Response, txn: ClientTransaction, now: float) -> None:
         """A 2xx to the B-leg INVITE: the call is answered, unless it ended or was answered first."""
-        if call.state is CallState.ENDED or call.final_sent:
+        if call.state is ENDED or call.final_sent:
             if (call.answered_at is not None and call.b.dialog is not None
                     and response.to_tag == call.b.dialog.remote_tag):
                 # §13.3.1.4: a retransmission of the 2xx we relayed. Once B is ACKed the
@@ -250,7 +252,7 @@ class InviteFlow(InDialogFlow):
             return
         self._update_b_dialog(call, response, early=False)
         call.cancel_timer("ring")
-        call.state = CallState.ANSWERED
+        call.state = ANSWERED
         call.answered_at = now
         call.code = response.status
         self._relay_to_a(call, response, now)
@@ -283,7 +285,7 @@ class InviteFlow(InDialogFlow):
         else:
             b.dialog.target_refresh(response)
         if not early:
-            b.dialog.state = DialogState.CONFIRMED
+            b.dialog.state = _DIALOG_CONFIRMED
 
     def _relay_to_a(self, call: Call, response: Response, now: float, *, status: int | None = None) -> None:
         """Map a response to the B INVITE onto the A INVITE (§8.2.6, §12.1.1)."""
@@ -306,7 +308,7 @@ class InviteFlow(InDialogFlow):
                 h.add("Contact", a.contact)
             dialed = user_of(call.a_invite.uri) or ""
             h.add("P-Asserted-Identity", f"<sip:{dialed}@{self._host()}>")
-            if status < 300 and call.state is not CallState.ANSWERED:
+            if status < 300 and call.state is not ANSWERED:
                 lines = h.columns()
                 call.a_head = (tuple(lines[0]), tuple(lines[1]), tuple(lines[2]))
         self._copy_headers(response, out)  # 3xx Contacts never cross: Contact is not policy's to pass
@@ -323,7 +325,7 @@ class InviteFlow(InDialogFlow):
         transport) to the caller (§8.1.3.1)."""
         if self._failover(call, txn, now):
             return
-        if not call.final_sent and call.state is not CallState.ENDED:
+        if not call.final_sent and call.state is not ENDED:
             status = 408 if timer == "B" else 503
             self._answer_caller(call, status, None, now)
             call.code = status
@@ -333,7 +335,7 @@ class InviteFlow(InDialogFlow):
     def caller_cancelled(self, call: Call, cancelled: ServerTransaction, now: float) -> None:
         """The caller's CANCEL (already answered 200) matched its INVITE: 487 to it and the
         B leg cancelled, unless the final answer went first (§9.2)."""
-        if call.final_sent or call.state is CallState.ENDED:
+        if call.final_sent or call.state is ENDED:
             return  # §9.2: CANCEL after the final response has no effect
         if cancelled.request is not call.a_invite:
             return  # CANCEL of a re-INVITE: answered above; the re-INVITE completes normally
@@ -349,7 +351,7 @@ class InviteFlow(InDialogFlow):
         self._reply(cancelled, 487, None, now)
 
     def _ring_timeout(self, call: Call, now: float) -> None:
-        if call.final_sent or call.state is CallState.ENDED:
+        if call.final_sent or call.state is ENDED:
             return
         self._answer_caller(call, 480, "No Answer", now)
         call.code = 480

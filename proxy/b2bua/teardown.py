@@ -13,7 +13,7 @@ from ..sip.errors import SipParseError
 from ..sip.message import Response
 from ..sip.transaction import Address, ClientTransaction, build_cancel
 from .base import B2buaBase, dialog_dest
-from .call import Call, CallState, Leg, TransactionData
+from .call import ANSWERED, ENDED, Call, Leg, TransactionData
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
@@ -36,7 +36,7 @@ class Teardown(B2buaBase):
 
     def hangup(self, call: Call, cause: str, now: float) -> None:
         """Tear the call down from the middle: BYE both legs (max duration, session expiry, no ACK)."""
-        if call.state is CallState.ENDED:
+        if call.state is ENDED:
             return
         call.cause = cause
         self._terminate_pending(call, now)
@@ -44,7 +44,7 @@ class Teardown(B2buaBase):
             self._answer_caller(call, 480, None, now)
             self._cancel_b(call, now)
         else:
-            if call.state is CallState.ANSWERED and not call.b_acked:
+            if call.state is ANSWERED and not call.b_acked:
                 self._confirm_b(call, now)
             self._send_bye(call.a, now)
             if call.b.dialog is not None and call.b.dialog.state is DialogState.CONFIRMED:
@@ -83,9 +83,9 @@ class Teardown(B2buaBase):
 
     def _end(self, call: Call, outcome: str, now: float) -> None:
         """Free the call's state and write its CDR. Late messages for it get 481."""
-        if call.state is CallState.ENDED:
+        if call.state is ENDED:
             return
-        call.state = CallState.ENDED
+        call.state = ENDED
         call.outcome = outcome
         call.ended_at = now
         call.cancel_timers()

