@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from proxy.b2bua.core import B2bua
+from proxy.b2bua import B2bua
 from proxy.b2bua.policy import load_rules
 from proxy.config import DEFAULT_RULES_FILE, load_config
 from proxy.observability.logging import configure_logging

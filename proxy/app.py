@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from .b2bua.core import B2bua
+from .b2bua import B2bua
 from .b2bua.policy import RulesError, load_rules
 from .config import Config, ConfigError
 from .observability.logging import configure_logging

@@ -10,7 +10,9 @@ their header keys known.
 
 from __future__ import annotations
 
-from .message import Headers, Request, Response, _require
+import enum
+
+from .message import Headers, Request, Response, required_value
 from .uri import NameAddr, parse_params, plain_span
 
 #: methods whose requests (and 2xx responses) refresh the remote target (§12.2, RFC 3311)
@@ -27,9 +29,9 @@ def _without_tag_of(message: Request | Response, key: str) -> str:
     ``<uri>;tag=x`` gives ``<uri>`` by slicing (what ``str(NameAddr)`` renders for it);
     anything else, or a value already parsed, goes through ``NameAddr``."""
     h = message.headers
-    parsed: NameAddr | None = h._cache.get(key)
+    parsed: NameAddr | None = h.views.get(key)
     if parsed is None:
-        text = _require(h, key)
+        text = required_value(h, key)
         span = plain_span(text)
         if span is not None and span[0] == 0:
             rest = text[span[1] + 1 :]
@@ -41,7 +43,7 @@ def _without_tag_of(message: Request | Response, key: str) -> str:
 
 def _first_contact(message: Request | Response) -> str | None:
     h = message.headers
-    if "contact" not in h._cache:
+    if "contact" not in h.views:
         # one plain ``<uri>`` or ``<uri>;params`` (a UA's usual Contact): its URI by slicing,
         # the parameters checked as the full parse checks them; anything else is parsed
         lines = h.get_all("contact")
@@ -60,6 +62,20 @@ def _first_contact(message: Request | Response) -> str | None:
 
 def _is_loose(route: str) -> bool:
     return "lr" in NameAddr.parse(route).sip_uri().params
+
+
+class DialogState(enum.StrEnum):
+    """§12: a dialog is early (created by a provisional), confirmed (by a 2xx), or terminated.
+    String members: a state compares equal to its RFC name."""
+
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+# read once: a member looked up on its enum class costs ~70 ns on CPython 3.11 (a property)
+_EARLY = DialogState.EARLY
+_CONFIRMED = DialogState.CONFIRMED
 
 
 class Dialog:
@@ -82,7 +98,7 @@ class Dialog:
         remote_target: str,
         route_set: list[str],
         secure: bool = False,
-        state: str = "early",
+        state: DialogState = DialogState.EARLY,
     ) -> None:
         self.call_id = call_id
         self.local_tag = local_tag
@@ -95,7 +111,6 @@ class Dialog:
         self.remote_target = remote_target
         self._route_set = route_set
         self.secure = secure
-        #: "early" | "confirmed" | "terminated"
         self.state = state
         #: raw To, From and Record-Route values of the dialog-creating request (UAS), parsed
         #: when first needed; the strings, not the request, so a held call does not keep it
@@ -120,7 +135,28 @@ class Dialog:
             response.headers.values("record-route")[::-1],
             # §12.1.2: secure when the request went over TLS to a sips: Request-URI
             request.uri[:5].lower() == "sips:",
-            "confirmed" if 200 <= response.status < 300 else "early",
+            _CONFIRMED if 200 <= response.status < 300 else _EARLY,
+        )
+
+    @classmethod
+    def uac_of_response(cls, response: Response) -> Dialog:
+        """§13.2.2.4: the dialog of a 2xx whose request is gone (its client transaction has
+        ended), taken from the response alone, which copies the request's Call-ID, From, To
+        and CSeq (§8.2.6.2): remote target from its Contact (its To URI if it has none), route
+        set from its Record-Route reversed. Enough to ACK the 2xx and send BYE."""
+        target = _first_contact(response) or response.to.uri
+        return cls(
+            response.call_id,
+            response.from_tag or "",
+            response.to_tag or "",
+            _without_tag_of(response, "from"),
+            _without_tag_of(response, "to"),
+            response.cseq.number,
+            None,
+            target,
+            response.headers.values("record-route")[::-1],
+            target[:5].lower() == "sips:",
+            _CONFIRMED,
         )
 
     @classmethod
@@ -141,7 +177,7 @@ class Dialog:
             _first_contact(request) or "",
             [],
             request.uri[:5].lower() == "sips:",
-            "confirmed" if response is not None and 200 <= response.status < 300 else "early",
+            _CONFIRMED if response is not None and 200 <= response.status < 300 else _EARLY,
         )
         h = request.headers
         dialog._origin = (h.get("to") or "", h.get("from") or "", h.values("record-route"))
@@ -187,7 +223,7 @@ class Dialog:
         if uac:
             self.route_set = response.headers.values("record-route")[::-1]
             self.remote_target = _first_contact(response) or self.remote_target
-        self.state = "confirmed"
+        self.state = _CONFIRMED
 
     @property
     def id(self) -> tuple[str, str, str]:
@@ -235,7 +271,7 @@ class Dialog:
             names.append("Contact")
             keys.append("contact")
             values.append(contact)
-        return Request(method, request_uri, Headers._from_lists(names, keys, values))
+        return Request(method, request_uri, Headers.from_lists(names, keys, values))
 
     def _request_uri_and_routes(self) -> tuple[str, list[str]]:
         route_set = self._route_set

@@ -29,18 +29,20 @@ COMPACT_FORMS: dict[str, str] = {
     "y": "identity",
 }
 
-_KEY_CACHE: dict[str, str] = {}
+#: header name as written -> ``header_key(name)``, filled by ``header_key``: hot readers try it
+#: first (``KEY_CACHE.get(name) or header_key(name)``) and skip a call for the names they know
+KEY_CACHE: dict[str, str] = {}
 
 
 def header_key(name: str) -> str:
     """Canonical lookup key of a header name: lower-case long form."""
-    key = _KEY_CACHE.get(name)
+    key = KEY_CACHE.get(name)
     if key is None:
         low = name.lower()
         # interned: the lists of keys are searched with literals, which identity then matches
         key = sys.intern(COMPACT_FORMS.get(low, low))
-        if len(_KEY_CACHE) < 4096:  # bounded: names come from the network
-            _KEY_CACHE[name] = key
+        if len(KEY_CACHE) < 4096:  # bounded: names come from the network
+            KEY_CACHE[name] = key
     return key
 
 

@@ -7,7 +7,7 @@ from itertools import compress
 from typing import Any, TypeVar
 
 from .errors import SipParseError
-from .headers import _KEY_CACHE, CSeq, Via, header_key, split_list
+from .headers import KEY_CACHE, CSeq, Via, header_key, split_list
 from .uri import NameAddr, SipUri, tag_of
 
 _COLON_SP_JOIN = ": ".join
@@ -34,27 +34,39 @@ class Headers:
     """Ordered header fields. Names keep their spelling; lookup is case-insensitive and
     knows compact forms. Values are kept raw (trimmed) so unknown headers pass untouched."""
 
-    __slots__ = ("_names", "_keys", "_values", "_cache")
+    __slots__ = ("_names", "_keys", "_values", "views")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
         self._names: list[str] = []
         self._keys: list[str] = []
         self._values: list[str] = []
-        self._cache: dict[str, Any] = {}
+        #: the parsed views of these lines (Via, CSeq, From/To and their tags, Contact), by
+        #: slot name; emptied whenever a line changes. A reader that has just computed a view
+        #: may store it here (the parser keeps the CSeq it checked).
+        self.views: dict[str, Any] = {}
         if items:
-            cache = _KEY_CACHE
+            cache = KEY_CACHE
             self._names = [name for name, _ in items]
             self._keys = [cache.get(name) or header_key(name) for name in self._names]
             self._values = [value for _, value in items]
 
     @classmethod
-    def _from_lists(cls, names: list[str], keys: list[str], values: list[str]) -> Headers:
+    def from_lists(cls, names: list[str], keys: list[str], values: list[str]) -> Headers:
+        """Headers made of three parallel lists (names as written, their ``header_key``, the
+        values), adopted, not copied: the builder that passes them may go on filling them
+        until the headers are first read (the parser does), and changes nothing after."""
         h = cls.__new__(cls)
         h._names = names
         h._keys = keys
         h._values = values
-        h._cache = {}
+        h.views = {}
         return h
+
+    def columns(self) -> tuple[list[str], list[str], list[str]]:
+        """The lines as the three parallel sequences they are kept in (names as written,
+        canonical keys, values), not copies: to read (tuples once settled), or to fill as
+        the builder of ``from_lists`` does."""
+        return self._names, self._keys, self._values
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(zip(self._names, self._values))
@@ -75,7 +87,7 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """First value of the header, or None."""
-        key = _KEY_CACHE.get(name) or header_key(name)
+        key = KEY_CACHE.get(name) or header_key(name)
         keys = self._keys
         # a membership test first: an absent header is common, and a raised ValueError
         # costs more than the second scan of a dozen keys
@@ -83,7 +95,7 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every line of the header, in order."""
-        key = _KEY_CACHE.get(name) or header_key(name)
+        key = KEY_CACHE.get(name) or header_key(name)
         keys = self._keys
         if key not in keys:
             return []
@@ -102,7 +114,7 @@ class Headers:
     def set(self, name: str, value: str) -> None:
         """Replace every occurrence with one line, at the position of the first (or at the end)."""
         key = header_key(name)
-        self._cache.clear()
+        self.views.clear()
         if type(self._keys) is not list:
             self._thaw()
         for i, k in enumerate(self._keys):
@@ -122,9 +134,9 @@ class Headers:
 
     def add(self, name: str, value: str, first: bool = False) -> None:
         """Add a line: at the top (before the first line of the same header) or at the end."""
-        key = _KEY_CACHE.get(name) or header_key(name)
-        if self._cache:
-            self._cache.clear()
+        key = KEY_CACHE.get(name) or header_key(name)
+        if self.views:
+            self.views.clear()
         if type(self._keys) is not list:
             self._thaw()
         if first:
@@ -142,7 +154,7 @@ class Headers:
         key = header_key(name)
         if key not in self._keys:
             return 0
-        self._cache.clear()
+        self.views.clear()
         if type(self._keys) is not list:
             self._thaw()
         keep = [i for i, k in enumerate(self._keys) if k != key]
@@ -152,6 +164,24 @@ class Headers:
         self._values = [self._values[i] for i in keep]
         return removed
 
+    def set_top_via(self, via: Via) -> None:
+        """Replace the topmost Via value (the first of its line) by ``via``, in place: the
+        other values and lines keep their order, which ``set`` would fold into one line."""
+        if type(self._keys) is not list:
+            self._thaw()
+        values = self._values
+        index = self._keys.index("via")
+        first = values[index]
+        if "," in first:
+            parts = split_list(first)
+            parts[0] = str(via)
+            values[index] = ", ".join(parts)
+        else:
+            values[index] = str(via)
+        views = self.views
+        views.pop("via", None)
+        views["top_via"] = via
+
     def settle(self) -> None:
         """From now on these headers are only read or re-sent (a transaction lingering after
         its final response, RFC 3261 §17 / RFC 6026): drop the parsed views and keep the lines
@@ -159,7 +189,7 @@ class Headers:
         whose pauses grow with what it tracks, and calls leave their transactions behind for
         32 s. Reads work as before and views are recomputed on demand; a change (``set``,
         ``add``, ``remove``) turns the lines back into lists first."""
-        self._cache = {}  # a new empty dict is untracked; a cleared one stays tracked
+        self.views = {}  # a new empty dict is untracked; a cleared one stays tracked
         if type(self._keys) is list:
             # read-only from here; the mutators call _thaw() before changing anything
             self._names = tuple(self._names)  # type: ignore[assignment]
@@ -173,7 +203,7 @@ class Headers:
 
     def cached(self, slot: str, compute: Callable[[], T]) -> T:
         """Memoise a parsed view until the headers change."""
-        cache = self._cache
+        cache = self.views
         if slot in cache:
             return cache[slot]  # type: ignore[no-any-return]
         value = compute()
@@ -182,8 +212,8 @@ class Headers:
 
     def extend_from(self, source: Headers, keep: Container[str]) -> None:
         """Append the lines of ``source`` whose canonical key is in ``keep``, in order."""
-        if self._cache:
-            self._cache.clear()
+        if self.views:
+            self.views.clear()
         if type(self._keys) is not list:
             self._thaw()
         names = self._names
@@ -197,7 +227,7 @@ class Headers:
 
     def copy(self) -> Headers:
         """A shallow copy (strings are immutable)."""
-        return Headers._from_lists(list(self._names), list(self._keys), list(self._values))
+        return Headers.from_lists(list(self._names), list(self._keys), list(self._values))
 
     def render(self, body_length: int) -> list[str]:
         """Header lines with Content-Length set to the body's real length (added when absent)."""
@@ -232,13 +262,13 @@ _UNREAD: Any = object()
 def _read_tag(headers: Headers, key: str, slot: str) -> str | None:
     """The tag of From or To (``key``), from the parsed header if there is one, else by
     ``tag_of``; remembered in the headers' cache under ``slot``."""
-    cache = headers._cache
+    cache = headers.views
     value: NameAddr | None = cache.get(key)
-    tag = cache[slot] = value.params.get("tag") if value is not None else tag_of(_require(headers, key))
+    tag = cache[slot] = value.params.get("tag") if value is not None else tag_of(required_value(headers, key))
     return tag
 
 
-def _require(headers: Headers, key: str) -> str:
+def required_value(headers: Headers, key: str) -> str:
     """The first value of the header with canonical ``key``; SipParseError when absent."""
     try:
         return headers._values[headers._keys.index(key)]
@@ -260,33 +290,33 @@ class Message:
     @property
     def call_id(self) -> str:
         """The Call-ID value."""
-        return _require(self.headers, "call-id")
+        return required_value(self.headers, "call-id")
 
     @property
     def cseq(self) -> CSeq:
         """The parsed CSeq."""
         h = self.headers
-        value: CSeq | None = h._cache.get("cseq")
+        value: CSeq | None = h.views.get("cseq")
         if value is None:
-            value = h._cache["cseq"] = CSeq.parse(_require(h, "cseq"))
+            value = h.views["cseq"] = CSeq.parse(required_value(h, "cseq"))
         return value
 
     @property
     def from_(self) -> NameAddr:
         """The parsed From header."""
         h = self.headers
-        value: NameAddr | None = h._cache.get("from")
+        value: NameAddr | None = h.views.get("from")
         if value is None:
-            value = h._cache["from"] = NameAddr.parse(_require(h, "from"))
+            value = h.views["from"] = NameAddr.parse(required_value(h, "from"))
         return value
 
     @property
     def to(self) -> NameAddr:
         """The parsed To header."""
         h = self.headers
-        value: NameAddr | None = h._cache.get("to")
+        value: NameAddr | None = h.views.get("to")
         if value is None:
-            value = h._cache["to"] = NameAddr.parse(_require(h, "to"))
+            value = h.views["to"] = NameAddr.parse(required_value(h, "to"))
         return value
 
     # The tags are read for every message (transaction matching, dialogs); most From/To
@@ -295,29 +325,29 @@ class Message:
     @property
     def from_tag(self) -> str | None:
         """The From tag."""
-        tag = self.headers._cache.get("from_tag", _UNREAD)
+        tag = self.headers.views.get("from_tag", _UNREAD)
         return _read_tag(self.headers, "from", "from_tag") if tag is _UNREAD else tag
 
     @property
     def to_tag(self) -> str | None:
         """The To tag."""
-        tag = self.headers._cache.get("to_tag", _UNREAD)
+        tag = self.headers.views.get("to_tag", _UNREAD)
         return _read_tag(self.headers, "to", "to_tag") if tag is _UNREAD else tag
 
     @property
     def via(self) -> list[Via]:
         """Every Via value, topmost first."""
         h = self.headers
-        value: list[Via] | None = h._cache.get("via")
+        value: list[Via] | None = h.views.get("via")
         if value is None:
-            value = h._cache["via"] = [Via.parse(v) for v in h.values("via")]
+            value = h.views["via"] = [Via.parse(v) for v in h.values("via")]
         return value
 
     @property
     def top_via(self) -> Via:
         """The topmost Via (§8.2.6 / §17.2.3 key)."""
         h = self.headers
-        value: Via | None = h._cache.get("top_via")
+        value: Via | None = h.views.get("top_via")
         if value is None:
             keys = h._keys
             if "via" not in keys:
@@ -325,21 +355,21 @@ class Message:
             first = h._values[keys.index("via")]
             if "," in first:  # several values on the first line (§7.3.1)
                 first = split_list(first)[0] if '"' in first else first.split(",", 1)[0]
-            value = h._cache["top_via"] = Via.parse(first)
+            value = h.views["top_via"] = Via.parse(first)
         return value
 
     @property
     def branch(self) -> str | None:
         """Branch of the top Via."""
-        value: Via | None = self.headers._cache.get("top_via")
+        value: Via | None = self.headers.views.get("top_via")
         return (value or self.top_via).params.get("branch")
 
     def contacts(self) -> list[NameAddr]:
         """Parsed Contact values (``*`` is returned as a NameAddr with uri ``*``)."""
         h = self.headers
-        value: list[NameAddr] | None = h._cache.get("contact")
+        value: list[NameAddr] | None = h.views.get("contact")
         if value is None:
-            value = h._cache["contact"] = [
+            value = h.views["contact"] = [
                 NameAddr("*") if v == "*" else NameAddr.parse(v) for v in h.values("contact")
             ]
         return value
@@ -443,7 +473,7 @@ def build_response(
         for i, key in enumerate(keys):
             if key == "to" and not _has_tag(request, values[i]):
                 values[i] = f"{values[i]};tag={to_tag}"
-    headers = Headers._from_lists(names, keys, values)
+    headers = Headers.from_lists(names, keys, values)
     if status == 100 and "timestamp" in req_keys:  # §8.2.6.1
         headers.add("Timestamp", req_values[req_keys.index("timestamp")])
     if extra:

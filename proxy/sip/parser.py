@@ -92,7 +92,7 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
     names: list[str] = []
     keys: list[str] = []
     values: list[str] = []
-    headers = Headers._from_lists(names, keys, values)
+    headers = Headers.from_lists(names, keys, values)
     message, version_error = _parse_start_line(lines[0], headers)
     # fast path: every line is "Name: value" with a name seen (and validated) before; the
     # slow path handles folding, odd spacing, unseen names and lines without a colon
@@ -144,9 +144,7 @@ def _body(
 def _parse_header_lines(lines: list[str], first: int, message: Request | Response) -> None:
     """Slow path from ``lines[first]`` on, appending to ``message.headers`` in place."""
     headers = message.headers
-    names = headers._names
-    keys = headers._keys
-    values = headers._values
+    names, keys, values = headers.columns()
     name_cache = _NAME_CACHE
     for line in lines[first:]:
         if not line:
@@ -212,7 +210,7 @@ def _validate(message: Request | Response, fields: dict[str, str], unique: bool)
 
     ``fields`` maps each header key to its last value; ``unique``: no key repeats."""
     if not unique or not _MANDATORY_SET <= fields.keys():
-        keys = message.headers._keys
+        keys = message.headers.columns()[1]
         for key in _MANDATORY:
             if key not in fields:
                 raise SipParseError(f"Missing {_PRETTY[key]} header", partial=message)
@@ -223,7 +221,7 @@ def _validate(message: Request | Response, fields: dict[str, str], unique: bool)
     # parsed on first access (cached); a malformed one raises SipParseError there, which the
     # transaction layer turns into a 400 (it reads the top Via and the tags of every request).
     try:
-        cseq = message.headers._cache["cseq"] = CSeq.parse(fields["cseq"])
+        cseq = message.headers.views["cseq"] = CSeq.parse(fields["cseq"])
     except SipParseError as exc:
         exc.partial = message
         raise
@@ -235,7 +233,7 @@ def _validate(message: Request | Response, fields: dict[str, str], unique: bool)
             raise SipParseError("CSeq method does not match request method", partial=message)
         mf = fields.get("max-forwards")
         if mf is not None:
-            if not unique and message.headers._keys.count("max-forwards") > 1:
+            if not unique and message.headers.columns()[1].count("max-forwards") > 1:
                 raise SipParseError("Multiple Max-Forwards headers", partial=message)
             if not (mf.isdigit() and mf.isascii()) or len(mf) > 3 or int(mf) > 255:
                 raise SipParseError("Invalid Max-Forwards header", partial=message)

@@ -12,7 +12,7 @@ from proxy.sip.parser import parse_message
 from proxy.sip.message import Request, Response
 from proxy.transport import Address
 
-from .test_b2bua import CALLER_V, A, Harness, invite, only
+from .b2bua_harness import CALLER_V, A, Harness, invite, only
 
 
 def test_rate_gate_admits_max_cps_per_second() -> None:

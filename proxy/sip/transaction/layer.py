@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import SipParseError
-from ..headers import Via, split_list
+from ..headers import Via
 from ..ids import MAGIC_COOKIE, IdGenerator
-from ..message import Headers, Request, Response, build_response
+from ..message import Request, Response, build_response
 from .builders import top_via_value
 from .machines import CLIENT_INVITE, CLIENT_NON_INVITE, SERVER_INVITE, SERVER_NON_INVITE
 from .model import (
@@ -102,7 +102,7 @@ class TransactionLayer(TimerQueues):
             self._settle()
         try:
             if isinstance(message, Response):
-                self._receive_response(message, now)
+                self._receive_response(message, source, now)
             else:
                 self._receive_request(message, source, now, delay)
         except (SipParseError, ValueError, IndexError) as exc:
@@ -120,17 +120,17 @@ class TransactionLayer(TimerQueues):
             raise ValueError(f"branch {branch!r} already used by a live {method} client transaction")
         invite = method == "INVITE"
         txn = ClientTransaction(request, branch, dest, TransactionState.CALLING if invite else TransactionState.TRYING)
-        txn._key = key
+        txn.key = key
         self._clients[key] = txn
         self._counts["client_invite" if invite else "client_non_invite"] += 1
-        self._send(request, dest)
+        self.transmit(request, dest)
         t1 = self.timers.t1
         if not txn.reliable:
             # §17.1.1.2 Timer A / §17.1.2.2 Timer E: retransmit over unreliable transports
-            txn._interval = t1
-            self._arm(txn, Input.TIMER_A if invite else Input.TIMER_E, t1, now)
+            txn.interval = t1
+            self.arm(txn, Input.TIMER_A if invite else Input.TIMER_E, t1, now)
         # §17.1.1.2 Timer B / §17.1.2.2 Timer F: 64*T1 transaction timeout
-        self._arm(txn, Input.TIMER_B if invite else Input.TIMER_F, 64 * t1, now)
+        self.arm(txn, Input.TIMER_B if invite else Input.TIMER_F, 64 * t1, now)
         return txn
 
     def send_response(self, transaction: ServerTransaction, response: Response, now: float) -> None:
@@ -144,7 +144,7 @@ class TransactionLayer(TimerQueues):
         in Accepted, every retransmission of that 2xx (same To tag) re-sends it (RFC 6026)."""
         send = Send(ack, dest)
         self._out.append(send)
-        transaction._acks[ack.to_tag or ""] = send
+        transaction.acks[ack.to_tag or ""] = send
         if transaction.state is _ACCEPTED:
             self._settling.append(transaction)  # the ACK lingers with it: settle it too
 
@@ -169,7 +169,7 @@ class TransactionLayer(TimerQueues):
         """Fire every timer due at ``now``."""
         if self._settling:
             self._settle()
-        pop_due = self._pop_due
+        pop_due = self.pop_due
         while (due := pop_due(now)) is not None:
             txn, timer = due
             if isinstance(txn, ClientTransaction):
@@ -193,10 +193,10 @@ class TransactionLayer(TimerQueues):
                 # Dropped rather than kept 5-32 s: two messages less per call in memory and
                 # in the cyclic GC's young generations.
                 txn.last_response = None
-                for send in txn._acks.values():
+                for send in txn.acks.values():
                     send.message.headers.settle()
-                if txn._error_ack is not None:
-                    txn._error_ack.headers.settle()
+                if txn.error_ack is not None:
+                    txn.error_ack.headers.settle()
             else:
                 last = txn.last_response
                 if last is not None:
@@ -222,10 +222,12 @@ class TransactionLayer(TimerQueues):
 
     # ------------------------------------------------------------------ Effects (for machines)
 
-    def _send(self, message: Request | Response, dest: Address) -> None:
+    def transmit(self, message: Request | Response, dest: Address) -> None:
+        """Queue a message of a transaction for the transport (``take_outgoing``)."""
         self._out.append(Send(message, dest))
 
-    def _emit(self, event: Event) -> None:
+    def emit(self, event: Event) -> None:
+        """Queue an event for the TU (returned by the call that caused it)."""
         self._events.append(event)
 
     # ------------------------------------------------------------------ machines
@@ -268,18 +270,18 @@ class TransactionLayer(TimerQueues):
         self._events.append(TransactionTerminated(txn))
 
     def _unregister(self, txn: AnyTransaction) -> None:
-        self._disarm_all(txn)
+        self.disarm_all(txn)
         if isinstance(txn, ClientTransaction):
-            if self._clients.get(txn._key) is txn:
-                del self._clients[txn._key]
+            if self._clients.get(txn.key) is txn:
+                del self._clients[txn.key]
             self._counts["client_invite" if txn.is_invite else "client_non_invite"] -= 1
             return
-        if self._servers.get(txn._key) is txn:
-            del self._servers[txn._key]
-        if txn._merge_key is not None and self._merged.get(txn._merge_key) is txn:
-            del self._merged[txn._merge_key]
-        if txn._ack_key is not None and self._acks_2xx.get(txn._ack_key) is txn:
-            del self._acks_2xx[txn._ack_key]
+        if self._servers.get(txn.key) is txn:
+            del self._servers[txn.key]
+        if txn.merge_key is not None and self._merged.get(txn.merge_key) is txn:
+            del self._merged[txn.merge_key]
+        if txn.ack_key is not None and self._acks_2xx.get(txn.ack_key) is txn:
+            del self._acks_2xx[txn.ack_key]
         self._counts["server_invite" if txn.is_invite else "server_non_invite"] -= 1
 
     def _drain(self) -> list[Event]:
@@ -290,7 +292,7 @@ class TransactionLayer(TimerQueues):
 
     # ------------------------------------------------------------------ incoming responses
 
-    def _receive_response(self, response: Response, now: float) -> None:
+    def _receive_response(self, response: Response, source: Address, now: float) -> None:
         # §17.1.3: branch of the top Via + CSeq method
         cseq = response.cseq
         if cseq.method == "INVITE":
@@ -302,7 +304,7 @@ class TransactionLayer(TimerQueues):
         if txn is None:
             # §13.2.2.4 / RFC 6026: a 2xx whose transaction is gone still reaches the TU
             if cseq.method == "INVITE" and 200 <= response.status < 300:
-                self._events.append(ResponseReceived(response, None))
+                self._events.append(ResponseReceived(response, None, source))
             return
         self._drive_client(txn, response_input(response.status), response, now)
 
@@ -366,7 +368,7 @@ class TransactionLayer(TimerQueues):
                 # §8.2.2.2: same From tag, Call-ID and CSeq as a live transaction, other branch
                 via = self._stamp_via(request, via, source)
                 loop = build_response(request, 482, to_tag=self.ids.tag())
-                self._send(loop, _response_dest(via, source))
+                self.transmit(loop, _response_dest(via, source))
                 return
         invite = method == "INVITE"
         if invite and to_tag is None and self.screen is not None:
@@ -375,7 +377,7 @@ class TransactionLayer(TimerQueues):
                 via = self._stamp_via(request, via, source)
                 status, extra = refusal
                 self.refused_statelessly += 1
-                self._send(build_response(request, status, to_tag=self.stateless_tag, extra=extra),
+                self.transmit(build_response(request, status, to_tag=self.stateless_tag, extra=extra),
                            _response_dest(via, source))
                 return
         via = self._stamp_via(request, via, source)
@@ -386,14 +388,14 @@ class TransactionLayer(TimerQueues):
             _response_dest(via, source),
             TransactionState.PROCEEDING if invite else TransactionState.TRYING,
         )
-        txn._key = key
+        txn.key = key
         self._servers[key] = txn
         if merge_key is not None:
-            txn._merge_key = merge_key
+            txn.merge_key = merge_key
             self._merged[merge_key] = txn
         if invite:
-            txn._ack_key = (call_id, cseq.number, from_tag)
-            self._acks_2xx[txn._ack_key] = txn
+            txn.ack_key = (call_id, cseq.number, from_tag)
+            self._acks_2xx[txn.ack_key] = txn
         self._counts["server_invite" if invite else "server_non_invite"] += 1
         cancelled = None
         if method == "CANCEL":
@@ -447,7 +449,7 @@ class TransactionLayer(TimerQueues):
         if fill_rport:
             new_params["rport"] = str(source.port)
         stamped = Via(via.transport, via.host, via.port, new_params, via.protocol)
-        _replace_top_via(request.headers, stamped)
+        request.headers.set_top_via(stamped)
         return stamped
 
     def _reject(self, message: Request | Response, source: Address, exc: Exception) -> None:
@@ -461,23 +463,8 @@ class TransactionLayer(TimerQueues):
             except (SipParseError, ValueError):
                 pass
             else:
-                self._send(answer, source)
+                self.transmit(answer, source)
         self._events.append(MessageRejected(reason, source))
-
-
-def _replace_top_via(headers: Headers, via: Via) -> None:
-    # Headers keeps parallel lists; rewriting the one value in place keeps header order
-    # (Headers.set would fold every Via line into one).
-    index = headers._keys.index("via")
-    first = headers._values[index]
-    if "," in first:
-        parts = split_list(first)
-        parts[0] = str(via)
-        headers._values[index] = ", ".join(parts)
-    else:
-        headers._values[index] = str(via)
-    headers._cache.pop("via", None)
-    headers._cache["top_via"] = via
 
 
 def _response_dest(via: Via, source: Address) -> Address:

@@ -2,7 +2,7 @@
 
 Each machine is one transition table ``(state, input) -> (next state, action)``. A pair that is
 not in a table is ignored (the message is absorbed / the stale timer does nothing). Actions
-only talk to the layer through :class:`Effects`: send, arm/disarm a timer, emit an event.
+only talk to the layer through :class:`Effects`: transmit, arm/disarm a timer, emit an event.
 Entering TERMINATED is handled by the layer (unregister, ``TransactionTerminated``).
 """
 
@@ -45,13 +45,14 @@ class Effects(Protocol):
 
     timers: TimerConfig
 
-    def _send(self, message: Request | Response, dest: Address) -> None: ...
+    # send a message, (re-)arm or disarm a transaction's timers, hand an event to the TU
+    def transmit(self, message: Request | Response, dest: Address) -> None: ...
 
-    def _arm(self, txn: ClientTransaction | ServerTransaction, timer: Input, delay: float, now: float) -> None: ...
+    def arm(self, txn: ClientTransaction | ServerTransaction, timer: Input, delay: float, now: float) -> None: ...
 
-    def _disarm(self, txn: ClientTransaction | ServerTransaction, *timers: Input) -> None: ...
+    def disarm(self, txn: ClientTransaction | ServerTransaction, *timers: Input) -> None: ...
 
-    def _emit(self, event: Event) -> None: ...
+    def emit(self, event: Event) -> None: ...
 
 
 ClientAction = Callable[[Effects, ClientTransaction, Input, "Response | None", float], None]
@@ -72,34 +73,34 @@ def _c_nothing(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | 
 
 
 def _c_timeout(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
-    fx._emit(TransactionTimeout(txn, inp.value))
+    fx.emit(TransactionTimeout(txn, inp.value))
 
 
 def _c_pass(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
     assert msg is not None
     txn.last_response = msg
-    fx._emit(ResponseReceived(msg, txn))
+    fx.emit(ResponseReceived(msg, txn))
 
 
 def _c_pass_stray(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
     assert msg is not None
-    fx._emit(ResponseReceived(msg, None))
+    fx.emit(ResponseReceived(msg, None, txn.dest))
 
 
 def _ci_retransmit(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
-    fx._send(txn.request, txn.dest)
-    txn._interval *= 2
-    fx._arm(txn, Input.TIMER_A, txn._interval, now)
+    fx.transmit(txn.request, txn.dest)
+    txn.interval *= 2
+    fx.arm(txn, Input.TIMER_A, txn.interval, now)
 
 
 def _ci_proceeding(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
-    fx._disarm(txn, Input.TIMER_A)
+    fx.disarm(txn, Input.TIMER_A)
     _c_pass(fx, txn, inp, msg, now)
 
 
 def _ci_accepted(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
-    fx._disarm(txn, Input.TIMER_A, Input.TIMER_B)
-    fx._arm(txn, Input.TIMER_M, 64 * fx.timers.t1, now)
+    fx.disarm(txn, Input.TIMER_A, Input.TIMER_B)
+    fx.arm(txn, Input.TIMER_M, 64 * fx.timers.t1, now)
     _c_pass(fx, txn, inp, msg, now)
 
 
@@ -107,41 +108,41 @@ def _ci_retransmitted_2xx(
     fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float
 ) -> None:
     assert msg is not None
-    ack = txn._acks.get(msg.to_tag or "")
+    ack = txn.acks.get(msg.to_tag or "")
     if ack is not None:
-        fx._send(ack.message, ack.dest)
+        fx.transmit(ack.message, ack.dest)
     _c_pass(fx, txn, inp, msg, now)
 
 
 def _ci_completed(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
     assert msg is not None
-    fx._disarm(txn, Input.TIMER_A, Input.TIMER_B)
-    ack = txn._error_ack = build_ack_for_error(txn.request, msg)
-    fx._send(ack, txn.dest)
+    fx.disarm(txn, Input.TIMER_A, Input.TIMER_B)
+    ack = txn.error_ack = build_ack_for_error(txn.request, msg)
+    fx.transmit(ack, txn.dest)
     # Timer D must outlast the server's retransmissions (Timer H = 64*T1): at least 32 s on UDP
-    fx._arm(txn, Input.TIMER_D, 0.0 if txn.reliable else max(32.0, 64 * fx.timers.t1), now)
+    fx.arm(txn, Input.TIMER_D, 0.0 if txn.reliable else max(32.0, 64 * fx.timers.t1), now)
     _c_pass(fx, txn, inp, msg, now)
 
 
 def _ci_reack(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
-    if txn._error_ack is not None:
-        fx._send(txn._error_ack, txn.dest)
+    if txn.error_ack is not None:
+        fx.transmit(txn.error_ack, txn.dest)
 
 
 def _cn_retransmit(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
-    fx._send(txn.request, txn.dest)
-    txn._interval = min(2 * txn._interval, fx.timers.t2)
-    fx._arm(txn, Input.TIMER_E, txn._interval, now)
+    fx.transmit(txn.request, txn.dest)
+    txn.interval = min(2 * txn.interval, fx.timers.t2)
+    fx.arm(txn, Input.TIMER_E, txn.interval, now)
 
 
 def _cn_retransmit_t2(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
-    fx._send(txn.request, txn.dest)
-    fx._arm(txn, Input.TIMER_E, fx.timers.t2, now)
+    fx.transmit(txn.request, txn.dest)
+    fx.arm(txn, Input.TIMER_E, fx.timers.t2, now)
 
 
 def _cn_completed(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
-    fx._disarm(txn, Input.TIMER_E, Input.TIMER_F)
-    fx._arm(txn, Input.TIMER_K, 0.0 if txn.reliable else fx.timers.t4, now)
+    fx.disarm(txn, Input.TIMER_E, Input.TIMER_F)
+    fx.arm(txn, Input.TIMER_K, 0.0 if txn.reliable else fx.timers.t4, now)
     _c_pass(fx, txn, inp, msg, now)
 
 
@@ -217,14 +218,14 @@ def _s_nothing(
 def _s_timeout(
     fx: Effects, txn: ServerTransaction, inp: Input, msg: ServerMsg, source: Address | None, now: float
 ) -> None:
-    fx._emit(TransactionTimeout(txn, inp.value))
+    fx.emit(TransactionTimeout(txn, inp.value))
 
 
 def _s_resend_last(
     fx: Effects, txn: ServerTransaction, inp: Input, msg: ServerMsg, source: Address | None, now: float
 ) -> None:
     if txn.last_response is not None:
-        fx._send(txn.last_response, txn.response_dest)
+        fx.transmit(txn.last_response, txn.response_dest)
 
 
 def _s_send(
@@ -232,7 +233,7 @@ def _s_send(
 ) -> None:
     assert isinstance(msg, Response)
     txn.last_response = msg
-    fx._send(msg, txn.response_dest)
+    fx.transmit(msg, txn.response_dest)
 
 
 def _si_accepted(
@@ -240,19 +241,19 @@ def _si_accepted(
 ) -> None:
     _s_send(fx, txn, inp, msg, source, now)
     t1 = fx.timers.t1
-    fx._arm(txn, Input.TIMER_L, 64 * t1, now)
+    fx.arm(txn, Input.TIMER_L, 64 * t1, now)
     # §13.3.1.4: the 2xx is retransmitted end to end (whatever the transport) until the ACK
-    txn._interval = t1
-    fx._arm(txn, Input.RETRANSMIT_2XX, t1, now)
+    txn.interval = t1
+    fx.arm(txn, Input.RETRANSMIT_2XX, t1, now)
 
 
 def _si_retransmit_2xx(
     fx: Effects, txn: ServerTransaction, inp: Input, msg: ServerMsg, source: Address | None, now: float
 ) -> None:
     if txn.last_response is not None:
-        fx._send(txn.last_response, txn.response_dest)
-    txn._interval = min(2 * txn._interval, fx.timers.t2)
-    fx._arm(txn, Input.RETRANSMIT_2XX, txn._interval, now)
+        fx.transmit(txn.last_response, txn.response_dest)
+    txn.interval = min(2 * txn.interval, fx.timers.t2)
+    fx.arm(txn, Input.RETRANSMIT_2XX, txn.interval, now)
 
 
 def _si_ack_for_2xx(
@@ -261,16 +262,16 @@ def _si_ack_for_2xx(
     assert isinstance(msg, Request) and source is not None
     if not txn.acked:
         txn.acked = True
-        fx._disarm(txn, Input.RETRANSMIT_2XX)
+        fx.disarm(txn, Input.RETRANSMIT_2XX)
     # RFC 6026 §6 / §13.3.1.4: the ACK for a 2xx belongs to the TU (it may be a retransmission)
-    fx._emit(RequestReceived(msg, source, None))
+    fx.emit(RequestReceived(msg, source, None))
 
 
 def _si_timer_l(
     fx: Effects, txn: ServerTransaction, inp: Input, msg: ServerMsg, source: Address | None, now: float
 ) -> None:
     if not txn.acked:
-        fx._emit(TransactionTimeout(txn, "L"))
+        fx.emit(TransactionTimeout(txn, "L"))
 
 
 def _si_completed(
@@ -279,31 +280,31 @@ def _si_completed(
     _s_send(fx, txn, inp, msg, source, now)
     t1 = fx.timers.t1
     if not txn.reliable:
-        txn._interval = t1
-        fx._arm(txn, Input.TIMER_G, t1, now)
-    fx._arm(txn, Input.TIMER_H, 64 * t1, now)
+        txn.interval = t1
+        fx.arm(txn, Input.TIMER_G, t1, now)
+    fx.arm(txn, Input.TIMER_H, 64 * t1, now)
 
 
 def _si_retransmit_g(
     fx: Effects, txn: ServerTransaction, inp: Input, msg: ServerMsg, source: Address | None, now: float
 ) -> None:
     _s_resend_last(fx, txn, inp, msg, source, now)
-    txn._interval = min(2 * txn._interval, fx.timers.t2)
-    fx._arm(txn, Input.TIMER_G, txn._interval, now)
+    txn.interval = min(2 * txn.interval, fx.timers.t2)
+    fx.arm(txn, Input.TIMER_G, txn.interval, now)
 
 
 def _si_confirmed(
     fx: Effects, txn: ServerTransaction, inp: Input, msg: ServerMsg, source: Address | None, now: float
 ) -> None:
-    fx._disarm(txn, Input.TIMER_G, Input.TIMER_H)
-    fx._arm(txn, Input.TIMER_I, 0.0 if txn.reliable else fx.timers.t4, now)
+    fx.disarm(txn, Input.TIMER_G, Input.TIMER_H)
+    fx.arm(txn, Input.TIMER_I, 0.0 if txn.reliable else fx.timers.t4, now)
 
 
 def _sn_completed(
     fx: Effects, txn: ServerTransaction, inp: Input, msg: ServerMsg, source: Address | None, now: float
 ) -> None:
     _s_send(fx, txn, inp, msg, source, now)
-    fx._arm(txn, Input.TIMER_J, 0.0 if txn.reliable else 64 * fx.timers.t1, now)
+    fx.arm(txn, Input.TIMER_J, 0.0 if txn.reliable else 64 * fx.timers.t1, now)
 
 
 #: RFC 3261 §17.2.1 Figure 7 with RFC 6026 §7.1 Figure 7 (Accepted). Inputs PROVISIONAL,

@@ -110,7 +110,7 @@ class Transaction:
 
     __slots__ = (
         "request", "branch", "method", "is_invite", "state", "last_response", "tu_data",
-        "reliable", "_timers", "_interval", "_key",
+        "reliable", "armed", "interval", "key",
     )
 
     def __init__(self, request: Request, branch: str, reliable: bool, state: TransactionState) -> None:
@@ -126,24 +126,25 @@ class Transaction:
         self.tu_data: Any = None
         self.reliable = reliable
         #: armed timers: input -> its entry in the layer's timer queues
-        self._timers: dict[Input, ArmedTimer] = {}
+        self.armed: dict[Input, ArmedTimer] = {}
         #: current retransmission interval of Timer A / E / G / the 2xx retransmission
-        self._interval = 0.0
-        self._key: tuple[object, ...] = ()
+        self.interval = 0.0
+        #: the layer's matching key (§17.1.3 / §17.2.3), to unregister the transaction
+        self.key: tuple[object, ...] = ()
 
 
 class ClientTransaction(Transaction):
     """RFC 3261 §17.1: a request we sent and the responses to it."""
 
-    __slots__ = ("dest", "_acks", "_error_ack")
+    __slots__ = ("dest", "acks", "error_ack")
 
     def __init__(self, request: Request, branch: str, dest: Address, state: TransactionState) -> None:
         super().__init__(request, branch, dest.transport != "udp", state)
         self.dest = dest
         #: RFC 6026: the TU's ACK for each 2xx, by To tag, re-sent on every retransmitted 2xx
-        self._acks: dict[str, Send] = {}
+        self.acks: dict[str, Send] = {}
         #: §17.1.1.3: the ACK the layer built for a 300-699 response
-        self._error_ack: Request | None = None
+        self.error_ack: Request | None = None
 
     def __repr__(self) -> str:
         return f"<ClientTransaction {self.method} {self.branch} {self.state.name}>"
@@ -152,7 +153,7 @@ class ClientTransaction(Transaction):
 class ServerTransaction(Transaction):
     """RFC 3261 §17.2: a request we received and the responses we send to it."""
 
-    __slots__ = ("source", "response_dest", "acked", "_merge_key", "_ack_key")
+    __slots__ = ("source", "response_dest", "acked", "merge_key", "ack_key")
 
     def __init__(
         self,
@@ -168,8 +169,9 @@ class ServerTransaction(Transaction):
         self.response_dest = response_dest
         #: RFC 6026: an ACK for our 2xx has arrived (stops 2xx retransmissions, no Timer L alarm)
         self.acked = False
-        self._merge_key: tuple[object, ...] | None = None
-        self._ack_key: tuple[object, ...] | None = None
+        #: the layer's keys for merged requests (§8.2.2.2) and for the ACK of a 2xx (RFC 6026)
+        self.merge_key: tuple[object, ...] | None = None
+        self.ack_key: tuple[object, ...] | None = None
 
     def __repr__(self) -> str:
         return f"<ServerTransaction {self.method} {self.branch} {self.state.name}>"
@@ -193,10 +195,13 @@ class RequestReceived:
 @dataclass(slots=True)
 class ResponseReceived:
     """A response for the TU. ``transaction`` is None for a 2xx to an INVITE whose client
-    transaction is gone (the TU re-sends its ACK, §13.2.2.4)."""
+    transaction is gone or already finished by a 300-699 (§13.2.2.4: the TU re-sends its ACK,
+    or ACKs and releases a dialog it does not know); ``source`` then says where it came from
+    (the address the TU answers it at), else it is None."""
 
     response: Response
     transaction: ClientTransaction | None
+    source: Address | None = None
 
 
 @dataclass(slots=True)

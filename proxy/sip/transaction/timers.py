@@ -34,7 +34,7 @@ ArmedTimer = list[Any]
 
 class TimerQueues:
     """Armed transaction timers, bucketed by delay; see the module docstring. The
-    :class:`~.layer.TransactionLayer` is one: ``_arm``/``_disarm`` are the machines' timer
+    :class:`~.layer.TransactionLayer` is one: ``arm``/``disarm`` are the machines' timer
     effects."""
 
     __slots__ = ("_by_delay", "_queues", "_seq", "_size", "_dead", "_next", "_stale")
@@ -55,15 +55,15 @@ class TimerQueues:
         """Live armed timers."""
         return self._size - self._dead
 
-    def _arm(self, txn: AnyTransaction, timer: Input, delay: float, now: float) -> None:
+    def arm(self, txn: AnyTransaction, timer: Input, delay: float, now: float) -> None:
         """Arm (or re-arm) ``timer`` of ``txn`` to fire at ``now + delay``."""
         deadline = now + delay
         self._seq = seq = self._seq + 1
         entry = [deadline, seq, txn, timer]
-        old = txn._timers.get(timer)
+        old = txn.armed.get(timer)
         if old is not None:
             self._bury(old)
-        txn._timers[timer] = entry
+        txn.armed[timer] = entry
         queue = self._by_delay.get(delay)
         if queue is None:
             queue = self._by_delay[delay] = deque()
@@ -76,9 +76,9 @@ class TimerQueues:
         if deadline < self._next:
             self._next = deadline
 
-    def _disarm(self, txn: AnyTransaction, *timers: Input) -> None:
+    def disarm(self, txn: AnyTransaction, *timers: Input) -> None:
         """Disarm those of ``timers`` that are armed for ``txn``."""
-        armed = txn._timers
+        armed = txn.armed
         for timer in timers:
             entry = armed.pop(timer, None)
             if entry is not None:
@@ -86,10 +86,10 @@ class TimerQueues:
         if self._dead > COMPACT_AFTER and 2 * self._dead > self._size:
             self._compact()
 
-    def _disarm_all(self, txn: AnyTransaction) -> None:
+    def disarm_all(self, txn: AnyTransaction) -> None:
         """Disarm every timer of ``txn``."""
-        if txn._timers:
-            self._disarm(txn, *txn._timers)
+        if txn.armed:
+            self.disarm(txn, *txn.armed)
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of a live timer (when the layer's ``handle_timers`` must next
@@ -98,7 +98,7 @@ class TimerQueues:
             self._scan(-inf)
         return None if self._next == inf else self._next
 
-    def _pop_due(self, now: float) -> tuple[AnyTransaction, Input] | None:
+    def pop_due(self, now: float) -> tuple[AnyTransaction, Input] | None:
         """Remove and return the earliest live timer due at ``now`` (ties: arming order), or
         None when none is due."""
         if not self._stale and self._next > now:
@@ -108,7 +108,7 @@ class TimerQueues:
             return None
         _, _, txn, timer = queue.popleft()
         self._size -= 1
-        del txn._timers[timer]
+        del txn.armed[timer]
         self._stale = True
         return txn, timer
 
