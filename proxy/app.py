@@ -243,7 +243,7 @@ async def start(config: Config) -> App:
                                       sip_stats=lambda: _sip_stats(app))
         except OSError as exc:
             await app.close()
-            raise ConfigError(config.source and str(config.source), "api.listen",
+            raise ConfigError(str(config.source) if config.source else None, "api.listen",
                               f"cannot listen on {config.api.listen}: "
                               f"{exc.strerror or exc}") from None
     _tune_gc()
