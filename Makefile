@@ -21,7 +21,7 @@ $(BIN)/.installed: $(BIN)/.runtime
 run: $(BIN)/.runtime
 	$(BIN)/sipmask run
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed lint
 	./scripts/system-deps.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
@@ -38,8 +38,11 @@ micro: $(BIN)/.installed
 bench: $(BIN)/.installed
 	../shared/bench/sipbench.sh sipmask 20000 50 -- loadtest/bench-sut
 
+# ruff, mypy --strict over the whole package, the import contracts of pyproject.toml
 lint: $(BIN)/.installed
-	$(BIN)/mypy --strict proxy/sip
+	$(BIN)/ruff check proxy loadtest tests
+	$(BIN)/mypy --strict proxy
+	$(BIN)/lint-imports
 
 constraints: $(BIN)/.installed
 	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.new && mv constraints.new constraints.txt

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                         break
                 except OSError:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"sipmask did not start: {proc.stderr.read()!r}")
+                        raise SystemExit(f"sipmask did not start: {proc.stderr.read()!r}") from None
                     time.sleep(0.1)
             results = []
             offset = 0

@@ -21,8 +21,8 @@ import gc
 import os
 import sys
 import tempfile
-import tracemalloc
 import time
+import tracemalloc
 from pathlib import Path
 
 import structlog
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.hold:
         return _hold(args.hold)
-    configure_logging(args.log_level, "json", stream=open(os.devnull, "w"))  # noqa: SIM115
+    configure_logging(args.log_level, "json", stream=open(os.devnull, "w"))  # noqa: SIM115 - open for the whole run
     gc.freeze()
     gc.set_threshold(20_000, 2, 50_000)  # as proxy/app.py does
     if args.refusals:
@@ -266,7 +266,7 @@ def _rss_kib() -> int:
 
 def _hold(n_calls: int) -> int:
     """Memory per established call (both dialogs, their transactions and timers)."""
-    configure_logging("warning", "json", stream=open(os.devnull, "w"))  # noqa: SIM115
+    configure_logging("warning", "json", stream=open(os.devnull, "w"))  # noqa: SIM115 - open for the whole run
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp))
         for n in range(1, 201):  # warm up: imports, caches, allocator arenas

@@ -136,7 +136,10 @@ def clock_cost(reads: int = 1_000_000) -> list[int]:
 def tail(samples_ns: list[int]) -> str:
     samples_ns.sort()
     n = len(samples_ns)
-    at = lambda q: samples_ns[min(n - 1, int(n * q))]  # noqa: E731
+
+    def at(q: float) -> int:
+        return samples_ns[min(n - 1, int(n * q))]
+
     return (f"p50 {at(0.5):6d} ns   p99 {at(0.99):6d} ns   p99.9 {at(0.999):6d} ns   "
             f"max {samples_ns[-1]:8d} ns")
 

@@ -29,7 +29,7 @@ def _inner(calls: int) -> None:
 
     from .bench_call import Bench
 
-    configure_logging("warning", "json", stream=open(os.devnull, "w"))  # noqa: SIM115
+    configure_logging("warning", "json", stream=open(os.devnull, "w"))  # noqa: SIM115 - open for the whole run
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp))
         gc.freeze()

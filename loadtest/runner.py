@@ -50,7 +50,7 @@ class Ramp:
     seconds: float
 
     @classmethod
-    def parse(cls, text: str) -> "Ramp":
+    def parse(cls, text: str) -> Ramp:
         """``START:END:SECONDS``, e.g. ``10:200:60``."""
         try:
             start, end, seconds = (float(x) for x in text.split(":"))
@@ -130,7 +130,7 @@ class RunOptions:
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _default_out_dir(scenario: str) -> Path:

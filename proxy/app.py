@@ -16,6 +16,7 @@ import structlog
 from .b2bua import B2bua
 from .b2bua.policy import RulesError, load_rules
 from .config import Config, ConfigError
+from .integrations import LookupHook, WebhookSink
 from .observability.logging import configure_logging
 from .observability.redaction import Redactor
 from .pairing.cache import PairingCache
@@ -25,7 +26,6 @@ from .pairing.stores import open_store
 from .sip.ids import SecretIds
 from .sip.transaction import TimerConfig, TransactionLayer
 from .transport import SipTransports
-from .integrations import LookupHook, WebhookSink
 from .transport.stack import SipStack
 
 #: CDRs and session activity are written in one batch per interval. 1 s rather than 0.2 s:
@@ -77,7 +77,7 @@ class App:
         for closer in self.closers:
             try:
                 await closer()
-            except Exception:  # noqa: BLE001 - shutting down: log and go on
+            except Exception:
                 self.log.exception("app.close_failed")
         if self.store_worker is not None:
             self.store_worker.shutdown(wait=True)  # a write in flight lands before the last flush
@@ -109,7 +109,7 @@ class _HookAdapter:
                 match = t.result()
             try:
                 done(match, self.loop.time())
-            except Exception:  # noqa: BLE001 - like SipStack: never into the loop
+            except Exception:
                 self.log.exception("hook.resume_failed")
             self.stack.flush()
 

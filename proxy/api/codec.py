@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from aiohttp import web
@@ -36,7 +36,7 @@ def ftime(ts: float | None) -> str | None:
     """Epoch seconds as an RFC 3339 UTC string (None stays None)."""
     if ts is None:
         return None
-    text = datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+    text = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
 
 

@@ -33,7 +33,7 @@ async def readyz(request: web.Request) -> web.Response:
     for name, check in ctx.checks.items():
         try:
             ok = await asyncio.wait_for(ctx.run(check), ctx.probe_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             results[name] = "timeout"
             continue
         except Exception:  # noqa: BLE001 - a failing probe means "not ready"

@@ -85,7 +85,7 @@ class ApiServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp does not expose the bound port
+        server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.host, self.port = (sockets[0].getsockname()[:2] if sockets else (host, port))
         return self.host, self.port

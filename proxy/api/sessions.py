@@ -11,8 +11,16 @@ from ..pairing.model import PairingError
 from ..pairing.records import KEEP, IdempotencyRecord, Keep, SessionFilter
 from .auth import actor, requires, token_of
 from .codec import (
-    opt_number, parse_limit, parse_metadata, parse_mode, parse_time, positive_seconds,
-    read_json, reject_unknown, render_cdr, render_session,
+    opt_number,
+    parse_limit,
+    parse_metadata,
+    parse_mode,
+    parse_time,
+    positive_seconds,
+    read_json,
+    reject_unknown,
+    render_cdr,
+    render_session,
 )
 from .context import CTX
 from .problems import ApiProblem

@@ -92,11 +92,12 @@ class InDialogFlow(Teardown):
         status = response.status
         if status == 100:
             return
-        if fwd.method == "INVITE" and 200 <= status < 300:
-            if leg.call.state is ENDED or server.last_response is not None and server.last_response.status >= 200:
-                # the dialog ended while the re-INVITE was in flight (BYE crossing it): ACK and drop
-                self._ack_reinvite(leg.peer, txn, response, None, now)
-                return
+        last = server.last_response
+        if fwd.method == "INVITE" and 200 <= status < 300 and (
+                leg.call.state is ENDED or (last is not None and last.status >= 200)):
+            # the dialog ended while the re-INVITE was in flight (BYE crossing it): ACK and drop
+            self._ack_reinvite(leg.peer, txn, response, None, now)
+            return
         if server.last_response is not None and server.last_response.status >= 200:
             return  # already finally answered (e.g. 487 on teardown)
         out = build_response(server.request, status, response.reason, to_tag=leg.local_tag)

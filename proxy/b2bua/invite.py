@@ -153,7 +153,8 @@ class InviteFlow(InDialogFlow):
         self._send_b_invite(call, now)
         call.set_timer("ring", self.timers.schedule(now + cfg.ring_timeout_s, self._on_ring_timer, call))
 
-    def _build_b_invite(self, call: Call, a_invite: Request, gw: Gateway, max_forwards: int, cseq: int, dialed: str) -> Request:
+    def _build_b_invite(self, call: Call, a_invite: Request, gw: Gateway, max_forwards: int, cseq: int,
+                        dialed: str) -> Request:
         b = call.b
         req = self._outbound_request("INVITE", call.match, gw, dialed, b.local_tag, b.call_id, cseq, max_forwards)
         req.headers.add("Contact", b.contact)

@@ -97,7 +97,8 @@ class Teardown(B2buaBase):
         duration = (now - call.answered_at) if call.answered_at is not None else 0.0
         self._count(f"ended_{outcome}")
         if self._info:
-            call.log.info("call.ended", outcome=outcome, cause=call.cause, code=call.code, duration_s=round(duration, 3))
+            call.log.info("call.ended", outcome=outcome, cause=call.cause, code=call.code,
+                          duration_s=round(duration, 3))
         wall = self.wall_clock
         cdr = Cdr(
             call_id_token=self._call_id_token(call),

@@ -18,7 +18,7 @@ import getpass
 import sqlite3
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -31,7 +31,8 @@ from ..pairing.stores import ApiStore, PairingStore, open_store
 
 __all__ = [
     "STORE_ERRORS", "AdminHandler", "Handler", "StoreHandler", "actor", "add_lifetime_options",
-    "add_limit_option", "add_region_option", "add_session_options", "add_reveal_option", "describe_cdr", "describe_session", "fail",
+    "add_limit_option", "add_region_option", "add_session_options", "add_reveal_option", "describe_cdr",
+    "describe_session", "fail",
     "meta_item", "open_configured_store", "positive_seconds", "show_number", "when",
     "with_admin", "with_store",
 ]
@@ -183,7 +184,7 @@ def when(ts: float | None) -> str:
     """A Unix time as UTC ISO 8601 to the second, or ``-``."""
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def show_number(number: str, reveal: bool) -> str:

@@ -213,7 +213,7 @@ class WebhookSink:
             except asyncio.CancelledError:
                 self._count(ep, "abandoned")  # close() gave up on it mid-retry
                 raise
-            except Exception as exc:  # a bug must not kill the worker
+            except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker
                 self._count(ep, "failed")
                 log.error("webhook.crashed", endpoint=ep.label, error=type(exc).__name__)
             finally:

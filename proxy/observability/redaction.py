@@ -149,9 +149,8 @@ def contains_phone_number(text: str) -> bool:
         if kind in ("user", "telnum"):
             if not m.group(kind).startswith(_TOKEN_PREFIXES):
                 return True
-        elif kind == "phone":
-            if _is_phone_run(m.group("phone")) is not False:
-                return True
+        elif kind == "phone" and _is_phone_run(m.group("phone")) is not False:
+            return True
     return False
 
 

@@ -209,7 +209,7 @@ def _validate(message: Request | Response, fields: dict[str, str], unique: bool)
     """§8.1.1: the mandatory headers exist once and the ones every layer reads parse.
 
     ``fields`` maps each header key to its last value; ``unique``: no key repeats."""
-    if not unique or not _MANDATORY_SET <= fields.keys():
+    if not unique or not fields.keys() >= _MANDATORY_SET:
         keys = message.headers.columns()[1]
         for key in _MANDATORY:
             if key not in fields:

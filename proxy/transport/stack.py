@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import traceback
-from time import perf_counter
 from collections.abc import Callable
+from time import perf_counter
 from typing import Protocol
 
 from ..observability.logging import get_logger

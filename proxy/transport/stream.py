@@ -114,7 +114,7 @@ class StreamConnection(asyncio.Protocol):
         except SipParseError as exc:
             self._framing_failed(exc)
             return
-        except Exception:
+        except Exception:  # noqa: BLE001 - one bad message or handler must never stop the connection
             self._stats.parse_errors += 1
             self._stats.dropped += 1
             self.close()
@@ -136,7 +136,7 @@ class StreamConnection(asyncio.Protocol):
                 stats.parse_errors += 1
                 self._answer(error_reply(exc))
                 continue
-            except Exception:
+            except Exception:  # noqa: BLE001 - one bad message or handler must never stop the connection
                 stats.parse_errors += 1
                 stats.dropped += 1
                 continue
@@ -144,7 +144,7 @@ class StreamConnection(asyncio.Protocol):
             assert self.peer is not None
             try:
                 self._on_message(message, self.peer)
-            except Exception:
+            except Exception:  # noqa: BLE001 - one bad message or handler must never stop the connection
                 _log.exception("transport.handler_failed", transport=self.kind)
 
     def eof_received(self) -> bool | None:

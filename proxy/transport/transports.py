@@ -200,7 +200,7 @@ class SipTransports:
                     self.send(data, Address(lowered, dest.host, dest.port))
                 else:
                     self._send_failed(dest)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the transports never raise into the SIP stack or the loop
             _log.exception("transport.send_failed", transport=dest.transport)
             self._send_failed(dest)
 
@@ -275,7 +275,7 @@ class SipTransports:
             connection.connect_failed()
             self._forget(connection)
             raise
-        except Exception as exc:  # OSError, ssl.SSLError, TimeoutError...
+        except Exception as exc:  # noqa: BLE001 - OSError, ssl.SSLError, TimeoutError...
             _log.info(
                 "transport.connect_failed",
                 transport=dest.transport,
@@ -293,7 +293,7 @@ class SipTransports:
         if callback is not None:
             try:
                 callback(Address("udp", host, port))
-            except Exception:
+            except Exception:  # noqa: BLE001 - the transports never raise into the SIP stack or the loop
                 _log.exception("transport.send_error_handler_failed")
 
     def _send_failed(self, dest: Address) -> None:
@@ -302,7 +302,7 @@ class SipTransports:
         if callback is not None:
             try:
                 callback(dest)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the transports never raise into the SIP stack or the loop
                 _log.exception("transport.send_error_handler_failed")
 
     # -- connections ---------------------------------------------------------------------------
@@ -392,7 +392,7 @@ class SipTransports:
         for _, server, _ in self._servers:
             try:
                 await asyncio.wait_for(server.wait_closed(), 2.0)
-            except (asyncio.TimeoutError, OSError):
+            except (TimeoutError, OSError):
                 pass
         for connection in list(self._all_connections):
             connection.abort()

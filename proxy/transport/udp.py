@@ -154,7 +154,7 @@ class UdpEndpoint:
             if on_batch_end is not None:
                 try:
                     on_batch_end()
-                except Exception:
+                except Exception:  # noqa: BLE001 - one bad datagram or handler must never stop the endpoint
                     _log.exception("transport.handler_failed", transport="udp")
 
     def _read_batch(self, sock: socket.socket) -> None:
@@ -217,7 +217,7 @@ class UdpEndpoint:
             if addr:
                 try:
                     on_unreachable(str(addr[0]), int(addr[1]))
-                except Exception:
+                except Exception:  # noqa: BLE001 - one bad datagram or handler must never stop the endpoint
                     _log.exception("transport.handler_failed", transport="udp")
             if self._sock is not sock:
                 break
@@ -234,7 +234,7 @@ class UdpEndpoint:
         except SipParseError as exc:
             self._parse_failed(data, exc, addr)
             return
-        except Exception:  # the parser promises SipParseError only; do not trust it with the loop
+        except Exception:  # noqa: BLE001 - the parser promises SipParseError only; do not trust it with the loop
             stats.parse_errors += 1
             stats.dropped += 1
             return
@@ -247,7 +247,7 @@ class UdpEndpoint:
             source = sources[addr] = Address("udp", addr[0], addr[1])
         try:
             self._on_message(message, source, delay)
-        except Exception:
+        except Exception:  # noqa: BLE001 - one bad datagram or handler must never stop the endpoint
             _log.exception("transport.handler_failed", transport="udp")
 
     def _parse_failed(self, data: bytes, exc: SipParseError, addr: Any) -> None:

@@ -161,7 +161,7 @@ class SipMsg:
     raw: str
 
     @classmethod
-    def parse(cls, raw: str) -> "SipMsg":
+    def parse(cls, raw: str) -> SipMsg:
         text = raw.replace("\r\n", "\n")
         head, _, body = text.partition("\n\n")
         lines = head.split("\n")
@@ -564,7 +564,7 @@ class Sipmask:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"sipmask ignored SIGTERM for 10s:\n{self.stderr()[-5000:]}")
+                raise AssertionError(f"sipmask ignored SIGTERM for 10s:\n{self.stderr()[-5000:]}") from None
         return self.proc.returncode
 
 
@@ -595,7 +595,7 @@ def options_ping(ip: str, port: int, timeout_s: float = 0.5) -> int | None:
                     code = int(parts[1])
                     if code >= 200:
                         return code
-        except (socket.timeout, ConnectionRefusedError, OSError):
+        except (TimeoutError, ConnectionRefusedError, OSError):
             return None
 
 

@@ -31,7 +31,7 @@ UNWELCOME = "+15553335555"  # and rejects this one
 class _Hook(BaseHTTPRequestHandler):
     asked: list[dict[str, object]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).asked.append(body)
         if body.get("caller") == WELCOME:

@@ -31,7 +31,7 @@ SECRET = "webhook-test-secret"
 class _Receiver(BaseHTTPRequestHandler):
     got: list[tuple[dict[str, str], bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).got.append(({k.lower(): v for k, v in self.headers.items()}, body))
         self.send_response(204)

@@ -17,8 +17,8 @@ import structlog
 from proxy.api import ApiContext, ApiServer
 from proxy.pairing import NumberVault, SqliteStore
 from proxy.pairing.admin import PairingAdmin
-from proxy.pairing.stores.redis import RedisStore
 from proxy.pairing.stores import ApiStore
+from proxy.pairing.stores.redis import RedisStore
 
 SECRET = bytes(range(64))
 

@@ -5,7 +5,7 @@
 `redis_client` flushes it before each test. A missing `redis-server` is a failure, not a skip:
 CI installs it with scripts/system-deps.sh (``make test`` runs it first).
 
-Import the fixtures into a test module with ``from .redis_server import redis_client, redis_url``.
+tests/unit/conftest.py offers both fixtures to every unit test module.
 """
 
 from __future__ import annotations

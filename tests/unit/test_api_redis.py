@@ -18,7 +18,6 @@ from proxy.pairing import NumberVault, PairingService
 from proxy.pairing.stores.redis import RedisStore
 
 from .api_harness import Api, running_api
-from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
 from .test_api import (  # noqa: F401  (collected here, on the Redis `api` below)
     test_closed_session_frees_the_number_for_the_participant,
     test_create_allocates_from_the_pool_and_get_returns_it,

@@ -5,23 +5,20 @@ status and content type are documented, and bodies match their schema."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-schemathesis = pytest.importorskip("schemathesis", minversion="4.0")
-
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
 
-from proxy.api import openapi_document  # noqa: E402
+from proxy.api import openapi_document
 
-from .api_harness import Api, running_api  # noqa: E402
+from .api_harness import Api, running_api
 
 schema = schemathesis.openapi.from_dict(openapi_document())
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,

@@ -18,8 +18,6 @@ from proxy.config import load_config
 from proxy.pairing import NumberVault, Participant
 from proxy.pairing.stores.redis import RedisStore
 
-from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
-
 ALICE, BOB = "+15551230001", "+15551230002"
 V1, V2 = "+15559990001", "+15559990002"
 

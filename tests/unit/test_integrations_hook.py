@@ -15,11 +15,11 @@ import structlog
 from aiohttp import web
 
 from proxy.config import HookConfig
+from proxy.integrations.hook import MISSING, LookupHook
+from proxy.integrations.signing import verify
 from proxy.observability.metrics import Metrics
 from proxy.observability.redaction import contains_phone_number
-from proxy.integrations.signing import verify
 from proxy.pairing.crypto import NumberVault
-from proxy.integrations.hook import MISSING, LookupHook
 from proxy.pairing.model import Match
 
 CALLER, CALLEE, VIRTUAL, OTHER_VIRTUAL = "+15551230001", "+15551230002", "+15559990001", "+15559990002"

@@ -16,9 +16,9 @@ import structlog
 from aiohttp import web
 
 from proxy.config import WebhookConfig
-from proxy.observability.redaction import contains_phone_number
 from proxy.integrations.signing import verify
 from proxy.integrations.webhooks import WebhookSink, cdr_payload
+from proxy.observability.redaction import contains_phone_number
 from proxy.pairing.crypto import NumberVault
 from proxy.pairing.model import Cdr
 

@@ -8,8 +8,8 @@ import pytest
 
 from proxy.b2bua.overload import Admission
 from proxy.config import ConfigError, load_config
-from proxy.sip.parser import parse_message
 from proxy.sip.message import Request, Response
+from proxy.sip.parser import parse_message
 from proxy.transport import Address
 
 from .b2bua_harness import CALLER_V, A, Harness, invite, only

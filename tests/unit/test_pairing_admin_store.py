@@ -9,11 +9,9 @@ import pytest
 
 from proxy.pairing import ConflictError, NotFound, NumberVault, PairingError, SqliteStore
 from proxy.pairing.records import AuditEntry, IdempotencyRecord
-from proxy.pairing.stores.redis import RedisStore
-from proxy.pairing.stores.base import IDEMPOTENCY_TTL_S
 from proxy.pairing.stores import ApiStore
-
-from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
+from proxy.pairing.stores.base import IDEMPOTENCY_TTL_S
+from proxy.pairing.stores.redis import RedisStore
 
 T0 = 1_700_000_000.0
 

@@ -15,10 +15,8 @@ import pytest
 
 from proxy.pairing import ConflictError, NotFound, NumberVault, PairingError, SqliteStore
 from proxy.pairing.records import KEEP, SessionFilter
-from proxy.pairing.stores.redis import RedisStore
 from proxy.pairing.stores import ApiStore
-
-from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
+from proxy.pairing.stores.redis import RedisStore
 
 SECRET = bytes(range(64))
 T0 = 1_700_000_000.0

@@ -16,10 +16,8 @@ import redis
 
 from proxy.pairing import ConflictError, NumberVault, Participant
 from proxy.pairing.records import AuditEntry, IdempotencyRecord, SessionFilter
-from proxy.pairing.stores.redis import RedisStore
 from proxy.pairing.stores import ApiStore
-
-from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
+from proxy.pairing.stores.redis import RedisStore
 
 SECRET, OTHER_SECRET = bytes(range(64)), bytes(range(1, 65))
 T0 = 1_700_000_000.0

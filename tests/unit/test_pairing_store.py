@@ -181,7 +181,7 @@ def test_no_real_number_reaches_the_database_file(store: SqliteStore, db_path: P
 def test_purge_removes_old_closed_and_expired_sessions_and_cdrs(store: SqliteStore,
                                                                 vault: NumberVault) -> None:
     old_closed = pair(store, ALICE, BOB, V1, V2)
-    old_expired = pair(store, CAROL, BOB, V1, V1, expires_at=T0 + 10)
+    _old_expired = pair(store, CAROL, BOB, V1, V1, expires_at=T0 + 10)
     still_open = pair(store, "+15551230004", BOB, V1, "+15559990003")
     store.close_session(old_closed.id, T0 + 5)
     store.expire_due(T0 + 10)

@@ -6,10 +6,10 @@ import pytest
 
 from proxy.sip.message import Request, Response
 from proxy.sip.transaction import (
-    Event,
-    Send,
     Address,
+    Event,
     ResponseReceived,
+    Send,
     TransactionState,
     TransactionTerminated,
     TransactionTimeout,

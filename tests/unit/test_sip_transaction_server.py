@@ -7,8 +7,8 @@ import pytest
 from proxy.sip.message import Response, build_response
 from proxy.sip.transaction import (
     Event,
-    Send,
     RequestReceived,
+    Send,
     ServerTransaction,
     TransactionLayer,
     TransactionState,

@@ -83,7 +83,7 @@ def test_tombstones_are_compacted_when_they_dominate() -> None:
     queues = TimerQueues()
     live = _txn(0)
     queues.arm(live, Input.TIMER_M, 32.0, 0.0)
-    for n in range(COMPACT_AFTER + 2):
+    for _ in range(COMPACT_AFTER + 2):
         txn = _txn(1)
         queues.arm(txn, Input.TIMER_B, 32.0, 1.0)
         queues.disarm(txn, Input.TIMER_B)

@@ -26,12 +26,9 @@ from proxy.pairing import (
     Session,
     SqliteStore,
     StoreError,
-    VaultError,
 )
-from proxy.pairing.stores.redis import RedisStore
 from proxy.pairing.stores import PairingStore
-
-from .redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
+from proxy.pairing.stores.redis import RedisStore
 
 SECRET = bytes(range(64))
 OTHER_SECRET = bytes(range(100, 164))

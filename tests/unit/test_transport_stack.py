@@ -11,10 +11,10 @@ import asyncio
 import socket
 import time
 
+from proxy.sip.ids import SecretIds
 from proxy.sip.message import Request, build_response
 from proxy.sip.parser import parse_message
 from proxy.sip.transaction import Address, RequestReceived, TimerConfig, TransactionLayer
-from proxy.sip.ids import SecretIds
 from proxy.transport import SipTransports
 from proxy.transport.stack import SipStack
 
@@ -74,7 +74,7 @@ def test_responses_of_a_read_batch_are_written_after_the_batch() -> None:
         try:
             for n in range(5):
                 peer.sendto(options(n, port=peer_port), (host, port))
-            time.sleep(0.05)  # the loop is not running: all five wait in the socket queue
+            time.sleep(0.05)  # noqa: ASYNC251 - the loop is not running: all five wait in the socket queue
             await until(lambda: log.count("sent call-4@test") == 1)
             answers = []
             for _ in range(5):

@@ -362,7 +362,7 @@ def test_udp_garbage_flood_does_not_stop_good_traffic(loop: str) -> None:
                 peer.send(options(100_000 + r), (host, port))
                 sent += junk_per_round + 1
                 # paced by what the server has handled, so the kernel never drops for us
-                await until(lambda: handled() == sent, timeout=5.0)
+                await until(lambda sent=sent: handled() == sent, timeout=5.0)
             assert got == [f"call-{100_000 + r}@test" for r in range(rounds)]
             assert stats.parse_errors == rounds * junk_per_round
             assert stats.bad_requests_answered == rounds * junk_per_round // 5
@@ -395,7 +395,7 @@ def test_udp_reports_how_long_each_invite_queued_before_it_was_read(loop: str) -
             await until(lambda: len(delays) == 1)
             peer.send(invite(2, peer_addr[1]), (host, port))
             peer.send(options(3, port=peer_addr[1]), (host, port))
-            time.sleep(0.3)  # the loop is busy elsewhere: the datagrams wait in the kernel
+            time.sleep(0.3)  # noqa: ASYNC251 - the loop is busy elsewhere: the datagrams wait in the kernel
             await until(lambda: len(delays) == 3)
         finally:
             await _close(server, peer)
@@ -449,7 +449,7 @@ def test_udp_send_queue_keeps_order_when_the_socket_buffer_is_full() -> None:
     loop.writers[99]()
     assert sock.sent == [b"1", b"2", b"3"] and loop.writers == {}
     sock.full = True
-    for i in range(udp._SEND_QUEUE_MAX + 5):
+    for _ in range(udp._SEND_QUEUE_MAX + 5):
         endpoint.sendto(b"x", "127.0.0.1", 5060)
     assert stats.send_errors == 5
 
@@ -472,7 +472,7 @@ def test_udp_sources_are_one_address_per_peer_and_the_memory_of_them_is_bounded(
         try:
             for n, (peer, addr) in enumerate(peers[:2] * 2 + peers[2:]):
                 peer.send(options(n, port=addr[1]), (host, port))
-                await until(lambda: len(sources) == n + 1)
+                await until(lambda n=n: len(sources) == n + 1)
         finally:
             await _close(server, *(peer for peer, _ in peers))
         first, second, first_again, second_again, third = sources

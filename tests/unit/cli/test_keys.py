@@ -11,11 +11,8 @@ import pytest
 
 from proxy import cli
 from proxy.pairing import NumberVault, Participant, StoreError
-from proxy.pairing.stores import open_store
+from proxy.pairing.stores import PairingStore, open_store
 from proxy.pairing.stores.redis import RedisStore
-from proxy.pairing.stores import PairingStore
-
-from ..redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
 
 ALICE, BOB, CAROL, DAVE = "+15551230001", "+15551230002", "+15551230003", "+15551230004"
 V1, V2, V3 = "+15559990001", "+15559990002", "+15559990003"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 
-from ..redis_server import redis_client, redis_url  # noqa: F401  (fixtures)
-
 ALICE, BOB, CAROL = "+15551230001", "+15551230002", "+15551230003"
 V1, V2 = "+15559990001", "+15559990002"
 

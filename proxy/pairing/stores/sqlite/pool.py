@@ -356,6 +356,6 @@ class SqlitePoolMixin:
         return self._get(session_id)
 
     def _get(self, session_id: str) -> Session:
-        getter: Callable[[str], Session] = getattr(self, "get_session")
+        getter: Callable[[str], Session] = getattr(self, "get_session")  # noqa: B009 - provided by the store class
         return getter(session_id)
 
