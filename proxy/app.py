@@ -275,6 +275,7 @@ def _sip_stats(app: App) -> dict[str, dict[str, float]]:
         "sipmask_tcp_connections": {"": stats.tcp_connections_open},
         "sipmask_tcp_connections_refused_total": {"": stats.tcp_connections_refused},
         "sipmask_tcp_message_timeouts_total": {"": stats.tcp_message_timeouts},
+        "sipmask_store_resyncs_total": {"": app.service.resyncs},
     }
 
 

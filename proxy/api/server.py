@@ -181,6 +181,10 @@ SIP_METRICS: dict[str, tuple[str, str | None, str]] = {
         "counter", None,
         "TCP/TLS connections closed because a message did not arrive complete within "
         "sip.tcp_message_timeout_s (slowloris)."),
+    "sipmask_store_resyncs_total": (
+        "counter", None,
+        "Routing cache reloaded whole because the store's history changed under it (a Redis "
+        "that came back empty, a replaced database file)."),
 }
 
 

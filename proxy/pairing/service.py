@@ -18,12 +18,16 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import structlog
+
 from .cache import PairingCache
 from .model import Cdr, Match, Participant, Session
 from .normalize import try_normalize
 from .stores.base import PairingStore
 
 __all__ = ["PairingService"]
+
+_log = structlog.get_logger("proxy.pairing")
 
 Clock = Callable[[], float]
 Runner = Callable[..., Awaitable[Any]]
@@ -48,6 +52,10 @@ class PairingService:
         self.clock = clock
         self.region = region
         self._seq = 0
+        #: the store's epoch when the cache was loaded (None: not loaded yet)
+        self._epoch: str | None = None
+        #: times the cache was reloaded because the store's history changed under it
+        self.resyncs = 0
         self._pending_cdrs: list[Cdr] = []
         self._pending_touches: dict[str, float] = {}
 
@@ -55,13 +63,31 @@ class PairingService:
 
     def start(self) -> int:
         """Load the active sessions into the cache; return how many."""
+        epoch = self.store.epoch()
         sessions, self._seq = self.store.load_active(self.clock())
         self.cache.load(sessions)
+        self._epoch = epoch
         return len(self.cache)
+
+    def _reload(self, epoch: str, loaded: tuple[list[Session], int]) -> int:
+        """The store's history changed under the cache (data lost or replaced): what the cache
+        holds and the feed position mean nothing now; replace both with what the store holds."""
+        sessions, self._seq = loaded
+        dropped = len(self.cache)
+        self.cache.load(sessions)
+        self._epoch = epoch
+        self.resyncs += 1
+        _log.warning("store.resynced", reason="the store's history changed (data lost or replaced)",
+                     sessions_before=dropped, sessions_now=len(self.cache))
+        return len(sessions)
 
     def poll(self) -> int:
         """Apply every change made to the store since the last poll (by any process); return
-        how many sessions changed."""
+        how many sessions changed. A store whose data was lost or replaced since (a Redis that
+        came back empty) is loaded again whole."""
+        epoch = self.store.epoch()
+        if epoch != self._epoch:
+            return self._reload(epoch, self.store.load_active(self.clock()))
         applied = 0
         while True:
             sessions, self._seq = self.store.changes_since(self._seq)
@@ -90,6 +116,9 @@ class PairingService:
         """`poll`, reading the store through `run`. A session applied to the cache while a read
         was in flight (a close from the API) makes the poll read again rather than apply a
         state older than what the cache holds."""
+        epoch = await run(self.store.epoch)
+        if epoch != self._epoch:
+            return self._reload(epoch, await run(self.store.load_active, self.clock()))
         applied = 0
         while True:
             generation = self.cache.applied

@@ -121,3 +121,56 @@ def test_a_poll_racing_an_api_write_to_the_cache_reads_again(store: SqliteStore)
 
     asyncio.run(service.poll_async(run))
     assert service.lookup(ALICE, V1) is None
+
+
+def test_a_redis_that_comes_back_empty_is_detected_and_the_cache_reloaded(
+        redis_client: Any, redis_url: str) -> None:
+    """The feed position of a store whose data was lost means nothing: without a resync a pairing
+    created after the loss is never routed (its change seq is below the one the cache holds) and
+    a lost one keeps being bridged. The epoch tells the cache the history changed."""
+    from proxy.pairing.stores.redis import RedisStore
+
+    vault = NumberVault.from_secret(bytes(range(64)))
+    store = RedisStore.from_url(redis_url, vault)
+    writer = RedisStore.from_url(redis_url, vault)  # another worker, or the CLI
+    service = PairingService(store, clock=lambda: T0)
+    run = threaded_runner([])
+
+    async def scenario() -> None:
+        service.start()
+        for n in range(5):  # the feed moves on: its position is well past 1
+            writer.create_session(Participant(f"+1555123000{n}", f"+1555777000{n}"),
+                                  Participant(f"+1555888000{n}", f"+1555777100{n}"), now=T0)
+        assert await service.poll_async(run) == 5
+        assert service.lookup("+15551230000", "+15557770000") is not None
+        assert await service.poll_async(run) == 0 and service.resyncs == 0  # the epoch is stable
+        redis_client.flushall()  # Redis restarted without its data
+        writer.create_session(Participant(CAROL, V1), Participant(BOB, V2), now=T0)
+        assert await service.poll_async(run) == 1
+        assert service.resyncs == 1
+        assert service.lookup(CAROL, V1) is not None, "a pairing created after the loss is routed"
+        assert service.lookup("+15551230000", "+15557770000") is None, "a lost one is not"
+        assert await service.poll_async(run) == 0 and service.resyncs == 1
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+        writer.close()
+
+
+def test_the_sqlite_epoch_is_stable_and_a_replaced_file_reloads_the_cache(tmp_path: Path) -> None:
+    vault = NumberVault.from_secret(bytes(range(64)))
+    store = SqliteStore(tmp_path / "a.db", vault)
+    epoch = store.epoch()
+    assert store.epoch() == epoch
+    assert SqliteStore(tmp_path / "a.db", vault).epoch() == epoch  # another process, same file
+    assert SqliteStore(tmp_path / "b.db", vault).epoch() != epoch
+    service = PairingService(store, clock=lambda: T0)
+    service.start()
+    store.create_session(Participant(ALICE, V1), Participant(BOB, V2), now=T0)
+    assert service.poll() == 1 and service.resyncs == 0
+    with store._lock, store._conn:  # the file restored from another history
+        store._conn.execute("UPDATE meta SET value = 'restored' WHERE key = 'epoch'")
+    assert service.poll() == 1 and service.resyncs == 1
+    assert service.lookup(ALICE, V1) is not None

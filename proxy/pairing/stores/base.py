@@ -190,6 +190,13 @@ class PairingStore(Protocol):
         pass next time. Fewer than `limit` results means the caller is up to date."""
         ...
 
+    def epoch(self) -> str:
+        """An identity of this table's history, the same for as long as its change sequence
+        only grows. It changes when the data is lost or replaced (a Redis restarted empty, a
+        flushed database, a restored older file): sequence numbers seen before mean nothing
+        then, and a reader must load the table again instead of following the feed."""
+        ...
+
     # -- CDRs --------------------------------------------------------------------------------
 
     def record_cdrs(self, cdrs: Iterable[Cdr]) -> int:

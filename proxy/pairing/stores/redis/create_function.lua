@@ -5,7 +5,11 @@
 local function create(a)
 local meta = redis.call('HMGET', p .. 'meta', 'key_check', 'rotation')
 if meta[2] then return {'rotating'} end
-if meta[1] ~= a[3] then return {'key'} end
+if not meta[1] then
+  -- no key check: a Redis that came back empty (flushed, restarted without its data). Adopt
+  -- ours, as opening the store does (HSETNX); readers notice by the new epoch and reload.
+  redis.call('HSET', p .. 'meta', 'key_check', a[3])
+elseif meta[1] ~= a[3] then return {'key'} end
 local id, now_s = a[1], a[2]
 local now = tonumber(now_s)
 local sides = {{'A', a[6], a[7]}, {'B', a[9], a[10]}}

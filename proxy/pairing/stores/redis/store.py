@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, Final, cast
@@ -75,6 +76,7 @@ _CLOSE: Final = lua("common", "close")
 _EXPIRE_DUE: Final = lua("common", "expire_due")
 _TOUCH: Final = lua("touch")
 _CHANGES: Final = lua("changes")
+_EPOCH: Final = lua("epoch")
 _RECORD_CDRS: Final = lua("record_cdrs")
 _PURGE: Final = lua("purge")
 _ROTATE_ONE: Final = lua("rotate_one")
@@ -119,6 +121,7 @@ class RedisStore(RedisPoolMixin, RedisAdminMixin):
         self._expire = client.register_script(_EXPIRE_DUE)
         self._touch = client.register_script(_TOUCH)
         self._changes = client.register_script(_CHANGES)
+        self._epoch = client.register_script(_EPOCH)
         self._record = client.register_script(_RECORD_CDRS)
         self._purge = client.register_script(_PURGE)
         self._rotate_one = client.register_script(_ROTATE_ONE)
@@ -286,6 +289,12 @@ class RedisStore(RedisPoolMixin, RedisAdminMixin):
     def current_seq(self) -> int:
         """The latest change sequence number."""
         return int(self._r.get(self._p + "seq") or 0)
+
+    def epoch(self) -> str:
+        """The identity of this table's history; see `PairingStore.epoch`. Kept in the meta
+        hash: a Redis restarted without its data (or flushed) has none, and gets a new one."""
+        raw = self._epoch(args=[self._p, secrets.token_hex(8)])
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
 
     def changes_since(self, seq: int, limit: int = 10_000) -> tuple[list[Session], int]:
         """Sessions changed after `seq` (oldest first, at most `limit`) and the next seq."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -379,6 +380,14 @@ class SqliteStore(SqlitePoolMixin, SqliteAdminMixin):
         """The latest change sequence number."""
         with self._lock:
             return self._current_seq(self._conn)
+
+    def epoch(self) -> str:
+        """The identity of this table's history; see `PairingStore.epoch` (a file replaced by
+        another, e.g. restored from an older backup, has another)."""
+        with self._lock, self._conn:
+            self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)",
+                               (secrets.token_hex(8),))
+            return str(self._conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
 
     def changes_since(self, seq: int, limit: int = 10_000) -> tuple[list[Session], int]:
         """Sessions changed after `seq` (oldest first, at most `limit`) and the sequence to
