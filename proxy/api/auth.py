@@ -8,12 +8,13 @@ presented secret on every request, so a revocation takes effect at once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
-from ..pairing.records import ApiToken
+from ..pairing.records import ApiToken, AuditEntry
 from .context import ApiContext
 from .problems import ApiProblem
 
@@ -58,24 +59,51 @@ def actor(request: web.Request) -> str:
     return f"{token.id}/{token.name}"
 
 
-def auth_middleware(ctx: ApiContext) -> Any:
-    """401 without a valid bearer token, 403 when its role is below the handler's."""
+def auth_middleware(ctx: ApiContext, log: Any = None) -> Any:
+    """401 without a valid bearer token, 403 when its role is below the handler's (audited),
+    429 past the rate limits of `ctx.limits` (per token; failed authentications per source)."""
+    limits = ctx.limits
+
+    def too_many(key: str, buckets: Any, now: float, reason: str) -> ApiProblem:
+        if log is not None and limits.should_log(f"{reason}:{key}", now):
+            log.warning("api.rate_limited", reason=reason, key=key)
+        return ApiProblem(429, "too many requests; retry later",
+                          headers={"Retry-After": str(buckets.retry_after(key, now))})
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         role = required_role(request.match_info.handler)
         if role is None:
             return await handler(request)
+        now = time.monotonic()
+        source = request.remote or "unknown"
+        if not limits.failures.peek(source, now):
+            # this source failed authentication too often: refused before any token lookup
+            raise too_many(source, limits.failures, now, "auth_failures")
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise ApiProblem(401, "send an API token as 'Authorization: Bearer <token>'",
                              headers=_CHALLENGE)
         token = await ctx.run(ctx.admin.authenticate, secret.strip())
         if token is None:
+            limits.failures.take(source, now)
+            if log is not None and limits.should_log(f"auth:{source}", now):
+                log.warning("api.auth_failed", source=source, route=_route(request))
             raise ApiProblem(401, "the API token is unknown or revoked", headers=_CHALLENGE)
+        if not limits.tokens.take(token.id, now):
+            raise too_many(token.id, limits.tokens, now, "per_token")
         if RANK[token.role] < RANK[role]:
+            await ctx.run(ctx.store.record_audit, AuditEntry(
+                ctx.clock(), f"{token.id}/{token.name}", "access.denied", _route(request),
+                {"method": request.method, "needs": role, "role": token.role}))
             raise ApiProblem(403, f"this needs the {role} role; the token has {token.role}")
         request[_TOKEN] = token
         return await handler(request)
 
     return middleware
+
+
+def _route(request: web.Request) -> str:
+    """The route template (``/v1/sessions/{session_id}``), never a path with an id or number."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unknown"

@@ -57,7 +57,11 @@ def parse_time(value: Any, field: str) -> float:
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object."""
+    """The request body as a JSON object; 415 unless it is sent as JSON (RFC 9110 §15.5.16)."""
+    content_type = request.content_type
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise ApiProblem(415, "send the request body as application/json",
+                         headers={"Accept-Post": "application/json"})
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:

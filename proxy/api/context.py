@@ -15,6 +15,7 @@ from ..observability.metrics import Metrics
 from ..pairing.admin import PairingAdmin
 from ..pairing.model import Session
 from ..pairing.stores import ApiStore
+from .limits import Limits
 
 __all__ = ["ApiContext", "CTX"]
 
@@ -48,6 +49,7 @@ class ApiContext:
     collectors: list[Callable[[], None]] = field(default_factory=list)
     store_collectors: list[Callable[[], None]] = field(default_factory=list)
     probe_timeout_s: float = 1.0
+    limits: Limits = field(default_factory=Limits)
     call: Callable[[Callable[[], Any]], Awaitable[Any]] = _inline
     on_change: Callable[[Session], None] | None = None
     create_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

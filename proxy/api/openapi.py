@@ -35,7 +35,9 @@ def _problems(*codes: int) -> dict[str, Any]:
 
 def _op(summary: str, role: str | None, responses: dict[str, Any], *, params: Sequence[Any] = (),
         body: dict[str, Any] | None = None, errors: tuple[int, ...] = ()) -> dict[str, Any]:
-    auth_errors = (401, 403) if role else ()
+    auth_errors = (401, 403, 429) if role else ()
+    if body is not None:
+        errors = (*errors, 415)
     op: dict[str, Any] = {
         "summary": summary,
         "responses": {**responses, **_problems(*sorted(set(errors + auth_errors)))},
@@ -283,7 +285,7 @@ def _paths() -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the sipmask HTTP API."""
     problem = {"application/problem+json": {"schema": _ref("Problem")}}
-    codes = (400, 401, 403, 404, 409, 413, 422, 503)
+    codes = (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
     return {
         "openapi": "3.1.0",
         "info": {

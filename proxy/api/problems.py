@@ -27,13 +27,13 @@ PROBLEM_TYPE: Final = "urn:sipmask:problem:"
 _TITLES: Final = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
-    415: "Unsupported Media Type", 422: "Unprocessable Content", 500: "Internal Server Error",
-    503: "Service Unavailable",
+    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
+    500: "Internal Server Error", 503: "Service Unavailable",
 }
 _SLUGS: Final = {
     400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
     405: "method-not-allowed", 409: "conflict", 413: "too-large", 415: "unsupported-media-type",
-    422: "invalid", 500: "internal", 503: "unavailable",
+    422: "invalid", 429: "rate-limited", 500: "internal", 503: "unavailable",
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

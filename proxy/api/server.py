@@ -62,7 +62,7 @@ def build_app(ctx: ApiContext, log: Any) -> web.Application:
     """The API application for `ctx`."""
     app = web.Application(
         middlewares=[_metrics_middleware(ctx), problem_middleware(log),
-                     auth_middleware(ctx)],
+                     auth_middleware(ctx, log)],
         client_max_size=MAX_BODY_BYTES,
     )
     app[CTX] = ctx

@@ -147,6 +147,10 @@ def _filter(request: web.Request) -> SessionFilter:
         raise ApiProblem(422, "expected open, closed or expired", field="status")
     ctx = request.app[CTX]
     participant = query.get("participant")
+    if participant is not None and token_of(request).role == "read-only":
+        # a role that sees numbers masked must not confirm guesses of them through a filter
+        raise ApiProblem(403, "filtering by participant number needs a role that may see "
+                         "numbers (operator or admin)", field="participant")
     virtual = query.get("virtual")
     return SessionFilter(
         status=status,

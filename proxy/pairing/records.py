@@ -35,6 +35,7 @@ ACTIONS: Final[tuple[str, ...]] = (
     "session.create", "session.update", "session.close",
     "pool.add", "pool.drain", "pool.activate", "pool.remove",
     "token.create", "token.revoke",
+    "access.denied",
 )
 """Every action an audit entry can name."""
 

@@ -140,10 +140,51 @@ def test_validation_errors_name_the_field_and_never_echo_the_value(api: Api) -> 
 
 
 def test_malformed_bodies_are_400(api: Api) -> None:
-    is_problem(api.request("POST", "/v1/sessions", raw=b"{nope", token="operator"), 400)
-    is_problem(api.request("POST", "/v1/sessions", raw=b"[1,2]", token="operator"), 400)
-    is_problem(api.request("POST", "/v1/sessions", raw=b"", token="operator"), 400)
-    is_problem(api.request("POST", "/v1/sessions", raw=b"x" * 70_000, token="operator"), 413)
+    as_json = {"Content-Type": "application/json"}
+    is_problem(api.request("POST", "/v1/sessions", raw=b"{nope", token="operator", headers=as_json), 400)
+    is_problem(api.request("POST", "/v1/sessions", raw=b"[1,2]", token="operator", headers=as_json), 400)
+    is_problem(api.request("POST", "/v1/sessions", raw=b"", token="operator", headers=as_json), 400)
+    is_problem(api.request("POST", "/v1/sessions", raw=b"x" * 70_000, token="operator",
+                           headers=as_json), 413)
+
+
+def test_a_body_not_sent_as_json_is_415(api: Api) -> None:
+    body = b'{"a": {"number": "+15551230001"}, "b": {"number": "+15551230002"}}'
+    for headers in ({}, {"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}):
+        reply = api.request("POST", "/v1/sessions", raw=body, token="operator", headers=headers)
+        is_problem(reply, 415)
+        assert reply.headers.get("accept-post") == "application/json"
+    assert api.get("/v1/sessions", token="admin").json["items"] == []  # nothing was created
+
+
+def test_read_only_tokens_cannot_filter_by_participant_number(api: Api) -> None:
+    """A role that sees numbers masked must not confirm guesses through the filter."""
+    is_problem(api.get("/v1/sessions?participant=%2B15551230001", token="viewer"), 403, "participant")
+    assert api.get("/v1/sessions?participant=%2B15551230001", token="operator").status == 200
+
+
+def test_a_source_that_keeps_failing_authentication_gets_429_and_a_log_line(api: Api) -> None:
+    for n in range(10):
+        is_problem(api.get("/v1/sessions", token=f"guess-{n}"), 401)
+    reply = api.get("/v1/sessions", token="guess-x")
+    is_problem(reply, 429)
+    assert int(reply.headers["retry-after"]) >= 1
+    # the good token from the same source is refused too until the bucket refills
+    is_problem(api.get("/v1/sessions", token="admin"), 429)
+    api.ctx.limits.failures.rate = 1000.0  # time passes
+    assert api.get("/v1/sessions", token="admin").status == 200
+
+
+def test_per_token_rate_limit_and_denied_requests_are_audited(api: Api) -> None:
+    api.ctx.limits.tokens.rate = 0.001
+    api.ctx.limits.tokens.burst = 3.0
+    statuses = [api.get("/v1/sessions", token="operator").status for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    assert api.get("/v1/sessions", token="admin").status == 200  # per token, not global
+    api.ctx.limits.tokens.rate = 1000.0
+    is_problem(api.get("/v1/audit", token="viewer"), 403)
+    denied = [e for e in api.store.list_audit(limit=50) if e.action == "access.denied"]
+    assert denied and denied[0].target == "/v1/audit" and denied[0].details["needs"] == "admin"
 
 
 def test_unknown_routes_and_methods_are_problems(api: Api) -> None:

@@ -193,3 +193,19 @@ def test_purge_removes_old_closed_and_expired_sessions_and_cdrs(store: SqliteSto
     remaining = {s.id for s in store.list_sessions()}
     assert remaining == {still_open.id, recent.id}
     assert [c.session_id for c in store.list_cdrs()] == [recent.id]
+
+
+def test_the_database_file_and_its_wal_are_readable_by_their_owner_only(tmp_path: Path, vault: NumberVault) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        store = SqliteStore(tmp_path / "private.db", vault)
+        pair(store, ALICE, BOB, V1, V2)
+        for name in ("private.db", "private.db-wal"):
+            mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+            assert mode == 0o600, (name, oct(mode))
+        store.close()
+    finally:
+        os.umask(old)

@@ -47,6 +47,19 @@ from .pool import POOL_INDEX_TRIM, POOL_SCHEMA, SqlitePoolMixin
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
 
 
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only (0600) if it does not exist yet:
+    it holds encrypted numbers, HMAC indexes, token hashes and the audit log. SQLite gives its
+    -wal and -shm files the database file's permissions."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 # Each step moves the schema from version i to i+1 (PRAGMA user_version). Append, never edit.
 MIGRATIONS: list[tuple[str, ...]] = [
     (
@@ -133,6 +146,7 @@ class SqliteStore(SqlitePoolMixin, SqliteAdminMixin):
         """Open (creating if needed) and migrate the database at `path`."""
         self._vault = vault
         self._lock = threading.RLock()
+        _create_private(os.fspath(path))
         self._conn = sqlite3.connect(
             os.fspath(path), isolation_level=None, check_same_thread=False,
             timeout=busy_timeout_s,
