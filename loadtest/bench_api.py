@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIPMASK_")}
         env.update(SIPMASK_API_LISTEN=f"127.0.0.1:{api_port}",
                    SIPMASK_LISTEN=f"udp:127.0.0.1:{sip_port}", SIPMASK_LOG_LEVEL="warning")
-        proc = subprocess.Popen([sys.executable, "-m", "proxy", "run"], cwd=workdir, env=env,
+        # the per-token rate limit (50/s by default) is what a load test of the API must lift
+        (workdir / "bench.toml").write_text("[api]\nrate_limit_per_token = 0\n")
+        proc = subprocess.Popen([sys.executable, "-m", "proxy", "-c", "bench.toml", "run"], cwd=workdir, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         base = f"http://127.0.0.1:{api_port}"
         try:

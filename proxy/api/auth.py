@@ -90,7 +90,7 @@ def auth_middleware(ctx: ApiContext, log: Any = None) -> Any:
             if log is not None and limits.should_log(f"auth:{source}", now):
                 log.warning("api.auth_failed", source=source, route=_route(request))
             raise ApiProblem(401, "the API token is unknown or revoked", headers=_CHALLENGE)
-        if not limits.tokens.take(token.id, now):
+        if limits.per_token_rate > 0 and not limits.tokens.take(token.id, now):
             raise too_many(token.id, limits.tokens, now, "per_token")
         if RANK[token.role] < RANK[role]:
             await ctx.run(ctx.store.record_audit, AuditEntry(

@@ -66,7 +66,8 @@ class Limits:
     logged: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.tokens = TokenBuckets(self.per_token_rate, self.per_token_burst)
+        # per_token_rate 0: no per-token limit (the buckets are then never asked)
+        self.tokens = TokenBuckets(self.per_token_rate or 1.0, self.per_token_burst)
         self.failures = TokenBuckets(self.auth_failures_rate, self.auth_failures_burst)
 
     def should_log(self, key: str, now: float, interval: float = 10.0) -> bool:

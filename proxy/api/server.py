@@ -21,6 +21,7 @@ from ..pairing.service import PairingService
 from ..pairing.stores import ApiStore
 from . import ops, pool, sessions
 from .auth import auth_middleware
+from .limits import Limits
 from .context import CTX, ApiContext
 from .problems import problem_middleware
 
@@ -144,6 +145,8 @@ async def start_api(
         admin=admin, metrics=metrics, call=call, on_change=service.cache.apply,
         checks={"store": store.ping, "sip": sip_ready}, collectors=[collect_memory],
         store_collectors=[collect_store],
+        limits=Limits(per_token_rate=config.rate_limit_per_token,
+                      per_token_burst=max(1.0, 2 * config.rate_limit_per_token)),
     )
     server = ApiServer(ctx, log)
     host, port = await server.start(config.host, config.port)

@@ -212,6 +212,9 @@ class ApiConfig:
     """The port to serve on: the port of TOML ``listen = "HOST:PORT"``."""
     default_region: str = "US"
     """Two-letter region used to read numbers sent without ``+country code``."""
+    rate_limit_per_token: float = 50.0
+    """Requests a second one API token may make (bursts of twice as many); past it 429.
+    0 turns the limit off (load tests of the API)."""
 
     @property
     def listen(self) -> str:

@@ -310,6 +310,13 @@ def parse_api(src: Source, raw: Mapping[str, Any]) -> ApiConfig:
         kw["host"], kw["port"] = hostport(src, raw["listen"], "api.listen")
     if "default_region" in raw:
         kw["default_region"] = region(src, raw["default_region"], "api.default_region")
+    if "rate_limit_per_token" in raw:
+        rate = raw["rate_limit_per_token"]
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) \
+                or not math.isfinite(rate) or rate < 0:
+            raise src.error("api.rate_limit_per_token",
+                            f"expected requests a second, 0 (off) or more, got {show(rate)}")
+        kw["rate_limit_per_token"] = float(rate)
     return replace(ApiConfig(), **kw)
 
 
