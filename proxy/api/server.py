@@ -21,8 +21,8 @@ from ..pairing.service import PairingService
 from ..pairing.stores import ApiStore
 from . import ops, pool, sessions
 from .auth import auth_middleware
-from .limits import Limits
 from .context import CTX, ApiContext
+from .limits import Limits
 from .problems import problem_middleware
 
 __all__ = ["ApiServer", "MAX_BODY_BYTES", "build_app", "route_table", "start_api"]
