@@ -38,7 +38,7 @@ class InviteFlow(InDialogFlow):
         (``calls.untrusted_code``, from ``_new_call``)."""
         if self._trunk(source.host) is None:
             return None
-        if self.admission.admit(now, self.layer.request_retransmissions, delay):
+        if self.admission.admit(now, self.layer.late_retransmissions, delay):
             return None
         self._count("overload")
         return 503, self._retry_after

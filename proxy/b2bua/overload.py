@@ -18,14 +18,18 @@ Four independent gates, all sans-IO (fed a ``now``, no clocks of their own):
   pass, a hiccup of the VM) makes a queue that drains within the window: its INVITEs are
   late but admitted, and nothing is shed.
 - ``max_cps``: a token bucket (burst of one second's worth) capping new calls per second.
-- retransmissions (on by default): the share of requests that arrive as retransmissions
-  (§17.2: the peer's T1 fired before sipmask answered) per window of new INVITEs, above the
+- retransmissions (on by default): the share of INVITEs retransmitted because sipmask was late
+  (§17.2: the copy was already waiting in the socket when sipmask handled the original, so the
+  peer's T1 fired before sipmask could answer; ``TransactionLayer.late_retransmissions``) per
+  window of new INVITEs, above the
   target in two 500 ms windows in a row (a single stall, such as a full GC pass, is not
   overload). Below
   saturation, or saturated in a closed loop (a benchmark with N calls in flight), it stays near
   0; once requests queue for more than T1 (500 ms) it rises at once. It measures what the
   peers suffer, where CPU load alone cannot tell a busy-but-keeping-up process from one that
-  is falling behind.
+  is falling behind. Retransmissions that answer a loss (the copy arrived after sipmask had
+  answered) or a source replaying one request say nothing about sipmask's load and are not
+  counted: at 20% packet loss, counting them refused 2-3% of calls with sipmask at 20% CPU.
 - ``busy`` (off by default): the fraction of wall time the event loop spent handling SIP
   messages over the last window (the asyncio adapter reports it through
   :meth:`Admission.record_busy`).
@@ -156,8 +160,8 @@ class Admission:
     def admit(self, now: float, retransmissions: int | None = None, delay: float = 0.0) -> bool:
         """True to take the new call; False to answer it 503 + Retry-After.
 
-        ``retransmissions``: the transaction layer's running count of retransmitted requests
-        it absorbed (``TransactionLayer.request_retransmissions``); ``delay``: how long this
+        ``retransmissions``: the transaction layer's running count of INVITEs retransmitted
+        because sipmask was late (``TransactionLayer.late_retransmissions``); ``delay``: how long this
         INVITE waited in the receive queue (seconds; 0 when the transport cannot tell)."""
         if self.retrans_target and retransmissions is not None:
             self._observe_retransmissions(now, retransmissions)

@@ -76,9 +76,10 @@ key_file = "{tmp / 'key'}"
         )
         self.sent: list[tuple[Request | Response, Address]] = []
 
-    def feed(self, raw: str, source: Address) -> list[tuple[Request | Response, Address]]:
+    def feed(self, raw: str, source: Address, delay: float = 0.0) -> list[tuple[Request | Response, Address]]:
+        """``delay``: how long the datagram waited in the socket before it was read."""
         msg = parse_message(raw.replace("\n", "\r\n").encode())
-        for event in self.layer.receive(msg, source, self.now):
+        for event in self.layer.receive(msg, source, self.now, delay):
             self.b2b.handle(event, self.now)
         return self.drain()
 

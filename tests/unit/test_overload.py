@@ -100,6 +100,13 @@ def test_retransmission_gate_sheds_when_peers_retransmit_and_recovers() -> None:
     assert gate.fraction == 1.0 and gate.retrans_ratio == 0.0
 
 
+OPTIONS_REPLAY = (
+    "OPTIONS sip:127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKreplay\n"
+    "From: <sip:probe@127.0.0.2>;tag=p\nTo: <sip:127.0.0.1:5060>\nCall-ID: replayed\n"
+    "CSeq: 1 OPTIONS\nMax-Forwards: 70\nContent-Length: 0\n\n"
+)
+
+
 def test_b2bua_sheds_new_calls_when_invites_are_retransmitted(tmp_path: Path) -> None:
     """Retransmitted INVITEs (the caller's T1 fired before sipmask answered) are the overload
     signal: after a window full of them, new calls get 503 + Retry-After."""
@@ -108,15 +115,18 @@ def test_b2bua_sheds_new_calls_when_invites_are_retransmitted(tmp_path: Path) ->
     refused = 0
     for i in range(150):
         raw = invite(cid=f"c{i}", branch=f"z9hG4bKr{i}")
-        h.feed(raw, A)
-        h.feed(raw, A)  # the same INVITE again: a retransmission, absorbed by the layer
-        h.feed(raw, A)
+        # sipmask is behind: the original waited 1.1 s in the socket, its copies (sent at T1
+        # and 2*T1) were already queued behind it when it was handled
+        h.feed(raw, A, delay=1.1)
+        h.feed(raw, A, delay=0.6)  # the same INVITE again: a retransmission, absorbed by the layer
+        h.feed(raw, A, delay=0.1)
         h.now += 0.02
         out = [m for m, d in h.sent if isinstance(m, Response) and m.status == 503 and d == A]
         refused = len({m.call_id for m in out})
     # the copies of admitted INVITEs are absorbed as retransmissions; those of refused ones
     # (no transaction) are screened, and refused, again
     assert h.layer.request_retransmissions >= 200
+    assert h.layer.late_retransmissions >= 200
     assert refused > 10, refused
     assert h.layer.refused_statelessly >= refused
     assert all(m.headers.get("retry-after") == "5" for m, _ in h.sent
@@ -175,3 +185,27 @@ def test_calls_overload_queue_delay_ms_is_validated(tmp_path: Path) -> None:
     cfg.write_text("[calls]\noverload_queue_delay_ms = -1\n")
     with pytest.raises(ConfigError, match="calls.overload_queue_delay_ms"):
         load_config(cfg)
+
+
+@pytest.mark.parametrize("case", ["loss", "replay"])
+def test_retransmissions_that_are_not_sipmask_being_late_never_shed_calls(tmp_path: Path, case: str) -> None:
+    """Loss: the caller's INVITE copies arrive after sipmask answered (its 100 Trying was
+    lost), at T1 and 2*T1. Replay: one source sends the same OPTIONS 20 times a second. Neither
+    is sipmask's own load: every new call from anyone is admitted."""
+    h = Harness(tmp_path)
+    h.b2b.admission = Admission(retrans_target=0.2)
+    for i in range(150):
+        raw = invite(cid=f"c{i}", branch=f"z9hG4bKl{i}")
+        h.feed(raw, A, delay=0.001)
+        if case == "loss":
+            h.now += 0.5
+            h.feed(raw, A, delay=0.001)  # reached the socket 0.5 s after sipmask answered
+            h.now += 1.0
+            h.feed(raw, A, delay=0.001)
+        else:
+            for _ in range(3):
+                h.feed(OPTIONS_REPLAY, A)
+                h.now += 0.05
+    assert h.layer.request_retransmissions >= 200
+    assert h.layer.late_retransmissions == 0
+    assert not [m for m, d in h.sent if isinstance(m, Response) and m.status == 503]

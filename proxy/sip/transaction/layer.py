@@ -50,7 +50,7 @@ class TransactionLayer(TimerQueues):
 
     __slots__ = (
         "timers", "ids", "auto_trying", "_clients", "_servers", "_merged", "_acks_2xx",
-        "_out", "_events", "_counts", "request_retransmissions", "_settling",
+        "_out", "_events", "_counts", "request_retransmissions", "late_retransmissions", "_settling",
         "screen", "stateless_tag", "refused_statelessly", "stateless_acks",
     )
 
@@ -76,9 +76,14 @@ class TransactionLayer(TimerQueues):
         #: finished with the batch that got them there
         self._settling: list[AnyTransaction] = []
         self._events: list[Event] = []
-        #: requests absorbed as retransmissions (§17.2): peers whose T1 fired before we
-        #: answered; the overload signal the B2BUA's admission control reads
+        #: requests absorbed as retransmissions (§17.2): a lost response, or a peer whose T1
+        #: fired before we answered
         self.request_retransmissions = 0
+        #: of those, copies of an INVITE that were already waiting in the socket when the
+        #: original was handled: the peer retransmitted because sipmask was behind (its own
+        #: load), not because the network lost something. The overload signal the B2BUA's
+        #: admission control reads; loss, and a source replaying one request, do not move it.
+        self.late_retransmissions = 0
         #: the TU's door for new calls (an INVITE without To tag that matches no transaction):
         #: returns None to let it in, or the status and extra headers of a final response the
         #: layer sends statelessly (§8.2.7), without a transaction, a 100 Trying or a timer.
@@ -359,6 +364,8 @@ class TransactionLayer(TimerQueues):
         if txn is not None:
             # §17.2.1 / §17.2.2: a retransmission
             self.request_retransmissions += 1
+            if delay and now - delay < txn.received_at:
+                self.late_retransmissions += 1  # it reached us before we handled the original
             self._drive_server(txn, Input.REQUEST, request, source, now)
             return
         merge_key: Key | None = None
@@ -389,6 +396,7 @@ class TransactionLayer(TimerQueues):
             TransactionState.PROCEEDING if invite else TransactionState.TRYING,
         )
         txn.key = key
+        txn.received_at = now
         self._servers[key] = txn
         if merge_key is not None:
             txn.merge_key = merge_key

@@ -153,7 +153,7 @@ class ClientTransaction(Transaction):
 class ServerTransaction(Transaction):
     """RFC 3261 §17.2: a request we received and the responses we send to it."""
 
-    __slots__ = ("source", "response_dest", "acked", "merge_key", "ack_key")
+    __slots__ = ("source", "response_dest", "acked", "merge_key", "ack_key", "received_at")
 
     def __init__(
         self,
@@ -172,6 +172,8 @@ class ServerTransaction(Transaction):
         #: the layer's keys for merged requests (§8.2.2.2) and for the ACK of a 2xx (RFC 6026)
         self.merge_key: tuple[object, ...] | None = None
         self.ack_key: tuple[object, ...] | None = None
+        #: when the layer handled the request (and, for an INVITE, sent 100 Trying)
+        self.received_at = 0.0
 
     def __repr__(self) -> str:
         return f"<ServerTransaction {self.method} {self.branch} {self.state.name}>"
