@@ -152,8 +152,8 @@ def test_a_killed_worker_loses_no_new_call_behind_kamailio(tmp_path: Path) -> No
         env_py = [sys.executable, "-m", "proxy"]
         workers = [ns.start([*env_py, "-c", str(c), "run"], f"worker{p}.log")
                    for c, p in zip(configs, WORKERS)]
-        callee = ns.start(_sipp(ns, "uas_basic.xml", "callee", "-i", CALLEE[0], "-p", str(CALLEE[1]),
-                                "-key", "callee", B_REAL, "-m", "100"), "callee.log")
+        ns.start(_sipp(ns, "uas_basic.xml", "callee", "-i", CALLEE[0], "-p", str(CALLEE[1]),
+                       "-key", "callee", B_REAL, "-m", "100"), "callee.log")
         dispatcher = tmp_path / "dispatcher.list"
         dispatcher.write_text("".join(f"1 sip:127.0.0.1:{p} 2 0 name=worker{p}\n" for p in WORKERS))
         ns.start([KAMAILIO, "-DD", "-E", "-f", str(EXAMPLE / "kamailio.cfg"),
