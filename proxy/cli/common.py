@@ -27,7 +27,7 @@ from ..pairing.admin import PairingAdmin
 from ..pairing.crypto import NumberVault, load_vault
 from ..pairing.model import MODES, Cdr, PairingError, Session
 from ..pairing.normalize import mask_number
-from ..pairing.stores import ApiStore, PairingStore, open_store
+from ..pairing.stores import ApiStore, PairingStore, RedisStore, StoreError, open_store
 
 __all__ = [
     "STORE_ERRORS", "AdminHandler", "Handler", "StoreHandler", "actor", "add_lifetime_options",
@@ -59,13 +59,21 @@ def open_configured_store(args: argparse.Namespace, vault: NumberVault | None = 
                           rotating: bool = False) -> PairingStore:
     """The store that `args` names, under `vault`.
 
-    Without `vault`, the key file's; a new key only goes with a new SQLite file: an existing
-    store needs the key it was made with (a Redis store's key file is made by the first
-    ``sipmask run``). `rotating` is `open_store`'s (a Redis store in mid-rotation).
+    Without `vault`, the key file's; a new key only goes with a new store (a SQLite file that
+    does not exist, a Redis store that holds nothing): an existing store needs the key it was
+    made with. `rotating` is `open_store`'s (a Redis store in mid-rotation).
     """
     backend = getattr(args, "backend", None) or "sqlite"
     if vault is None:
-        vault = load_vault(args.key_file, create=backend == "sqlite" and not Path(args.db).exists())
+        if backend == "sqlite":
+            new_store = not Path(args.db).exists()
+        else:
+            url = getattr(args, "redis_url", None)
+            if not url:
+                raise StoreError('store.redis_url is required with backend "redis"')
+            new_store = not Path(args.key_file).exists() and RedisStore.is_new(
+                url, prefix=getattr(args, "redis_prefix", None) or "sipmask:")
+        vault = load_vault(args.key_file, create=new_store)
     return open_store(backend, vault, path=args.db, redis_url=getattr(args, "redis_url", None),
                       redis_prefix=getattr(args, "redis_prefix", None) or "sipmask:",
                       rotating=rotating)

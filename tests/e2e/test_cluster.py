@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from proxy.pairing import NumberVault
-
 from .conftest import A_REAL, A_VIRTUAL, B_PREFIX, B_REAL, B_VIRTUAL, ROOT, SCENARIOS, SIPP, received
 
 pytestmark = pytest.mark.e2e
@@ -143,8 +141,7 @@ def test_a_killed_worker_loses_no_new_call_behind_kamailio(tmp_path: Path) -> No
                   if shutil.which("redis-cli") else True, "redis")
         time.sleep(0.3)
         configs = [_worker_config(tmp_path, port, redis_port) for port in WORKERS]
-        # the workers' shared key (the CLI does not create one for a Redis store: issue 18)
-        NumberVault.from_key_file(tmp_path / "cluster.key")
+        # the first command on the new Redis store makes the workers' shared key file
         added = ns.run([sys.executable, "-m", "proxy", "-c", str(configs[0]), "pairing", "add",
                         "--a", A_REAL, "--a-virtual", A_VIRTUAL, "--b", B_REAL,
                         "--b-virtual", B_VIRTUAL], cwd=ROOT)

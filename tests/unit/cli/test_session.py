@@ -58,3 +58,21 @@ def test_the_commands_work_on_a_redis_store(sipmask, redis_url: str, redis_clien
     assert on_redis("pool", "remove", V1)[0] == 0
     assert "session.create" in on_redis("audit", "list")[1]
     assert redis_client.hlen("sipmask:pool") == 0 and redis_client.exists("sipmask:audit")
+
+
+def test_a_new_redis_store_gets_its_key_from_the_first_command_and_an_old_one_never_a_new_key(
+        sipmask, redis_url: str, redis_client) -> None:
+    """Before: `pool add` on a Redis store failed with "key file not found" until a worker had
+    run once. A store with data keeps needing the key it was made with: no key file is made
+    for it, so a command with the wrong (missing) key file fails instead of forking the key."""
+    def on_redis(*args: str) -> tuple[int, str, str]:
+        return sipmask("--backend", "redis", "--redis-url", redis_url, *args)
+
+    assert not sipmask.key.exists()
+    code, _, err = on_redis("pool", "add", V1)
+    assert code == 0, err
+    assert sipmask.key.exists()
+    sipmask.key.rename(sipmask.key.with_suffix(".moved"))
+    code, _, err = on_redis("pool", "list")
+    assert code == 1 and "key file not found" in err
+    assert not sipmask.key.exists()

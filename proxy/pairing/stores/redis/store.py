@@ -142,6 +142,16 @@ class RedisStore(RedisPoolMixin, RedisAdminMixin):
         )
         return cls(client, vault, prefix=prefix, rotating=rotating)
 
+    @staticmethod
+    def is_new(url: str, *, prefix: str = DEFAULT_PREFIX, timeout_s: float = 5.0) -> bool:
+        """True when the Redis store at `url` holds no data yet (no key check: nothing was
+        ever written with any key), so a new key may be made for it."""
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        try:
+            return not client.hexists(prefix + "meta", "key_check")
+        finally:
+            client.close()
+
     def close(self) -> None:
         """Close the client's connections."""
         self._r.close()
