@@ -186,8 +186,14 @@ class Redactor:
         return prefix + mac[:_TOKEN_HEX]
 
     def token(self, number: str) -> str:
-        """The token for one phone number (any formatting; only its digits count)."""
-        return self._token_for("#n_", _NON_DIGITS.sub("", number))
+        """The token for one phone number (any formatting; only its digits count).
+
+        The hex part is the CDRs' and the audit log's token of the same number
+        (``NumberVault.token`` of its E.164 form, ``n_`` + 12 hex): a number written in logs
+        as ``+15551230001`` or ``sip:15551230001@...`` is ``#n_b3db0ebc06ef`` there and
+        ``n_b3db0ebc06ef`` in its CDRs. (A national spelling, without the country code, has
+        other digits and so another token.)"""
+        return self._token_for("#n_", "+" + _NON_DIGITS.sub("", number))
 
     def _user_token(self, user: str) -> str:
         if user.startswith(_TOKEN_PREFIXES):

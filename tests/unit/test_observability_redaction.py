@@ -245,3 +245,18 @@ def test_long_text_is_redacted_too() -> None:
     out = redactor.redact_text(text)
     assert len(text) > 256
     assert not _digits_leaked(out, BOB_DIGITS) and not _digits_leaked(out, ALICE_DIGITS)
+
+
+def test_a_number_has_one_token_in_logs_cdrs_and_audit() -> None:
+    """Support can follow one number from a log line to its CDRs: the log's ``#n_X`` and the
+    store's ``n_X`` (NumberVault.token of the E.164 form) carry the same X, whatever the
+    spelling in SIP (E.164, digits only in a SIP user part)."""
+    from proxy.pairing.crypto import NumberVault
+
+    vault = NumberVault.from_secret(bytes(range(64)))
+    redactor = Redactor(vault.token_key)
+    cdr_token = vault.token("+15551230001")
+    for spelling in ("+15551230001", "15551230001", "+1 (555) 123-0001"):
+        assert redactor.token(spelling) == "#" + cdr_token, spelling
+    assert redactor.redact_text("INVITE sip:+15551230001@example.net") == f"INVITE sip:#{cdr_token}@example.net"
+    assert vault.token("+15551230002") != cdr_token
