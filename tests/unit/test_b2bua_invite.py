@@ -304,3 +304,24 @@ def test_callee_2xx_retransmitted_when_the_callers_ack_never_comes_ends_the_call
     h.service.flush()
     (cdr,) = h.store.list_cdrs()
     assert cdr.cause == "no_ack"
+
+
+def test_a_callee_silent_after_our_cancel_leaves_nothing_behind(h: Harness) -> None:
+    """RFC 3261 §9.1 / RFC 6026: the callee rings, takes the CANCEL (200) and never sends the
+    final response of its INVITE. The B-leg INVITE transaction still times out 64*T1 after
+    the CANCEL; before, it lived forever (16 left in /metrics after a fuzz run)."""
+    out = h.feed(invite(branch="z9hG4bKsil"), A)
+    b_inv = only(out, Request, method="INVITE")[0][0]
+    h.feed(response_to(b_inv, 180, "Ringing"), GW1)
+    out = h.feed(
+        "CANCEL sip:+15557770001@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKsil\n"
+        "From: \"Alice\" <sip:+15551230001@127.0.0.2:5070>;tag=atag\nTo: <sip:+15557770001@127.0.0.1:5060>\n"
+        "Call-ID: a-call-1\nCSeq: 1 CANCEL\nMax-Forwards: 70\nContent-Length: 0\n\n", A)
+    (b_cancel, _), = only(out, Request, method="CANCEL")
+    h.feed(response_to(b_cancel, 200, "OK"), GW1)  # and then nothing more from the callee
+    h.advance(200)
+    assert sum(h.layer.counts.values()) == 0, h.layer.counts
+    assert h.b2b.active_calls == 0
+    h.service.flush()
+    (cdr,) = h.store.list_cdrs()
+    assert (cdr.outcome, cdr.cause, cdr.sip_code) == ("cancelled", "caller_cancel", 487)

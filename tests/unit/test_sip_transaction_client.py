@@ -90,6 +90,41 @@ def test_17_1_1_2_invite_client_provisional_stops_timer_a_and_goes_to_tu() -> No
     assert layer.counts == ZERO
 
 
+def test_9_1_invite_client_times_out_64_t1_after_a_cancel_with_no_final_response() -> None:
+    """A callee that rings, gets our CANCEL and then says nothing: the INVITE transaction
+    must still end (§9.1: 64*T1 after the CANCEL), not hold its state forever."""
+    from proxy.sip.transaction import build_cancel
+
+    layer = make_layer()
+    invite = make_request()
+    txn = layer.send_request(invite, PEER_UDP, 0.0)
+    layer.take_outgoing()
+    layer.receive(reply(invite, 180), PEER_UDP, 0.2)
+    cancel_txn = layer.send_request(build_cancel(invite), PEER_UDP, 10.0)
+    layer.take_outgoing()
+    log = run_until(layer, 200.0)
+    timeouts = [(t, e) for t, _, events in log for e in events if isinstance(e, TransactionTimeout)]
+    assert (42.0, TransactionTimeout(txn, "B")) in timeouts  # 10 s + 64*T1
+    assert (42.0, TransactionTimeout(cancel_txn, "F")) in timeouts
+    assert txn.state is TransactionState.TERMINATED
+    assert layer.counts == ZERO and layer.next_deadline() is None
+
+
+def test_9_1_a_final_response_after_the_cancel_ends_the_invite_as_usual() -> None:
+    from proxy.sip.transaction import build_cancel
+
+    layer = make_layer()
+    invite = make_request()
+    txn = layer.send_request(invite, PEER_UDP, 0.0)
+    layer.receive(reply(invite, 180), PEER_UDP, 0.2)
+    layer.send_request(build_cancel(invite), PEER_UDP, 1.0)
+    terminated = reply(invite, 487)
+    assert layer.receive(terminated, PEER_UDP, 1.1) == [ResponseReceived(terminated, txn)]
+    assert txn.state is TransactionState.COMPLETED
+    log = run_until(layer, 100.0)
+    assert not [e for _, _, events in log for e in events if isinstance(e, TransactionTimeout) and e.transaction is txn]
+
+
 @pytest.mark.parametrize("status", [300, 404, 486, 503, 603])
 def test_17_1_1_2_invite_client_non_2xx_acked_and_timer_d_over_udp(status: int) -> None:
     layer = make_layer()

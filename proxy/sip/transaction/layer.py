@@ -136,6 +136,14 @@ class TransactionLayer(TimerQueues):
             self.arm(txn, Input.TIMER_A if invite else Input.TIMER_E, t1, now)
         # §17.1.1.2 Timer B / §17.1.2.2 Timer F: 64*T1 transaction timeout
         self.arm(txn, Input.TIMER_B if invite else Input.TIMER_F, 64 * t1, now)
+        if method == "CANCEL":
+            cancelled = self._clients.get((branch, "INVITE"))
+            if cancelled is not None and cancelled.state is TransactionState.PROCEEDING \
+                    and Input.TIMER_B not in cancelled.armed:
+                # §9.1: with no final response within 64*T1 of the CANCEL, the INVITE client
+                # transaction is considered timed out (RFC 6026 keeps this); Proceeding has no
+                # timer of its own, so a callee that never answers would hold it forever
+                self.arm(cancelled, Input.TIMER_B, 64 * t1, now)
         return txn
 
     def send_response(self, transaction: ServerTransaction, response: Response, now: float) -> None:

@@ -94,7 +94,8 @@ def _ci_retransmit(fx: Effects, txn: ClientTransaction, inp: Input, msg: Respons
 
 
 def _ci_proceeding(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
-    fx.disarm(txn, Input.TIMER_A)
+    # §17.1.1.2: Timer B acts in Calling only (a CANCEL arms it again, §9.1)
+    fx.disarm(txn, Input.TIMER_A, Input.TIMER_B)
     _c_pass(fx, txn, inp, msg, now)
 
 
@@ -152,6 +153,8 @@ CLIENT_INVITE: ClientTable = {
     (CALLING, Input.TIMER_A): (CALLING, _ci_retransmit),
     # §17.1.1.2: Timer B fires in Calling -> inform the TU (timeout), terminate
     (CALLING, Input.TIMER_B): (TERMINATED, _c_timeout),
+    # §9.1: Timer B re-armed by a CANCEL in Proceeding: no final response in 64*T1 -> timed out
+    (PROCEEDING, Input.TIMER_B): (TERMINATED, _c_timeout),
     # §17.1.1.2 / §8.1.3.1: transport error before a final response -> inform the TU
     (CALLING, Input.TRANSPORT_ERROR): (TERMINATED, _c_timeout),
     (PROCEEDING, Input.TRANSPORT_ERROR): (TERMINATED, _c_timeout),
