@@ -22,6 +22,7 @@ from typing import Any
 
 from ..config import Config
 from ..sip.errors import SipParseError
+from ..sip.grammar import KNOWN_METHODS
 from ..sip.ids import IdGenerator
 from ..sip.transaction import (
     MessageRejected,
@@ -194,8 +195,13 @@ class B2bua(InviteFlow, MessageFlow):
                 txn, 200, None, now,
                 extra=[("Allow", _ALLOW), ("Accept", "application/sdp"), ("Supported", "100rel, timer")],
             )
-        else:
+        elif method in KNOWN_METHODS:
+            # §8.2.1: a method sipmask recognises but does not take here (REGISTER, SUBSCRIBE,
+            # PUBLISH, or an in-dialog method outside a dialog)
             self._reply(txn, 405, None, now, extra=[("Allow", _ALLOW)])
+        else:
+            # §8.2.1 / §21.5.2: a method sipmask does not recognise at all
+            self._reply(txn, 501, None, now, extra=[("Allow", _ALLOW)])
 
     def _on_cancel(self, txn: ServerTransaction, cancelled: ServerTransaction | None, now: float) -> None:
         if cancelled is None:

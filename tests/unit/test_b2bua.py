@@ -57,3 +57,15 @@ def test_a_finished_call_leaves_nothing_for_the_cyclic_gc(h: Harness, flow: obje
         gc.set_debug(0)
         gc.garbage.clear()
     assert left == []
+
+
+@pytest.mark.parametrize("method, status", [("FOO", 501), ("REGISTER", 405), ("SUBSCRIBE", 405)])
+def test_8_2_1_an_unknown_method_is_501_and_a_known_unsupported_one_405(h: Harness, method: str,
+                                                                          status: int) -> None:
+    out = h.feed(
+        f"{method} sip:127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKm{method}\n"
+        "From: <sip:probe@127.0.0.2>;tag=p\nTo: <sip:127.0.0.1:5060>\nCall-ID: m-1\n"
+        f"CSeq: 1 {method}\nMax-Forwards: 70\nContent-Length: 0\n\n", A)
+    (reply, dest), = [(m, d) for m, d in only(out, Response) if m.status >= 200]
+    assert reply.status == status and dest == A
+    assert "INVITE" in (reply.headers.get("allow") or "")
