@@ -35,6 +35,7 @@ from ..sip.transaction import (
 )
 from .base import PairingLookup, UnknownLookup
 from .call import TransactionData
+from .guard import GuardFlow
 from .invite import InviteFlow
 from .message import MessageFlow
 from .overload import Admission
@@ -45,7 +46,7 @@ from .timers import TimerHeap
 _ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY"
 
 
-class B2bua(InviteFlow, MessageFlow):
+class B2bua(GuardFlow, InviteFlow, MessageFlow):
     """Bridges calls between an A leg (caller, sipmask as UAS) and a B leg (callee, sipmask as UAC)."""
 
     def __init__(
@@ -129,8 +130,8 @@ class B2bua(InviteFlow, MessageFlow):
         return self.timers.next_deadline()
 
     def handle_timers(self, now: float) -> None:
-        """Fire due B2BUA timers."""
-        self.timers.fire(now)
+        """Fire due B2BUA timers; one that raises ends its call (``_timer_failed``)."""
+        self.timers.fire(now, self._timer_failed)
 
     @property
     def active_calls(self) -> int:
@@ -139,7 +140,15 @@ class B2bua(InviteFlow, MessageFlow):
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, event: object, now: float) -> None:
-        """Consume one transaction-layer event."""
+        """Consume one transaction-layer event. Nothing escapes: an error inside a call's
+        handling ends that call cleanly (``_internal_error``); a try costs nothing on 3.11
+        until something raises."""
+        try:
+            self._dispatch(event, now)
+        except Exception as exc:  # noqa: BLE001 - the guard: any error ends its call, never escapes
+            self._internal_error(event, exc, now)
+
+    def _dispatch(self, event: object, now: float) -> None:
         if isinstance(event, RequestReceived):
             self._on_request(event, now)
         elif isinstance(event, ResponseReceived):

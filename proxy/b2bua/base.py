@@ -101,6 +101,10 @@ class B2buaBase:
     _on_max_duration: Callable[[Call, float], None]
     _on_session_expired: Callable[[Call, float], None]
 
+    def _internal_error(self, event: object, exc: Exception, now: float) -> None:
+        """End what ``event`` belonged to after ``exc`` (``guard.GuardFlow``)."""
+        raise exc
+
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
 

@@ -53,8 +53,8 @@ class Teardown(B2buaBase):
 
     def _send_bye(self, leg: Leg, now: float) -> None:
         dialog = leg.dialog
-        if dialog is None:
-            return
+        if dialog is None or not dialog.remote_target:
+            return  # no remote target: a BYE would have an empty Request-URI (never sent)
         bye = dialog.create_request("BYE", self._via(leg.transport), None)
         client = self.layer.send_request(bye, self._dest(leg), now)
         client.tu_data = None

@@ -82,8 +82,10 @@ class TimerHeap:
             self._dead -= 1
         return heap[0][0] if heap else None
 
-    def fire(self, now: float) -> int:
-        """Run every callback that is due; returns how many ran."""
+    def fire(self, now: float, on_error: Callable[[object, Exception, float], None] | None = None) -> int:
+        """Run every callback that is due; returns how many ran. A callback that raises is
+        handed to ``on_error(arg, exc, now)`` (the B2BUA ends its call) and the others still
+        run; without ``on_error`` the exception propagates."""
         heap = self._heap
         fired = 0
         while heap and heap[0][0] <= now:
@@ -94,11 +96,16 @@ class TimerHeap:
             handle.cancelled = True
             handle._heap = None
             arg = handle.arg
-            if arg is _NO_ARG:
-                handle.callback(now)
-            else:
-                handle.arg = None
-                handle.callback(arg, now)
+            try:
+                if arg is _NO_ARG:
+                    handle.callback(now)
+                else:
+                    handle.arg = None
+                    handle.callback(arg, now)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(arg, exc, now)
             fired += 1
         return fired
 

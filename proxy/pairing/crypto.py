@@ -143,9 +143,12 @@ class NumberVault:
             raise VaultError("ciphertext does not open with this key (wrong key file?)") from None
 
     def token(self, number: str) -> str:
-        """Short stable pseudonym for logs and CDRs: ``n_`` + 12 hex chars of a keyed HMAC."""
+        """Short stable pseudonym for logs and CDRs: ``n_`` + 12 hex chars of a keyed HMAC of
+        the text's bytes (non-UTF-8 bytes carried as surrogates are tokened as the bytes)."""
         inner = self._token_inner.copy()
-        inner.update(number.encode())
+        # the text may hold any bytes a peer sent (a Call-ID is decoded with surrogateescape):
+        # token those bytes; a strict encode would raise on them and lose the call's CDR
+        inner.update(number.encode("utf-8", "surrogateescape"))
         outer = self._token_outer.copy()
         outer.update(inner.digest())
         return "n_" + outer.hexdigest()[:12]
