@@ -157,7 +157,9 @@ class InviteFlow(InDialogFlow):
         if not gateways:
             self._count("no_route")
             self.log.warning("call.rejected", reason="no_route", pairing_id=match.session_id)
-            self._reply(txn, 503, None, now)
+            # the uniform answer: a 503 here would tell a caller who spoofs a paired number
+            # that this virtual number is paired (the log and the counter keep the reason)
+            self._reply(txn, cfg.unknown_code, cfg.unknown_reason, now)
             return
         if cfg.max_calls and len(self.calls) >= cfg.max_calls:
             self._count("overload")

@@ -325,3 +325,22 @@ def test_a_callee_silent_after_our_cancel_leaves_nothing_behind(h: Harness) -> N
     h.service.flush()
     (cdr,) = h.store.list_cdrs()
     assert (cdr.outcome, cdr.cause, cdr.sip_code) == ("cancelled", "caller_cancel", 487)
+
+
+def test_an_open_pairing_whose_callee_has_no_route_gets_the_uniform_answer(h: Harness) -> None:
+    """Whoever can spoof a paired caller must not learn which virtual numbers are paired: a
+    pairing sipmask cannot route answers exactly as no pairing at all (it was 503)."""
+    from proxy.pairing.model import Participant
+
+    unroutable = "+15558880001"  # outside every [[routes]] prefix of the harness
+    h.store.create_session(Participant("+15551230009", "+15557770009"),
+                           Participant(unroutable, "+15557770010"), now=h.now)
+    h.service.poll()
+    out1 = h.feed(invite(frm="+15551230009", to="+15557770009", cid="nr1"), A)
+    out2 = h.feed(invite(frm="+15550000000", to="+15557770009", cid="nr2"), A)
+    final1 = [m for m, _ in only(out1, Response) if m.status >= 200]
+    final2 = [m for m, _ in only(out2, Response) if m.status >= 200]
+    assert [(m.status, m.reason) for m in final1] == [(m.status, m.reason) for m in final2] == [(404, "Not Found")]
+    assert [n.lower() for n, _ in final1[0].headers] == [n.lower() for n, _ in final2[0].headers]
+    assert not only(out1, Request)
+    assert h.b2b.counters["no_route"] == 1  # the real reason is counted (and logged)
