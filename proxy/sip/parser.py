@@ -61,13 +61,42 @@ def _split_head_slow(data: bytes, start: int) -> tuple[list[str], int]:
         body_start = end + 4
     else:
         raise SipParseError("Missing empty line after headers")
-    if "\x00" in head:
-        raise SipParseError("NUL character in message headers")
     lines = [ln[:-1] if ln[-1:] == "\r" else ln for ln in head.split("\n")]
     for ln in lines:
         if "\r" in ln:
             raise SipParseError("Bare CR in message headers")
+    if "\x00" in head and not _nul_only_quoted(lines):
+        raise SipParseError("NUL character in message headers")
     return lines, body_start
+
+
+def _nul_only_quoted(lines: list[str]) -> bool:
+    """Whether every NUL of the header lines is the escaped character of a quoted-pair inside
+    a quoted-string, the one place §25.1 allows it (RFC 4475 §3.1.1.2)::
+
+        quoted-string  =  SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
+        quoted-pair    =  "\\" (%x00-09 / %x0B-0C / %x0E-7F)
+
+    A quoted-string may continue on a folded line (§7.3.1), never into the next header; the
+    start line has no quoted-string."""
+    if "\x00" in lines[0]:
+        return False
+    quoted = False
+    for line in lines[1:]:
+        if line[:1] not in (" ", "\t"):
+            quoted = False  # a new header
+        i = 0
+        n = len(line)
+        while i < n:
+            c = line[i]
+            if c == '"':
+                quoted = not quoted
+            elif quoted and c == "\\":
+                i += 1  # the escaped character, NUL included
+            elif c == "\x00":
+                return False
+            i += 1
+    return True
 
 
 def _parse(data: bytes, stream: bool) -> Request | Response:
@@ -235,7 +264,9 @@ def _validate(message: Request | Response, fields: dict[str, str], unique: bool)
         if mf is not None:
             if not unique and message.headers.columns()[1].count("max-forwards") > 1:
                 raise SipParseError("Multiple Max-Forwards headers", partial=message)
-            if not (mf.isdigit() and mf.isascii()) or len(mf) > 3 or int(mf) > 255:
+            # §20.22 / §25.1: Max-Forwards = 1*DIGIT, 0-255; leading zeros are allowed
+            # (RFC 4475 §3.1.1.1: "0068"), so the length is bounded only once they are gone
+            if not (mf.isdigit() and mf.isascii()) or (len(mf) > 3 and len(mf.lstrip("0")) > 3) or int(mf) > 255:
                 raise SipParseError("Invalid Max-Forwards header", partial=message)
 
 

@@ -149,7 +149,8 @@ class SipUri:
             if not number:
                 raise SipParseError("Empty tel URI")
             return cls("tel", number, "", None, parse_params(ptext, "tel URI"), None, None, text)
-        rest, qmark, headers = rest.partition("?")
+        # §25.1: the user part may hold "?" and ";" (user-unreserved) but no "@", which params
+        # and headers cannot hold either: the last "@" ends the userinfo (RFC 4475 §3.1.1.2)
         at = rest.rfind("@")
         user: str | None = None
         password: str | None = None
@@ -161,6 +162,7 @@ class SipUri:
                 password = pw
             if not user:
                 raise SipParseError("Empty user part in SIP URI")
+        rest, qmark, headers = rest.partition("?")
         hostport, _, ptext = rest.partition(";")
         host, port = split_hostport(hostport, "SIP URI")
         return cls(
@@ -253,6 +255,9 @@ class NameAddr:
             # addr-spec: parameters after ';' belong to the header (RFC 3261 §20.10)
             uri, semi, ptext = text.partition(";")
             rest = ";" + ptext if semi else ""
+            if semi and uri[-1:] in (" ", "\t"):
+                # §25.1 SEMI = SWS ";" SWS: LWS before a parameter (RFC 4475 §3.1.1.1 To)
+                uri = uri.rstrip(" \t")
             angle = False
             # §20.10: an addr-spec holding a comma, question mark or space (or a display name
             # without <>) is not a valid address; two addresses in From/To end up here too

@@ -269,9 +269,32 @@ def test_7_3_1_folded_line_first() -> None:
     assert parse_err(req(base=[" continuation", *base_with()])).status == 400
 
 
-@pytest.mark.parametrize("bad", ["Subject: a\x00b", "Subject: a\rb", "Subject: a\r"])
+@pytest.mark.parametrize("bad", [
+    "Subject: a\x00b", "Subject: a\rb", "Subject: a\r",
+    'Subject: "a\x00b"',  # NUL in a quoted-string but not escaped: qdtext excludes it
+    'Subject: "a" \\\x00',  # a backslash outside quotes escapes nothing
+])
 def test_7_3_1_nul_and_bare_cr_rejected(bad: str) -> None:
     parse_err(req(bad))
+
+
+def test_25_nul_outside_a_quoted_pair_rejected_even_after_a_quoted_one() -> None:
+    # the quote state ends with its header: an unterminated quote does not excuse the next line
+    assert parse_err(req('Subject: "a\\\x00', "Organization: \\\x00")).reason == "NUL character in message headers"
+    assert parse_err(req(start="OPTIONS sip:svc@sipmask.example.net\x00 SIP/2.0")).status == 400
+
+
+@pytest.mark.parametrize("display", ['"a\\\x00b"', '"BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f"'])
+def test_25_nul_in_a_quoted_pair_of_a_display_name_is_valid(display: str) -> None:
+    # §25.1 quoted-pair = "\\" (%x00-09 / %x0B-0C / %x0E-7F); RFC 4475 §3.1.1.2 (intmeth)
+    m = parse_message(req(base=base_with(from_=f"{display} <sip:alice@example.com>;tag=a1")))
+    assert m.from_.display == display and m.from_tag == "a1"
+    assert parse_message(m.serialise()).headers.get("From") == m.headers.get("From")
+
+
+def test_25_nul_in_a_quoted_pair_on_a_folded_line_is_valid() -> None:
+    m = parse_message(req(base=base_with(from_='"a\r\n b\\\x00c" <sip:alice@example.com>;tag=a1')))
+    assert m.from_tag == "a1" and "\x00" in (m.from_.display or "")
 
 
 def test_7_5_bare_lf_line_ends_tolerated() -> None:
@@ -343,12 +366,13 @@ def test_8_1_1_5_cseq_method_free_in_responses() -> None:
     assert m.cseq.method == "INVITE"
 
 
-@pytest.mark.parametrize("mf", ["0", "70", "255"])
+@pytest.mark.parametrize("mf", ["0", "70", "255", "0068", "000", "0000000255"])
 def test_20_22_max_forwards_valid(mf: str) -> None:
+    # §25.1 Max-Forwards = 1*DIGIT: leading zeros allowed (RFC 4475 §3.1.1.1: "0068")
     assert parse_message(req(base=base_with(mf=mf))).headers.get("Max-Forwards") == mf
 
 
-@pytest.mark.parametrize("mf", ["256", "1000", "-1", "seventy", "", "\u0667\u0660"])
+@pytest.mark.parametrize("mf", ["256", "1000", "00256", "-1", "seventy", "", "\u0667\u0660"])
 def test_20_22_max_forwards_invalid(mf: str) -> None:
     assert parse_err(req(base=base_with(mf=mf))).status == 400
 
@@ -420,6 +444,45 @@ def test_7_canonical_messages_serialise_byte_identical(data: bytes) -> None:
 
 
 # -- lazily parsed views -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("to", "uri", "tag"), [
+    ("<sip:a@b> ;tag=x", "sip:a@b", "x"),
+    ('"A" <sip:a@b>\t ;  tag = x', "sip:a@b", "x"),
+    ("sip:a@b ;tag=x", "sip:a@b", "x"),
+    ("sip:a@b\t;tag=x", "sip:a@b", "x"),
+    ("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n", "sip:vivekg@chair-dnrc.example.com", "1918181833n"),
+])
+def test_25_1_lws_before_semi_in_address_parameters(to: str, uri: str, tag: str) -> None:
+    # §25.1 SEMI = SWS ";" SWS, for name-addr and addr-spec alike (RFC 4475 §3.1.1.1 To)
+    m = parse_message(req(base=base_with(to=to)))
+    assert m.to.uri == uri and m.to_tag == tag
+
+
+def test_rfc4475_3_1_1_1_short_tortuous_invite() -> None:
+    m = parse_message((CORPUS / "valid" / "rfc4475_3_1_1_1_wsinv.sip").read_bytes())
+    assert isinstance(m, Request) and m.method == "INVITE"
+    assert m.headers.get("Max-Forwards") == "0068"
+    assert m.to.uri == "sip:vivekg@chair-dnrc.example.com" and m.to_tag == "1918181833n"
+    assert m.from_.display == '"J Rosenberg \\\\\\""' and m.from_tag == "98asjd8"
+    assert (m.cseq.number, m.cseq.method) == (9, "INVITE")
+    assert [v.host for v in m.via] == ["192.0.2.2", "spindle.example.com", "192.168.255.111"]
+    assert m.via[2].params["branch"] == "z9hG4bK30239"
+    (contact,) = m.contacts()
+    assert contact.display == '"Quoted string \\"\\""'
+    assert contact.params == {"newparam": "newvalue", "secondparam": None, "q": "0.33"}
+    assert len(m.body) == 150
+
+
+def test_rfc4475_3_1_1_2_wide_range_of_valid_characters() -> None:
+    m = parse_message((CORPUS / "valid" / "rfc4475_3_1_1_2_intmeth.sip").read_bytes())
+    assert isinstance(m, Request) and m.method == "!interesting-Method0123456789_*+`.%indeed'~"
+    assert m.to.display == '"BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f"'
+    assert m.request_uri.host == "example.com"
+    assert m.request_uri.user == "1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"
+    assert m.request_uri.password == "&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"
+    assert m.from_tag == "_token~1'+`*%!-."
+    assert m.to.sip_uri().user == "1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"
+
 
 def test_20_10_display_name_escapes() -> None:
     m = parse_message(req(base=base_with(from_='"Alice \\"the\\" \\\\ Admin" <sip:alice@example.com>;tag=a1')))
