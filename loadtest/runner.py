@@ -35,7 +35,7 @@ CLOSED_LOOP_RATE = 100_000
 #: The caller and virtual number of the shared benchmark harness, for --target without a CSV.
 DEFAULT_PAIR = ("+15551230001", "+15557770001")
 #: Tries at starting a process on a port picked free (another program may take it meanwhile).
-_BIND_ATTEMPTS = 3
+_BIND_ATTEMPTS = 6
 _SIPP_BIND_FAILED = 254
 
 
@@ -234,7 +234,9 @@ class _Run:
                 break
             except RuntimeError as exc:
                 # A port picked free can be taken by another program before sipmask binds it.
-                if o.sipmask_port or "bind" not in str(exc) or attempt == _BIND_ATTEMPTS - 1:
+                text = str(exc)
+                if o.sipmask_port or ("bind" not in text and "in use" not in text) \
+                        or attempt == _BIND_ATTEMPTS - 1:
                     raise
                 sm.port = free_port(o.sipmask_ip)
         self.sut_pid = sm.pid
