@@ -9,6 +9,7 @@ bad ones, goes nowhere. Refusals are logged, at most one line per key and interv
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 __all__ = ["Limits", "TokenBuckets"]
@@ -25,9 +26,13 @@ class TokenBuckets:
     burst: float
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
 
-    def take(self, key: str, now: float) -> bool:
+    def _level(self, key: str, now: float) -> float:
+        """Tokens the key has now (a key not seen yet has a full bucket)."""
         tokens, at = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        return min(self.burst, tokens + (now - at) * self.rate)
+
+    def take(self, key: str, now: float) -> bool:
+        tokens = self._level(key, now)
         ok = tokens >= 1.0
         self._buckets[key] = (tokens - 1.0 if ok else tokens, now)
         if len(self._buckets) > _MAX_KEYS:
@@ -36,14 +41,12 @@ class TokenBuckets:
 
     def peek(self, key: str, now: float) -> bool:
         """Whether ``take`` would succeed now, without taking."""
-        tokens, at = self._buckets.get(key, (self.burst, now))
-        return min(self.burst, tokens + (now - at) * self.rate) >= 1.0
+        return self._level(key, now) >= 1.0
 
     def retry_after(self, key: str, now: float) -> int:
-        """Whole seconds until the key has a token again."""
-        tokens, at = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate)
-        return max(1, int((1.0 - tokens) / self.rate + 0.999)) if tokens < 1.0 else 0
+        """Whole seconds until the key has a token again (0: it has one)."""
+        tokens = self._level(key, now)
+        return max(1, math.ceil((1.0 - tokens) / self.rate)) if tokens < 1.0 else 0
 
     def _forget_full(self, now: float) -> None:
         full = [k for k, (t, at) in self._buckets.items() if t + (now - at) * self.rate >= self.burst]
