@@ -26,6 +26,7 @@ from .pairing.stores import open_store
 from .sip.ids import SecretIds
 from .sip.transaction import TimerConfig, TransactionLayer
 from .transport import SipTransports
+from .transport.pike import SourceLimits
 from .transport.stack import SipStack
 
 #: CDRs and session activity are written in one batch per interval. 1 s rather than 0.2 s:
@@ -158,7 +159,9 @@ async def start(config: Config) -> App:
         tls_client_context=tls_client,
         on_send_error=on_send_error,
     )
-    stack = SipStack(layer, transports.send, loop, trace=config.log.level.lower() == "debug")
+    limits = SourceLimits(sip.source_rate, sip.source_burst, sip.trusted_sources) if sip.source_rate else None
+    stack = SipStack(layer, transports.send, loop, trace=config.log.level.lower() == "debug",
+                     source_limits=limits)
     stack_box.append(stack)
     transports.on_message = stack.on_message  # straight to the stack: no trampoline per message
     transports.on_datagram = stack.on_datagram  # UDP: written after each read batch
@@ -257,6 +260,7 @@ def _sip_stats(app: App) -> dict[str, dict[str, float]]:
     """The SIP side's running figures for ``/metrics`` (proxy/api/server.py ``SIP_METRICS``)."""
     b2bua = app.b2bua
     layer = app.stack.layer
+    limits = app.stack.source_limits
     admission = b2bua.admission
     stats = app.transports.stats
     return {
@@ -276,6 +280,10 @@ def _sip_stats(app: App) -> dict[str, dict[str, float]]:
         "sipmask_tcp_connections_refused_total": {"": stats.tcp_connections_refused},
         "sipmask_tcp_message_timeouts_total": {"": stats.tcp_message_timeouts},
         "sipmask_store_resyncs_total": {"": app.service.resyncs},
+        "sipmask_sip_source_limited_total": {
+            "invite_503": limits.refused_invites if limits else 0,
+            "dropped": limits.dropped if limits else 0,
+        },
     }
 
 

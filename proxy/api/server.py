@@ -184,6 +184,10 @@ SIP_METRICS: dict[str, tuple[str, str | None, str]] = {
         "counter", None,
         "TCP/TLS connections closed because a message did not arrive complete within "
         "sip.tcp_message_timeout_s (slowloris)."),
+    "sipmask_sip_source_limited_total": (
+        "counter", "action",
+        "New requests from a source over sip.source_rate: INVITEs answered 503 + Retry-After "
+        "(invite_503), other requests dropped (dropped)."),
     "sipmask_store_resyncs_total": (
         "counter", None,
         "Routing cache reloaded whole because the store's history changed under it (a Redis "

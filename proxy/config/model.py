@@ -106,6 +106,16 @@ class SipConfig:
     """Accepted TCP/TLS connections at once from one IP address."""
     max_message_size: int = 65535
     """Largest SIP message accepted, in bytes (1024 .. 16777216)."""
+    source_rate: float = 100.0
+    """New requests a second one source IP may send (retransmissions and ACKs are not
+    counted); past it its new INVITEs get 503 + Retry-After and its other requests are
+    dropped (0: no per-source limit)."""
+    source_burst: float = 200.0
+    """Requests one source may send at once above ``source_rate`` (the token bucket's size)."""
+    trusted_sources: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    """Addresses and CIDR networks never rate limited: list the carrier's trunk addresses
+    and a dispatcher in front of sipmask here."""
 
 
 @dataclass(frozen=True, slots=True)

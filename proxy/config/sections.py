@@ -152,6 +152,13 @@ def parse_sip(src: Source, raw: Mapping[str, Any]) -> SipConfig:
         kw["tcp_max_connections_per_source"] = integer(
             src, raw["tcp_max_connections_per_source"], "sip.tcp_max_connections_per_source",
             1, 1 << 20)
+    if "source_rate" in raw:
+        kw["source_rate"] = bounded_number(src, raw["source_rate"], "sip.source_rate", 0, None)
+    if "source_burst" in raw:
+        kw["source_burst"] = bounded_number(src, raw["source_burst"], "sip.source_burst", 1, None)
+    if "trusted_sources" in raw:
+        kw["trusted_sources"] = list_of(src, raw["trusted_sources"], "sip.trusted_sources",
+                                        lambda v, k: network(src, v, k))
     sip = replace(SipConfig(), **kw)
     if sip.t1 >= sip.t2:
         raise src.error("sip.t1", f"expected t1 < t2 (RFC 3261 §17), got t1={sip.t1} t2={sip.t2}")

@@ -18,6 +18,7 @@ from typing import Protocol
 from ..observability.logging import get_logger
 from ..sip.message import Request, Response
 from ..sip.transaction import Address, TransactionLayer
+from .pike import SourceLimits
 
 _log = get_logger(__name__)
 
@@ -42,10 +43,15 @@ class SipStack:
         loop: asyncio.AbstractEventLoop,
         *,
         trace: bool = False,
+        source_limits: SourceLimits | None = None,
     ) -> None:
         """``trace``: log every message received and sent at debug level (``sip.recv`` /
-        ``sip.sent``, the whole message; the log redaction replaces the numbers in it)."""
+        ``sip.sent``, the whole message; the log redaction replaces the numbers in it).
+        ``source_limits``: the per-source rate limit the layer asks about new requests."""
         self.layer = layer
+        self.source_limits = source_limits
+        if source_limits is not None:
+            layer.source_limit = source_limits.check
         self._trace = trace
         #: called with (seconds spent handling a message, now): the load signal for admission
         self.on_busy: Callable[[float, float], None] | None = None

@@ -356,6 +356,17 @@ class SippRunner:
         peer.returncode = proc.returncode
         return peer
 
+    def start_uac(self, scenario: str, target: str, *, service: str, name: str = "caller",
+                  ip: str = CALLER_IP, number: str = A_REAL, calls: int = 1,
+                  timeout_s: float = 20, extra: Sequence[str] = ()) -> SippPeer:
+        """:meth:`run_uac` in the background (a flood beside other calls); ``wait`` for it."""
+        peer = self._peer(name, scenario, ip, None, "udp", {"caller": number}, calls, timeout_s,
+                          ["-r", "10", "-l", "1", *extra], target, service)
+        with open(peer.stdout_file, "wb") as out:
+            peer.proc = subprocess.Popen(peer.args, cwd=self.workdir, stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return peer
+
     def wait(self, peer: SippPeer, timeout_s: float = 15) -> int:
         """Wait for a background peer to exit; kill it (and report 'timeout') if it does not."""
         assert peer.proc is not None

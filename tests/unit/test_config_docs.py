@@ -8,6 +8,7 @@ Where the documented default is a TOML literal it must equal the model's default
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 import typing
@@ -99,7 +100,7 @@ def _default(cls: type[Any], key: str) -> Any:
 def _as_toml(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_as_toml(v) for v in value]
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) or isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
         return str(value)
     return value
 

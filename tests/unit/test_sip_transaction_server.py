@@ -92,6 +92,47 @@ def test_17_2_1_invite_server_completed_timer_g_doubles_capped_then_timer_h() ->
     assert layer.counts == ZERO
 
 
+def test_17_2_1_final_answered_at_once_takes_back_the_100_and_arms_no_timer_g() -> None:
+    # the TU answers in the batch that brought the INVITE: the 100 Trying has not left, so the
+    # UAC is still in Calling and retransmits itself; one answer per copy, no Timer G
+    layer = make_layer()
+    txn = _new_invite(layer)
+    refusal = build_response(txn.request, 404, to_tag="u1")
+    layer.send_response(txn, refusal, 0.0)
+    assert [s.message for s in layer.take_outgoing()] == [refusal]
+    assert layer.next_deadline() == 32.0  # Timer H only
+    # a copy of the INVITE (the 404 was lost) is answered again, once
+    assert layer.receive(make_request(), PEER_UDP, 0.5) == []
+    assert [s.message for s in layer.take_outgoing()] == [refusal]
+    log = run_until(layer, 100.0)
+    assert _response_times(log) == []
+    assert log[-1] == (32.0, [], [TransactionTimeout(txn, "H"), TransactionTerminated(txn)])
+    # the ACK still ends it early
+    layer2 = make_layer()
+    txn2 = _new_invite(layer2)
+    layer2.send_response(txn2, build_response(txn2.request, 404, to_tag="u1"), 0.0)
+    layer2.receive(make_request("ACK", to_tag="u1", cseq_method="ACK"), PEER_UDP, 0.1)
+    assert txn2.state is TransactionState.CONFIRMED
+
+
+def test_17_2_1_final_after_a_provisional_left_keeps_timer_g() -> None:
+    layer = make_layer()
+    txn = _new_invite(layer)
+    ringing = build_response(txn.request, 180, to_tag="u1")
+    layer.send_response(txn, ringing, 0.0)  # a provisional other than the 100: it goes out
+    busy = build_response(txn.request, 486, to_tag="u1")
+    layer.send_response(txn, busy, 0.0)
+    assert [s.message.status for s in layer.take_outgoing()] == [100, 180, 486]  # type: ignore[union-attr]
+    assert _response_times(run_until(layer, 100.0))[:2] == [0.5, 1.5]
+
+
+def test_17_2_1_final_answered_at_once_over_tcp_is_unchanged() -> None:
+    layer = make_layer()
+    txn = _new_invite(layer, "TCP")
+    layer.send_response(txn, build_response(txn.request, 404, to_tag="u1"), 0.0)
+    assert [s.message.status for s in layer.take_outgoing()] == [100, 404]  # type: ignore[union-attr]
+
+
 def test_17_2_1_invite_server_completed_resends_final_on_retransmission() -> None:
     layer = make_layer()
     txn = _new_invite(layer)
@@ -132,6 +173,7 @@ def test_17_2_1_invite_server_reliable_no_timer_g_and_timer_i_zero() -> None:
 def test_17_2_1_invite_server_timer_h_respects_t1() -> None:
     layer = make_layer(t1=0.2, t2=0.5)
     txn = _new_invite(layer)
+    layer.take_outgoing()  # the 100 Trying left: the UAC is in Proceeding, Timer G is armed
     layer.send_response(txn, build_response(txn.request, 480, to_tag="u1"), 0.0)
     layer.take_outgoing()
     log = run_until(layer, 100.0)

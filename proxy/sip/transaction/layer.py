@@ -42,6 +42,8 @@ _NON_2XX_ACKABLE = (TransactionState.COMPLETED, TransactionState.CONFIRMED)
 Key = tuple[object, ...]
 #: ``TransactionLayer.screen``: (request, source, now, queue delay) -> None or (status, extra headers)
 Screen = Callable[[Request, Address, float, float], tuple[int, list[tuple[str, str]]] | None]
+#: ``TransactionLayer.source_limit``: (source host, now, a new INVITE) -> 0 or Retry-After seconds
+SourceLimit = Callable[[str, float, bool], int]
 AnyTransaction = ClientTransaction | ServerTransaction
 
 
@@ -51,7 +53,7 @@ class TransactionLayer(TimerQueues):
     __slots__ = (
         "timers", "ids", "auto_trying", "_clients", "_servers", "_merged", "_acks_2xx",
         "_out", "_events", "_counts", "request_retransmissions", "late_retransmissions", "_settling",
-        "screen", "stateless_tag", "refused_statelessly", "stateless_acks",
+        "screen", "stateless_tag", "refused_statelessly", "stateless_acks", "source_limit",
     )
 
     def __init__(self, timers: TimerConfig, ids: IdGenerator, *, auto_trying: bool = True) -> None:
@@ -89,6 +91,10 @@ class TransactionLayer(TimerQueues):
         #: layer sends statelessly (§8.2.7), without a transaction, a 100 Trying or a timer.
         #: This is how overload is shed at a fraction of the cost of a stateful refusal.
         self.screen: Screen | None = None
+        #: per-source rate limit, asked about every new request (not retransmissions, not
+        #: ACKs): 0 lets it in; else a new INVITE gets 503 with that Retry-After statelessly
+        #: and any other request is dropped (proxy/transport/pike.py)
+        self.source_limit: SourceLimit | None = None
         #: the To tag of every stateless refusal (§8.2.7: generated statelessly, the same for
         #: a retransmitted request): the ACKs for them are recognised by it and absorbed
         self.stateless_tag = ids.tag()
@@ -243,6 +249,23 @@ class TransactionLayer(TimerQueues):
         """Queue an event for the TU (returned by the call that caused it)."""
         self._events.append(event)
 
+    def withdraw_trying(self, txn: ServerTransaction) -> bool:
+        """Whether no provisional response of ``txn`` has left: none was sent, or its 100
+        Trying is still queued (the TU answers in the batch that brought the INVITE) and is
+        taken back here. The machine then knows the UAC is still in Calling (§17.1.1.2)."""
+        last = txn.last_response
+        if last is None:
+            return True
+        if last.status != 100:
+            return False
+        out = self._out
+        queued = [i for i in range(len(out) - 1, -1, -1) if out[i].message is last]
+        if not queued:
+            return False
+        for i in queued:  # highest index first
+            del out[i]
+        return True
+
     # ------------------------------------------------------------------ machines
 
     def _drive_client(self, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
@@ -376,6 +399,15 @@ class TransactionLayer(TimerQueues):
                 self.late_retransmissions += 1  # it reached us before we handled the original
             self._drive_server(txn, Input.REQUEST, request, source, now)
             return
+        invite = method == "INVITE"
+        limit = self.source_limit
+        if limit is not None:
+            new_call = invite and to_tag is None
+            retry_after = limit(source.host, now, new_call)
+            if retry_after:
+                if new_call:
+                    self._refuse_statelessly(request, via, source, 503, [("Retry-After", str(retry_after))])
+                return
         merge_key: Key | None = None
         if to_tag is None:
             merge_key = (from_tag, call_id, cseq.number, cseq.method)
@@ -385,15 +417,10 @@ class TransactionLayer(TimerQueues):
                 loop = build_response(request, 482, to_tag=self.ids.tag())
                 self.transmit(loop, _response_dest(via, source))
                 return
-        invite = method == "INVITE"
         if invite and to_tag is None and self.screen is not None:
             refusal = self.screen(request, source, now, delay)
             if refusal is not None:
-                via = self._stamp_via(request, via, source)
-                status, extra = refusal
-                self.refused_statelessly += 1
-                self.transmit(build_response(request, status, to_tag=self.stateless_tag, extra=extra),
-                           _response_dest(via, source))
+                self._refuse_statelessly(request, via, source, *refusal)
                 return
         via = self._stamp_via(request, via, source)
         txn = ServerTransaction(
@@ -421,6 +448,14 @@ class TransactionLayer(TimerQueues):
         if invite and self.auto_trying:
             # §17.2.1: answer 100 Trying at once (Timestamp copied, §8.2.6.1)
             self._drive_server(txn, Input.PROVISIONAL, build_response(request, 100), None, now)
+
+    def _refuse_statelessly(self, request: Request, via: Via, source: Address, status: int,
+                            extra: list[tuple[str, str]]) -> None:
+        """§8.2.7: a final response without a transaction (its ACK absorbed by the tag)."""
+        via = self._stamp_via(request, via, source)
+        self.refused_statelessly += 1
+        self.transmit(build_response(request, status, to_tag=self.stateless_tag, extra=extra),
+                      _response_dest(via, source))
 
     def _receive_ack(self, ack: Request, via: Via, source: Address, now: float) -> None:
         if ack.to_tag == self.stateless_tag:

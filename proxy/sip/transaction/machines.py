@@ -54,6 +54,8 @@ class Effects(Protocol):
 
     def emit(self, event: Event) -> None: ...
 
+    def withdraw_trying(self, txn: ServerTransaction) -> bool: ...
+
 
 ClientAction = Callable[[Effects, ClientTransaction, Input, "Response | None", float], None]
 ServerAction = Callable[
@@ -280,9 +282,15 @@ def _si_timer_l(
 def _si_completed(
     fx: Effects, txn: ServerTransaction, inp: Input, msg: ServerMsg, source: Address | None, now: float
 ) -> None:
+    # A final answered at once (before the 100 Trying left: §17.2.1 lets a UAS that answers
+    # within 200 ms skip it) reaches a UAC still in Calling, which retransmits its INVITE
+    # (Timer A) until it hears the answer; Completed re-sends it on each copy. Timer G is then
+    # not armed: reliability is the same, and a peer that never ACKs (a flood) draws one
+    # answer per INVITE instead of eleven (docs/reliability.md, "unknown-caller flood").
+    answered_at_once = not txn.reliable and fx.withdraw_trying(txn)
     _s_send(fx, txn, inp, msg, source, now)
     t1 = fx.timers.t1
-    if not txn.reliable:
+    if not txn.reliable and not answered_at_once:
         txn.interval = t1
         fx.arm(txn, Input.TIMER_G, t1, now)
     fx.arm(txn, Input.TIMER_H, 64 * t1, now)
