@@ -40,6 +40,7 @@ from proxy.sip.ids import SecretIds
 from proxy.sip.message import Request, Response
 from proxy.sip.parser import parse_message
 from proxy.sip.transaction import Address, TimerConfig, TransactionLayer
+from proxy.transport.pike import SourceLimits
 
 A = Address("udp", "127.0.0.1", 5070)
 B = Address("udp", "127.0.0.1", 5080)
@@ -115,6 +116,10 @@ class Bench:
         )
         self.service.start()
         self.layer = TransactionLayer(TimerConfig(), SecretIds(os.urandom))
+        sip = self.config.sip
+        if sip.source_rate:  # as proxy/app.py wires it (on by default; loopback is trusted)
+            self.layer.source_limit = SourceLimits(sip.source_rate, sip.source_burst,
+                                                   sip.trusted_sources).check
         self.b2b = B2bua(
             layer=self.layer, config=self.config,
             rules=load_rules(DEFAULT_RULES_FILE), pairings=self.service,

@@ -40,15 +40,16 @@ def _metrics(sm) -> dict[str, float]:
 @pytest.mark.skipif(not DISTINCT_IPS, reason="needs distinct loopback addresses")
 def test_a_flood_from_one_source_with_a_paired_number_leaves_other_sources_unharmed(sipp, sipmask_factory):
     """127.0.0.5 floods with the paired caller's number at 150 calls/s while 127.0.0.2 places
-    30 calls at 5/s: every good call completes; the flood gets 503 past its rate."""
+    30 calls at 4/s (8 new requests a second: INVITE and BYE, under the limit of 20): every
+    good call completes; the flood gets 503 past its rate."""
     callee = sipp.start_uas("uas_basic.xml", calls=100_000, timeout_s=60)
     sm = sipmask_factory([(B_PREFIX, [f"udp:{CALLEE_IP}:{callee.port}"])], log_level="info",
-                         sip_toml="source_rate = 10.0\nsource_burst = 10.0\ntrusted_sources = []")
+                         sip_toml="source_rate = 20.0\nsource_burst = 20.0\ntrusted_sources = []")
     flood = sipp.start_uac("uac_flood.xml", sm.udp_target, service=A_VIRTUAL, name="flood",
                            ip=FLOOD_IP, calls=600, timeout_s=30, extra=["-r", "150", "-l", "400"])
     time.sleep(1.0)  # the flood is under way (its burst spent) before the good calls start
     good = sipp.run_uac("uac_basic.xml", sm.udp_target, service=A_VIRTUAL, calls=30,
-                        extra=["-r", "5", "-l", "10"], timeout_s=40)
+                        extra=["-r", "4", "-l", "10"], timeout_s=40)
     sipp.wait(flood, timeout_s=40)
     assert_sipp_ok(good)  # 0 failed calls from the other source
     assert len(find(good.messages(), status=200, method="INVITE")) == 30
