@@ -228,7 +228,21 @@ ERRORS = [
     ('sip = "x"\n', "sip", "expected a table"),
     ('trunks = ["a"]\n', "trunks[0]", "expected a table"),
     ('rules_file = "missing.toml"\n', "rules_file", "no such file"),
+    ("[sip]\nsource_rate = -1\n", "sip.source_rate", "expected a number >= 0"),
+    ("[sip]\nsource_burst = 0.5\n", "sip.source_burst", "expected a number >= 1"),
+    ('[sip]\ntrusted_sources = ["10.0.0.0/33"]\n', "sip.trusted_sources[0]", "CIDR"),
+    ('[sip]\ntrusted_sources = "10.0.0.0/8"\n', "sip.trusted_sources", "expected a list"),
 ]
+
+
+def test_source_limits_are_read(tmp_path: Path) -> None:
+    text = '[sip]\nsource_rate = 0\nsource_burst = 5\ntrusted_sources = ["203.0.113.0/24", "2001:db8::1"]\n'
+    sip = load_config(write(tmp_path, text), env={}).sip
+    assert sip.source_rate == 0.0 and sip.source_burst == 5.0
+    assert [str(n) for n in sip.trusted_sources] == ["203.0.113.0/24", "2001:db8::1/128"]
+    default = load_config(env={}).sip
+    assert (default.source_rate, default.source_burst) == (100.0, 200.0)
+    assert [str(n) for n in default.trusted_sources] == ["127.0.0.0/8", "::1/128"]
 
 
 @pytest.mark.parametrize(("text", "key", "fragment"), ERRORS)

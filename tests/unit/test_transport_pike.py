@@ -156,3 +156,21 @@ def test_retransmissions_of_a_transaction_in_progress_are_never_charged_nor_refu
         assert [s.message.status for s in layer.take_outgoing()] == [180]  # type: ignore[union-attr]
     assert limits.refused_invites == 0 and limits.dropped == 0
     assert layer.request_retransmissions == 50
+
+
+def test_the_stack_installs_the_limit_on_the_layer() -> None:
+    import asyncio
+
+    from proxy.transport.stack import SipStack
+
+    loop = asyncio.new_event_loop()
+    try:
+        layer = make_layer()
+        limits = SourceLimits(1.0, 1.0)
+        stack = SipStack(layer, lambda m, d: None, loop, source_limits=limits)
+        assert stack.source_limits is limits and layer.source_limit == limits.check
+        bare = make_layer()
+        SipStack(bare, lambda m, d: None, loop)
+        assert bare.source_limit is None
+    finally:
+        loop.close()
