@@ -202,6 +202,16 @@ class Call(TransactionData):
         self._parent_log = log
         self._log: Any = None
 
+    @classmethod
+    def adopted(cls, call_id: str, match: Match, started_at: float, log: Any) -> Call:
+        """An established call rebuilt from its record (``snapshot.restore``): confirmed, its
+        INVITEs long gone (a confirmed call never reads them again, see ``release``)."""
+        call = cls(call_id, None, None, match, started_at, log)  # type: ignore[arg-type]
+        call.state = CONFIRMED
+        call.final_sent = True
+        call.b_acked = True
+        return call
+
     @property
     def log(self) -> Any:
         """The B2BUA's logger bound to this call (a short call key and the pairing id), bound

@@ -56,6 +56,8 @@ class InDialogFlow(Teardown):
             return
         if method in ("INVITE", "UPDATE") and dialog is not None:
             dialog.target_refresh(request)  # §12.2.2: target refresh requests update the remote target
+            if self.journal is not None and call.state is CONFIRMED:
+                self.journal.changed(call)
         self._forward_request(leg, request, txn, now)
 
     def _forward_request(self, leg: Leg, request: Request, txn: ServerTransaction, now: float) -> None:
@@ -106,6 +108,8 @@ class InDialogFlow(Teardown):
             peer_dialog = leg.peer.dialog
             if peer_dialog is not None:
                 peer_dialog.target_refresh(response)
+                if self.journal is not None and leg.call.state is CONFIRMED:
+                    self.journal.changed(leg.call)
         self._copy_headers(response, out)
         out.body = self._sdp(response.body) if _is_sdp(response) else response.body
         self.layer.send_response(server, out, now)
@@ -150,6 +154,9 @@ class InDialogFlow(Teardown):
             call.state = CONFIRMED
             call.b_acked = True
             call.compact()
+            journal = self.journal
+            if journal is not None:
+                journal.changed(call)
 
     def _on_bye(self, leg: Leg, request: Request, txn: ServerTransaction, now: float) -> None:
         call = leg.call

@@ -68,6 +68,9 @@ class InviteFlow(InDialogFlow):
         costs a fraction of a stateful one, which is what keeps goodput near the peak under
         overload. Calls from untrusted sources pass the door and get their own answer
         (``calls.untrusted_code``, from ``_new_call``)."""
+        if self.draining:
+            self._count("draining")
+            return 503, self._retry_after
         if self._trunk(source.host) is None:
             return None
         if self.admission.admit(now, self.layer.late_retransmissions, delay):

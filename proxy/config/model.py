@@ -283,6 +283,39 @@ class LogConfig:
     """``json``, ``console``, or ``auto`` (console on a terminal, JSON otherwise)."""
 
 
+TAKEOVER_MODES: Final = ("update", "end")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """``[cluster]``: calls that outlive a worker (docs/reliability.md, "Calls that outlive a
+    worker")."""
+
+    worker_id: str = ""
+    """This worker's name in the store (its dialog records and lease); empty: the host name
+    and the first SIP port (``host:5060``). A restarted worker must keep its name to reload
+    its calls; two live workers must never share one."""
+    persist_dialogs: bool = True
+    """Write each established call's dialogs to the store (encrypted), so a restarted worker
+    reloads them and a sibling can take them over."""
+    flush_interval_s: float = 1.0
+    """How often changed dialogs are written; a call answered and ended within it is never
+    written (and a worker lost within it loses that call)."""
+    lease_s: float = 10.0
+    """How long a worker's lease lasts; it is renewed every third of it."""
+    takeover_after_s: float = 10.0
+    """How long after a worker's lease ended a sibling claims its calls (time for a restart
+    to reload them itself); 0: never take over a sibling's calls."""
+    takeover: str = "update"
+    """What a sibling does with the calls it claims: ``update`` (an UPDATE with its Contact
+    to each leg; a leg that refuses ends the call cleanly) or ``end`` (BYE both legs, CDR
+    cause ``worker_lost``)."""
+    drain_timeout_s: float = 30.0
+    """SIGTERM: how long established calls may go on while new calls get 503; then they are
+    handed over (written to the store, for a restart or a sibling) or, without
+    ``persist_dialogs``, ended with BYE."""
+
+
 def _default_trunks() -> tuple[TrunkConfig, ...]:
     return (
         TrunkConfig(
@@ -312,6 +345,8 @@ class Config:
     """``[log]``."""
     hook: HookConfig = field(default_factory=HookConfig)
     """``[hook]``."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """``[cluster]``."""
     webhooks: tuple[WebhookConfig, ...] = ()
     """``[[webhooks]]``."""
     rules_file: Path = DEFAULT_RULES_FILE
