@@ -63,16 +63,16 @@ def _cdrs(sm) -> list[Cdr]:
 
 
 def test_a_killed_and_restarted_worker_keeps_its_calls(sipp, sipmask_factory):
-    """Ten calls are up when sipmask is SIGKILLed; it is started again on the same ports.
+    """Fifty calls are up when sipmask is SIGKILLed; it is started again on the same ports.
     Before this, the callers' BYEs got 481 and the callees were never released, and no CDR
     was written: now the restarted worker reloads the calls from the store, relays the BYEs,
-    and writes ten CDRs with the calls' real answer times."""
-    calls = 10
+    and writes fifty CDRs with the calls' real answer times."""
+    calls = 50
     callee = sipp.start_uas("uas_held.xml", calls=calls, timeout_s=40)
     sm = sipmask_factory([(B_PREFIX, [f"udp:{CALLEE_IP}:{callee.port}"])], extra_toml=CLUSTER,
                          log_level="info")
-    caller = _start_uac(sipp, "uac_held.xml", sm.udp_target, calls=calls, rate=20)
-    _wait_for(lambda: _answered(sm) >= calls, "ten answered calls")
+    caller = _start_uac(sipp, "uac_held.xml", sm.udp_target, calls=calls, rate=50)
+    _wait_for(lambda: _answered(sm) >= calls, "fifty answered calls")
     time.sleep(0.6)  # the journal's flush (0.2 s) has written them
     sm.proc.kill()
     sm.proc.wait()
