@@ -86,6 +86,7 @@ def snapshot(call: Call, wall: Any) -> dict[str, Any]:
         "started_at": wall(call.started_at),
         "answered_at": wall(answered),
         "session_interval": call.session_interval,
+        "own_timer": call.own_timer,
         "code": call.code,
         "a": _leg(call.a),
         "b": _leg(call.b),
@@ -138,6 +139,7 @@ def restore(b2bua: B2buaBase, record: dict[str, Any], now: float, wall_now: floa
     call.callee_token = str(record["callee_token"])
     call.call_id_token = str(record["call_id_token"])
     call.session_interval = int(record["session_interval"])
+    call.own_timer = bool(record.get("own_timer", False))
     call.code = int(record["code"])
     call.a = _restore_leg(b2bua, call, "a", record["a"])
     call.b = _restore_leg(b2bua, call, "b", record["b"])

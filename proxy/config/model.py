@@ -152,8 +152,10 @@ class CallsConfig:
     """Give up on an unanswered call after this many seconds."""
     max_duration_s: float = 14400.0
     """Hang up a call after this many seconds."""
-    session_expires_s: int = 0
-    """RFC 4028 session interval asked for on the B leg; 0: off, else at least ``min_se_s``."""
+    session_expires_s: int = 1800
+    """RFC 4028 session interval asked for on the B leg when the caller asked for none (the
+    callee refreshes; a callee that supports no timer is unaffected); 0: off, else at least
+    ``min_se_s``."""
     min_se_s: int = 90
     """Smallest session interval accepted (RFC 4028 §4: at least 90)."""
     refer: str = "reject"
