@@ -29,6 +29,7 @@ import structlog
 
 from proxy.b2bua import B2bua
 from proxy.b2bua.policy import load_rules
+from proxy.b2bua.snapshot import DialogJournal
 from proxy.config import DEFAULT_RULES_FILE, load_config
 from proxy.observability.logging import configure_logging
 from proxy.pairing.cache import PairingCache
@@ -126,6 +127,8 @@ class Bench:
             ids=SecretIds(os.urandom), local_address=lambda t: ("127.0.0.1", 5060),
             tokenize=vault.token, log=structlog.get_logger("bench"),
         )
+        if self.config.cluster.persist_dialogs:  # as `sipmask run` does (proxy/cluster.py)
+            self.b2b.journal = DialogJournal()
         self.cpu = 0.0
 
     def deliver(self, data: bytes, source: Address) -> list[tuple[bytes, Address]]:

@@ -9,7 +9,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -22,7 +22,7 @@ from .observability.redaction import Redactor
 from .pairing.cache import PairingCache
 from .pairing.crypto import load_vault
 from .pairing.service import PairingService
-from .pairing.stores import open_store
+from .pairing.stores import DialogStore, open_store
 from .sip.ids import SecretIds
 from .sip.transaction import TimerConfig, TransactionLayer
 from .transport import SipTransports
@@ -51,6 +51,7 @@ class App:
     store_worker: ThreadPoolExecutor | None = None
     api: Any = None  # proxy.api.ApiServer when [api] is enabled
     closers: list[Any] = field(default_factory=list)  # async close() of hook, webhooks
+    keeper: Any = None  # proxy.cluster.DialogKeeper with cluster.persist_dialogs
 
     def reload_rules(self) -> None:
         """SIGHUP: re-read the header policy; a bad file keeps the old policy and says why."""
@@ -61,6 +62,32 @@ class App:
             return
         self.b2bua.set_rules(rules)
         self.log.info("rules.reloaded", file=str(self.config.rules_file))
+
+    async def drain(self, again: asyncio.Event | None = None) -> None:
+        """SIGTERM: new calls get 503 while established ones go on, up to
+        ``cluster.drain_timeout_s`` (``again`` set, a second signal, cuts it short); then what
+        is left is handed over (``cluster.persist_dialogs``) or ended with BYE."""
+        b2bua = self.b2bua
+        b2bua.draining = True
+        loop = asyncio.get_running_loop()
+        timeout = self.config.cluster.drain_timeout_s
+        self.log.info("sipmask.draining", active_calls=b2bua.active_calls, timeout_s=timeout)
+        deadline = loop.time() + timeout
+        # polls a count the sans-IO B2BUA keeps (no event to wait on)
+        while b2bua.active_calls and loop.time() < deadline and not (again and again.is_set()):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        if self.keeper is not None:
+            handed = await self.keeper.hand_over()
+            self.log.info("sipmask.drained", handed_over=handed, worker=self.keeper.worker)
+            return
+        ended = 0
+        for call in list(b2bua.calls.values()):
+            b2bua.hangup(call, "shutdown", loop.time())
+            ended += 1
+        self.stack.flush()
+        if ended:
+            await asyncio.sleep(0.5)  # the BYEs' first retransmissions (T1) before the sockets close
+        self.log.info("sipmask.drained", ended=ended)
 
     async def close(self) -> None:
         """Stop the API, timers and listeners, flush CDRs, close the store."""
@@ -218,6 +245,16 @@ async def start(config: Config) -> App:
     def run(fn: Any, *args: Any) -> Any:
         return loop.run_in_executor(worker, fn, *args)
 
+    if config.cluster.persist_dialogs:
+        from .cluster import DialogKeeper, worker_name
+
+        keeper = DialogKeeper(config, worker_name(config), cast(DialogStore, store), vault, b2bua,
+                              stack, run, log, loop)
+        try:
+            await keeper.start()
+        except Exception as exc:  # noqa: BLE001 - calls of a previous run are lost, new ones work
+            log.error("cluster.start_failed", error=type(exc).__name__)
+        app.keeper = keeper
     housekeeping: list[tuple[str, float, Any]] = [
         ("poll", config.store.poll_interval_s, lambda: service.poll_async(run)),
         ("flush", _CDR_FLUSH_S, lambda: service.flush_async(run)),
@@ -232,6 +269,8 @@ async def start(config: Config) -> App:
                 log.info("store.purged", sessions=sessions, cdrs=cdrs)
 
         housekeeping.append(("purge", config.store.purge_interval_s, purge))
+    if app.keeper is not None:
+        housekeeping.extend(app.keeper.tasks())
     for name, interval, job in housekeeping:
         app.tasks.append(asyncio.create_task(_every_async(name, interval, job, log)))
     if config.api.enabled:
@@ -283,6 +322,9 @@ def _sip_stats(app: App) -> dict[str, dict[str, float]]:
         "sipmask_sip_source_limited_total": {
             "invite_503": limits.refused_invites if limits else 0,
             "dropped": limits.dropped if limits else 0,
+        },
+        "sipmask_cluster_dialogs_total": {} if app.keeper is None else {
+            kind: getattr(app.keeper, kind) for kind in ("written", "reloaded", "claimed", "write_errors")
         },
     }
 
@@ -349,8 +391,19 @@ async def serve(config: Config) -> None:
     app = await start(config)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, app.reload_rules)
+    again = asyncio.Event()
+
+    def on_stop() -> None:
+        if app.stopping.is_set():
+            again.set()  # a second signal: stop draining now
+        app.stopping.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, app.stopping.set)
+        loop.add_signal_handler(sig, on_stop)
     await app.stopping.wait()
     app.log.info("sipmask.stopping", active_calls=app.b2bua.active_calls)
+    try:
+        await app.drain(again)
+    except Exception as exc:  # noqa: BLE001 - stopping must finish
+        app.log.error("sipmask.drain_failed", error=type(exc).__name__)
     await app.close()

@@ -157,6 +157,10 @@ async def start_api(
 #: the SIP side's figures on ``/metrics``: name -> (kind, label name or None, help). Labels are
 #: event, message and gate names, never numbers.
 SIP_METRICS: dict[str, tuple[str, str | None, str]] = {
+    "sipmask_cluster_dialogs_total": (
+        "counter", "kind",
+        "Established calls' records (cluster.persist_dialogs): written to the store, reloaded "
+        "after a restart, claimed from a dead sibling, and failed writes (write_errors)."),
     "sipmask_calls_active": ("gauge", None, "Calls in progress."),
     "sipmask_sip_events_total": (
         "counter", "event",

@@ -40,13 +40,15 @@ from .invite import InviteFlow
 from .message import MessageFlow
 from .overload import Admission
 from .policy import Rules
+from .snapshot import DialogJournal
+from .takeover import TakeoverFlow
 from .timers import TimerHeap
 
 #: methods sipmask answers itself out of dialog
 _ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY"
 
 
-class B2bua(GuardFlow, InviteFlow, MessageFlow):
+class B2bua(GuardFlow, InviteFlow, TakeoverFlow, MessageFlow):
     """Bridges calls between an A leg (caller, sipmask as UAS) and a B leg (callee, sipmask as UAC)."""
 
     def __init__(
@@ -119,6 +121,9 @@ class B2bua(GuardFlow, InviteFlow, MessageFlow):
         self.counters = {}
         self.failover_timeout = config.calls.failover_timeout_s
         self.server_header = "sipmask"
+        #: established calls to write to the store (``cluster.persist_dialogs``), set by the app
+        self.journal: DialogJournal | None = None
+        self.draining = False
 
     # ------------------------------------------------------------------ plumbing
     def set_rules(self, rules: Rules) -> None:

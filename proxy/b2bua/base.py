@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .call import Call, Leg
     from .overload import Admission
     from .policy import Rules
+    from .snapshot import DialogJournal
     from .timers import TimerHeap
 
 _IP_CHARS = frozenset("0123456789.:abcdefABCDEF[]")
@@ -87,6 +88,9 @@ class B2buaBase:
     counters: dict[str, int]
     failover_timeout: float
     server_header: str
+    #: established calls to write to the store (``snapshot.DialogJournal``), or None
+    journal: DialogJournal | None
+    draining: bool
     #: whether per-call info events are emitted (binding the call's logger is skipped if not)
     _info: bool
     _number_token: Callable[[str], str]
@@ -119,6 +123,10 @@ class B2buaBase:
         host, port = self.local_address(transport)
         tparam = "" if transport == "udp" else f";transport={transport}"
         return f"<sip:{user}@{host}:{port}{tparam}>"
+
+    def contact_for(self, transport: str, user: str) -> str:
+        """Our Contact for a leg on ``transport`` whose user part is ``user`` (a virtual number)."""
+        return self._contacts(transport, user)
 
     def _host(self) -> str:
         host = self._host_name

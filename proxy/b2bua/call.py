@@ -158,7 +158,8 @@ class Call(TransactionData):
         "caller_token", "callee_token", "call_id_token", "gateways", "gateway_index", "provisional_seen",
         "cancel_pending", "started_at", "answered_at", "ended_at", "code", "cause", "outcome",
         "timer_ring", "timer_failover", "timer_session", "timer_max_duration",
-        "session_interval", "final_sent", "b_acked", "pairing_id", "_log", "_parent_log", "a_head",
+        "session_interval", "own_timer", "final_sent", "b_acked", "pairing_id", "_log", "_parent_log",
+        "a_head",
         "__weakref__",
     )
 
@@ -194,6 +195,8 @@ class Call(TransactionData):
         self.timer_session: TimerHandle | None = None
         self.timer_max_duration: TimerHandle | None = None
         self.session_interval = 0
+        #: the session timer is sipmask's, asked for on the B leg (the caller asked for none)
+        self.own_timer = False
         self.final_sent = False
         self.b_acked = False
         #: the header lines the 1xx/2xx responses relayed to A share (names, keys, values),
@@ -201,6 +204,16 @@ class Call(TransactionData):
         self.a_head: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None = None
         self._parent_log = log
         self._log: Any = None
+
+    @classmethod
+    def adopted(cls, call_id: str, match: Match, started_at: float, log: Any) -> Call:
+        """An established call rebuilt from its record (``snapshot.restore``): confirmed, its
+        INVITEs long gone (a confirmed call never reads them again, see ``release``)."""
+        call = cls(call_id, None, None, match, started_at, log)  # type: ignore[arg-type]
+        call.state = CONFIRMED
+        call.final_sent = True
+        call.b_acked = True
+        return call
 
     @property
     def log(self) -> Any:

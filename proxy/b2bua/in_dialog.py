@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..sip.errors import SipParseError
-from ..sip.message import Request, Response, build_response
+from ..sip.message import Headers, Request, Response, build_response
 from ..sip.transaction import ClientTransaction, ServerTransaction
 from .call import ANSWERED, CONFIRMED, ENDED, Call, Leg, TransactionData
 from .teardown import Teardown
@@ -56,6 +56,8 @@ class InDialogFlow(Teardown):
             return
         if method in ("INVITE", "UPDATE") and dialog is not None:
             dialog.target_refresh(request)  # §12.2.2: target refresh requests update the remote target
+            if self.journal is not None and call.state is CONFIRMED:
+                self.journal.changed(call)
         self._forward_request(leg, request, txn, now)
 
     def _forward_request(self, leg: Leg, request: Request, txn: ServerTransaction, now: float) -> None:
@@ -65,6 +67,8 @@ class InDialogFlow(Teardown):
         contact = peer.contact if method in _TARGET_REFRESH else None
         out = peer.dialog.create_request(method, self._via(peer.transport), contact)
         self._copy_headers(request, out)
+        if leg.call.own_timer and peer is leg.call.a:
+            drop_timer(out.headers)  # the callee's refresh: the caller knows no session timer
         if method == "PRACK":
             self._rewrite_rack(leg, out)
         out.body = self._sdp(request.body) if _is_sdp(request) else request.body
@@ -106,7 +110,17 @@ class InDialogFlow(Teardown):
             peer_dialog = leg.peer.dialog
             if peer_dialog is not None:
                 peer_dialog.target_refresh(response)
+                if self.journal is not None and leg.call.state is CONFIRMED:
+                    self.journal.changed(leg.call)
         self._copy_headers(response, out)
+        call = leg.call
+        if (call.own_timer and leg is call.b and 200 <= status < 300
+                and fwd.method in ("INVITE", "UPDATE") and call.session_interval):
+            # RFC 4028 §9: the callee refreshed the session timer sipmask asked for; the
+            # caller's 2xx knows nothing of it, so sipmask answers for the timer
+            drop_timer(out.headers)
+            out.headers.add("Session-Expires", f"{call.session_interval};refresher=uas")
+            out.headers.add("Require", "timer")
         out.body = self._sdp(response.body) if _is_sdp(response) else response.body
         self.layer.send_response(server, out, now)
         if status >= 200:
@@ -150,6 +164,9 @@ class InDialogFlow(Teardown):
             call.state = CONFIRMED
             call.b_acked = True
             call.compact()
+            journal = self.journal
+            if journal is not None:
+                journal.changed(call)
 
     def _on_bye(self, leg: Leg, request: Request, txn: ServerTransaction, now: float) -> None:
         call = leg.call
@@ -166,11 +183,31 @@ class InDialogFlow(Teardown):
             self._send_bye(peer, now)
         self._end(call, "completed" if call.answered_at is not None else "failed", now)
 
+    def _ask_session_timer(self, call: Call, request: Request) -> None:
+        """RFC 4028 §7.1: ask the callee for a session timer the caller did not ask for
+        (``calls.session_expires_s``), with the callee as refresher: its refreshes cross to
+        the caller as ordinary re-INVITEs/UPDATEs, and a callee whose peer has gone (a lost
+        worker) hangs up its leg itself after the interval instead of staying up."""
+        cfg = self.calls_cfg
+        h = request.headers
+        h.add("Session-Expires", f"{cfg.session_expires_s};refresher=uas")
+        if "min-se" not in h:
+            h.add("Min-SE", str(cfg.min_se_s))
+        supported = h.values("supported")
+        if not any(tag.lower() == "timer" for tag in supported):
+            h.remove("Supported")
+            h.add("Supported", ", ".join([*supported, "timer"]))
+        call.own_timer = True
+
     def _session_timer(self, call: Call, response: Response, now: float) -> None:
         """RFC 4028: refreshes pass end to end; if none arrives within the negotiated interval
         the session is considered dead and both legs are released."""
         se = response.headers.get("session-expires")
         if not se:
+            if call.own_timer and call.session_interval:
+                # a refresh of sipmask's own timer, answered by a caller who knows none
+                call.set_timer("session", self.timers.schedule(
+                    now + call.session_interval, self._on_session_expired, call))
             return
         value = se.split(";", 1)[0].strip()
         if not value.isdigit():
@@ -180,6 +217,19 @@ class InDialogFlow(Teardown):
             return
         call.session_interval = interval
         call.set_timer("session", self.timers.schedule(now + interval, self._on_session_expired, call))
+
+
+def drop_timer(headers: Headers) -> None:
+    """Take the session timer's lines off a message for a party that asked for none:
+    Session-Expires and Min-SE, and ``timer`` from Require (RFC 4028 §7, §9)."""
+    headers.remove("Session-Expires")
+    headers.remove("Min-SE")
+    require = headers.values("require")
+    if any(tag.lower() == "timer" for tag in require):
+        headers.remove("Require")
+        rest = [tag for tag in require if tag.lower() != "timer"]
+        if rest:
+            headers.add("Require", ", ".join(rest))
 
 
 class Forwarded(TransactionData):

@@ -19,7 +19,7 @@ from ..sip.transaction import Address, ClientTransaction, RequestReceived, Serve
 from ..sip.uri import NameAddr, SipUri
 from .base import gateway_address, map_final, user_of
 from .call import ANSWERED, EARLY, ENDED, Call, Leg, TransactionData
-from .in_dialog import InDialogFlow
+from .in_dialog import InDialogFlow, drop_timer
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
@@ -68,6 +68,9 @@ class InviteFlow(InDialogFlow):
         costs a fraction of a stateful one, which is what keeps goodput near the peak under
         overload. Calls from untrusted sources pass the door and get their own answer
         (``calls.untrusted_code``, from ``_new_call``)."""
+        if self.draining:
+            self._count("draining")
+            return 503, self._retry_after
         if self._trunk(source.host) is None:
             return None
         if self.admission.admit(now, self.layer.late_retransmissions, delay):
@@ -204,6 +207,8 @@ class InviteFlow(InDialogFlow):
         req = self._outbound_request("INVITE", call.match, gw, dialed, b.local_tag, b.call_id, cseq, max_forwards)
         req.headers.add("Contact", b.contact)
         self._copy_headers(a_invite, req)
+        if self.calls_cfg.session_expires_s and "session-expires" not in a_invite.headers:
+            self._ask_session_timer(call, req)
         req.body = self._sdp(a_invite.body)
         return req
 
@@ -358,6 +363,8 @@ class InviteFlow(InDialogFlow):
                 lines = h.columns()
                 call.a_head = (tuple(lines[0]), tuple(lines[1]), tuple(lines[2]))
         self._copy_headers(response, out)  # 3xx Contacts never cross: Contact is not policy's to pass
+        if call.own_timer:
+            drop_timer(h)  # the caller asked for no session timer: the B leg's is sipmask's
         if status < 300:
             out.body = self._sdp(response.body)
         if status >= 200:

@@ -90,6 +90,9 @@ class Teardown(B2buaBase):
         call.ended_at = now
         call.cancel_timers()
         self._detach(call)
+        journal = self.journal
+        if journal is not None:
+            journal.ended(call)
         self.calls.pop(call.id, None)
         self.dialogs.pop((call.a.call_id, call.a.local_tag), None)
         if call.b is not None:

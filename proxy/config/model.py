@@ -162,8 +162,10 @@ class CallsConfig:
     """Give up on an unanswered call after this many seconds."""
     max_duration_s: float = 14400.0
     """Hang up a call after this many seconds."""
-    session_expires_s: int = 0
-    """RFC 4028 session interval asked for on the B leg; 0: off, else at least ``min_se_s``."""
+    session_expires_s: int = 1800
+    """RFC 4028 session interval asked for on the B leg when the caller asked for none (the
+    callee refreshes; a callee that supports no timer is unaffected); 0: off, else at least
+    ``min_se_s``."""
     min_se_s: int = 90
     """Smallest session interval accepted (RFC 4028 §4: at least 90)."""
     refer: str = "reject"
@@ -293,6 +295,39 @@ class LogConfig:
     """``json``, ``console``, or ``auto`` (console on a terminal, JSON otherwise)."""
 
 
+TAKEOVER_MODES: Final = ("update", "end")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """``[cluster]``: calls that outlive a worker (docs/reliability.md, "Calls that outlive a
+    worker")."""
+
+    worker_id: str = ""
+    """This worker's name in the store (its dialog records and lease); empty: the host name
+    and the first SIP port (``host:5060``). A restarted worker must keep its name to reload
+    its calls; two live workers must never share one."""
+    persist_dialogs: bool = True
+    """Write each established call's dialogs to the store (encrypted), so a restarted worker
+    reloads them and a sibling can take them over."""
+    flush_interval_s: float = 1.0
+    """How often changed dialogs are written; a call answered and ended within it is never
+    written (and a worker lost within it loses that call)."""
+    lease_s: float = 10.0
+    """How long a worker's lease lasts; it is renewed every third of it."""
+    takeover_after_s: float = 10.0
+    """How long after a worker's lease ended a sibling claims its calls (time for a restart
+    to reload them itself); 0: never take over a sibling's calls."""
+    takeover: str = "update"
+    """What a sibling does with the calls it claims: ``update`` (an UPDATE with its Contact
+    to each leg; a leg that refuses ends the call cleanly) or ``end`` (BYE both legs, CDR
+    cause ``worker_lost``)."""
+    drain_timeout_s: float = 30.0
+    """SIGTERM: how long established calls may go on while new calls get 503; then they are
+    handed over (written to the store, for a restart or a sibling) or, without
+    ``persist_dialogs``, ended with BYE."""
+
+
 def _default_trunks() -> tuple[TrunkConfig, ...]:
     return (
         TrunkConfig(
@@ -322,6 +357,8 @@ class Config:
     """``[log]``."""
     hook: HookConfig = field(default_factory=HookConfig)
     """``[hook]``."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """``[cluster]``."""
     webhooks: tuple[WebhookConfig, ...] = ()
     """``[[webhooks]]``."""
     rules_file: Path = DEFAULT_RULES_FILE

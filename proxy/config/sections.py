@@ -39,10 +39,12 @@ from .model import (
     LOG_LEVELS,
     REFER_MODES,
     STORE_BACKENDS,
+    TAKEOVER_MODES,
     UNKNOWN_POLICIES,
     WEBHOOK_EVENTS,
     ApiConfig,
     CallsConfig,
+    ClusterConfig,
     Config,
     Gateway,
     HookConfig,
@@ -111,6 +113,8 @@ def parse_config(src: Source, raw: Mapping[str, Any], source: Path | None) -> Co
         kw["api"] = parse_api(src, table(src, raw["api"], "api"))
     if "hook" in raw:
         kw["hook"] = parse_hook(src, table(src, raw["hook"], "hook"))
+    if "cluster" in raw:
+        kw["cluster"] = parse_cluster(src, table(src, raw["cluster"], "cluster"))
     if "webhooks" in raw:
         kw["webhooks"] = list_of(src, raw["webhooks"], "webhooks",
                                  lambda v, k: parse_webhook(src, v, k))
@@ -383,3 +387,25 @@ def parse_log(src: Source, raw: Mapping[str, Any]) -> LogConfig:
     if "format" in raw:
         kw["format"] = choice(src, raw["format"], "log.format", LOG_FORMATS)
     return replace(LogConfig(), **kw)
+
+
+def parse_cluster(src: Source, raw: Mapping[str, Any]) -> ClusterConfig:
+    """``[cluster]``."""
+    src.check_keys(raw, ClusterConfig, "cluster")
+    kw: dict[str, Any] = {}
+    if "worker_id" in raw:
+        worker = string(src, raw["worker_id"], "cluster.worker_id", empty=True).strip()
+        if any(ch.isspace() for ch in worker) or len(worker) > 128:
+            raise src.error("cluster.worker_id",
+                            f"expected a name without spaces (at most 128 characters), got {show(worker)}")
+        kw["worker_id"] = worker
+    if "persist_dialogs" in raw:
+        kw["persist_dialogs"] = boolean(src, raw["persist_dialogs"], "cluster.persist_dialogs")
+    for name in ("flush_interval_s", "lease_s", "drain_timeout_s"):
+        if name in raw:
+            kw[name] = positive(src, raw[name], f"cluster.{name}")
+    if "takeover_after_s" in raw:
+        kw["takeover_after_s"] = seconds_or_zero(src, raw["takeover_after_s"], "cluster.takeover_after_s")
+    if "takeover" in raw:
+        kw["takeover"] = choice(src, raw["takeover"], "cluster.takeover", TAKEOVER_MODES)
+    return replace(ClusterConfig(), **kw)

@@ -4,7 +4,10 @@ relays to addresses named in messages: nothing may leave the machine).
 
 One worker is SIGKILLed between two batches of calls: every call of the second batch must
 still complete, through the survivor (Kamailio gives a silent worker 1 s, marks it down and
-tries the next one). Established calls of a killed worker are not carried over yet (issue 17).
+tries the next one). And one is SIGKILLed while its calls are up: the survivor claims them from
+the store once the dead worker's lease has run out, sends each leg an UPDATE with its Contact,
+and the calls go on through it to their BYE (Kamailio hands in-dialog requests meant for the
+dead worker to a live one).
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def _wait_for(predicate, what: str, timeout: float = 15.0) -> None:  # type: ign
         time.sleep(0.1)
 
 
-def _worker_config(workdir: Path, port: int, redis_port: int) -> Path:
+def _worker_config(workdir: Path, port: int, redis_port: int, extra: str = "") -> Path:
     path = workdir / f"worker{port}.toml"
     path.write_text(f"""
 [sip]
@@ -111,6 +114,10 @@ enabled = false
 [log]
 level = "info"
 format = "json"
+
+[cluster]
+worker_id = "worker{port}"
+{extra}
 """)
     return path
 
@@ -129,38 +136,48 @@ def _calls(ns: Namespace, name: str, calls: int) -> subprocess.CompletedProcess[
     return ns.run(args)
 
 
+def _cluster(ns: Namespace, tmp_path: Path, *, callee_scenario: str, callee_calls: int,
+             extra: str = "") -> list[subprocess.Popen[bytes]]:
+    """Redis, two workers, the callee and Kamailio in ``ns``; returns the workers."""
+    redis_port = 6390
+    ns.start([REDIS, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+              "--appendonly", "no"], "redis.log")
+    _wait_for(lambda: ns.run(["redis-cli", "-p", str(redis_port), "ping"]).stdout.strip() == "PONG"
+              if shutil.which("redis-cli") else True, "redis")
+    time.sleep(0.3)
+    configs = [_worker_config(tmp_path, port, redis_port, extra) for port in WORKERS]
+    # the first command on the new Redis store makes the workers' shared key file
+    added = ns.run([sys.executable, "-m", "proxy", "-c", str(configs[0]), "pairing", "add",
+                    "--a", A_REAL, "--a-virtual", A_VIRTUAL, "--b", B_REAL,
+                    "--b-virtual", B_VIRTUAL], cwd=ROOT)
+    assert added.returncode == 0, added.stdout + added.stderr
+    env_py = [sys.executable, "-m", "proxy"]
+    workers = [ns.start([*env_py, "-c", str(c), "run"], f"worker{p}.log")
+               for c, p in zip(configs, WORKERS)]
+    ns.start(_sipp(ns, callee_scenario, "callee", "-i", CALLEE[0], "-p", str(CALLEE[1]),
+                   "-key", "callee", B_REAL, "-m", str(callee_calls)), "callee.log")
+    dispatcher = tmp_path / "dispatcher.list"
+    dispatcher.write_text("".join(f"1 sip:127.0.0.1:{p} 2 0 name=worker{p}\n" for p in WORKERS))
+    ns.start([KAMAILIO, "-DD", "-E", "-f", str(EXAMPLE / "kamailio.cfg"),
+              "-A", f'DISPATCHER_LIST="{dispatcher}"',
+              # one UDP process: SIPp's scenario wants a call's 180 before its 200
+              "-A", "CHILDREN=1", "-m", "64", "-M", "8"], "kamailio.log")
+    time.sleep(2.0)  # workers started, pairings loaded, Kamailio listening
+    for w, p in zip(workers, WORKERS):
+        assert w.poll() is None, (tmp_path / f"worker{p}.log").read_text()[-3000:]
+    return workers
+
+
+def _log(tmp_path: Path, port: int) -> str:
+    return (tmp_path / f"worker{port}.log").read_text()
+
+
 @pytest.mark.skipif(not _can_make_namespaces(), reason="needs root and iproute2 (ip netns)")
 def test_a_killed_worker_loses_no_new_call_behind_kamailio(tmp_path: Path) -> None:
     assert KAMAILIO and REDIS and SIPP, "kamailio, redis-server and sipp are installed by scripts/system-deps.sh"
     ns = Namespace(tmp_path)
     try:
-        redis_port = 6390
-        ns.start([REDIS, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                  "--appendonly", "no"], "redis.log")
-        _wait_for(lambda: ns.run(["redis-cli", "-p", str(redis_port), "ping"]).stdout.strip() == "PONG"
-                  if shutil.which("redis-cli") else True, "redis")
-        time.sleep(0.3)
-        configs = [_worker_config(tmp_path, port, redis_port) for port in WORKERS]
-        # the first command on the new Redis store makes the workers' shared key file
-        added = ns.run([sys.executable, "-m", "proxy", "-c", str(configs[0]), "pairing", "add",
-                        "--a", A_REAL, "--a-virtual", A_VIRTUAL, "--b", B_REAL,
-                        "--b-virtual", B_VIRTUAL], cwd=ROOT)
-        assert added.returncode == 0, added.stdout + added.stderr
-        env_py = [sys.executable, "-m", "proxy"]
-        workers = [ns.start([*env_py, "-c", str(c), "run"], f"worker{p}.log")
-                   for c, p in zip(configs, WORKERS)]
-        ns.start(_sipp(ns, "uas_basic.xml", "callee", "-i", CALLEE[0], "-p", str(CALLEE[1]),
-                       "-key", "callee", B_REAL, "-m", "100"), "callee.log")
-        dispatcher = tmp_path / "dispatcher.list"
-        dispatcher.write_text("".join(f"1 sip:127.0.0.1:{p} 2 0 name=worker{p}\n" for p in WORKERS))
-        ns.start([KAMAILIO, "-DD", "-E", "-f", str(EXAMPLE / "kamailio.cfg"),
-                  "-A", f'DISPATCHER_LIST="{dispatcher}"',
-                  # one UDP process: SIPp's scenario wants a call's 180 before its 200
-                  "-A", "CHILDREN=1", "-m", "64", "-M", "8"], "kamailio.log")
-        time.sleep(2.0)  # workers started, pairings loaded, Kamailio listening
-        for w, p in zip(workers, WORKERS):
-            assert w.poll() is None, (tmp_path / f"worker{p}.log").read_text()[-3000:]
-
+        workers = _cluster(ns, tmp_path, callee_scenario="uas_basic.xml", callee_calls=100)
         first = _calls(ns, "before", 20)
         assert first.returncode == 0, (tmp_path / "before.errors").read_text()[-3000:] \
             if (tmp_path / "before.errors").exists() else first.stdout[-3000:]
@@ -178,5 +195,59 @@ def test_a_killed_worker_loses_no_new_call_behind_kamailio(tmp_path: Path) -> No
         # what the caller saw carries neither the callee's number nor a worker's port
         caller_text = "".join(m.raw for m in received(tmp_path / "after.messages"))
         assert B_REAL not in caller_text
+    finally:
+        ns.close()
+
+
+@pytest.mark.skipif(not _can_make_namespaces(), reason="needs root and iproute2 (ip netns)")
+def test_calls_of_a_killed_worker_continue_through_its_sibling(tmp_path: Path) -> None:
+    """Ten held calls through Kamailio, spread over both workers; one worker is SIGKILLed.
+    Its lease runs out (2 s), the sibling claims its calls (1 s later), sends each leg an
+    UPDATE with its Contact, and every call ends with its caller's BYE, relayed to the callee,
+    with a CDR: no leg stuck, no 481, no call lost. Before, those callers' BYEs were lost with
+    the worker and the callees were never released."""
+    assert KAMAILIO and REDIS and SIPP, "kamailio, redis-server and sipp are installed by scripts/system-deps.sh"
+    calls = 10
+    ns = Namespace(tmp_path)
+    try:
+        workers = _cluster(ns, tmp_path, callee_scenario="uas_held.xml", callee_calls=calls,
+                           extra="lease_s = 2.0\ntakeover_after_s = 1.0\nflush_interval_s = 0.2")
+        caller = ns.start(_sipp(ns, "uac_held.xml", "held", "127.0.0.1:5060", "-i", "127.0.0.2",
+                                "-p", "0", "-s", A_VIRTUAL, "-key", "caller", A_REAL,
+                                "-m", str(calls), "-r", "10", "-l", str(calls),
+                                "-timeout", "40s", "-timeout_error"), "held.log")
+        _wait_for(lambda: sum(_log(tmp_path, p).count('"call.answered"') for p in WORKERS) >= calls,
+                  "ten answered calls")
+        time.sleep(0.6)  # written to the store (flush every 0.2 s)
+        on_dead = _log(tmp_path, WORKERS[0]).count('"call.answered"')
+        assert 0 < on_dead < calls, f"both workers hold calls before the kill ({on_dead} on the first)"
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait()
+        assert caller.wait(timeout=40) == 0, "\n".join(
+            (tmp_path / f).read_text()[-3000:] for f in ("held.errors", "held.log", "kamailio.log")
+            if (tmp_path / f).exists())
+        survivor = _log(tmp_path, WORKERS[1])
+        assert '"cluster.took_over"' in survivor, survivor[-3000:]
+        took = [line for line in survivor.splitlines() if '"cluster.took_over"' in line]
+        assert f'"calls": {on_dead}' in took[0], took
+        callee_msgs = received(tmp_path / "callee.messages")
+        def calls_with(messages: list, method: str) -> int:  # retransmissions counted once
+            return len({m.header("Call-ID") for m in messages if m.start.startswith(method + " ")})
+
+        assert calls_with(callee_msgs, "UPDATE") == on_dead
+        assert calls_with(callee_msgs, "BYE") == calls
+        caller_msgs = received(tmp_path / "held.messages")
+        assert calls_with(caller_msgs, "UPDATE") == on_dead
+        assert not [m for m in caller_msgs if m.start.startswith("SIP/2.0 481")]
+        # every call has its CDR, the taken-over ones written by the survivor
+        def cdr_lines() -> str:
+            return ns.run([sys.executable, "-m", "proxy", "-c", str(tmp_path / f"worker{WORKERS[1]}.toml"),
+                           "cdr", "list", "--limit", "100"], cwd=ROOT).stdout
+
+        _wait_for(lambda: cdr_lines().count("completed") >= calls, "ten CDRs (written once a second)",
+                  timeout=5)
+        assert cdr_lines().count("cause=bye_a") == calls
+        caller_text = "".join(m.raw for m in caller_msgs)
+        assert B_REAL not in caller_text and B_REAL[1:] not in caller_text
     finally:
         ns.close()

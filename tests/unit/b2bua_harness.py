@@ -37,7 +37,7 @@ _seq = itertools.count(1)
 class Harness:
     """The B2BUA and its transaction layer, with a clock the test moves."""
 
-    def __init__(self, tmp: Path, extra_config: str = "") -> None:
+    def __init__(self, tmp: Path, extra_config: str = "", calls_config: str = "") -> None:
         cfg_file = tmp / "sipmask.toml"
         cfg_file.write_text(
             f"""
@@ -46,8 +46,8 @@ prefix = "+1555999"
 gateways = ["udp:{GW1.host}:{GW1.port}", "udp:{GW2.host}:{GW2.port}"]
 [calls]
 ring_timeout_s = 30
-max_duration_s = 600
 failover_timeout_s = 2
+{calls_config or "max_duration_s = 600"}
 [store]
 path = "{tmp / 'db.sqlite'}"
 key_file = "{tmp / 'key'}"

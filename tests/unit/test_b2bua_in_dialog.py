@@ -16,6 +16,7 @@ from .b2bua_harness import (
     A,
     Harness,
     a_tag,
+    ack_from_caller,
     answered_call,
     from_callee,
     in_dialog_request,
@@ -112,3 +113,51 @@ def test_session_timer_without_refresh_ends_the_call(h: Harness) -> None:
     out = h.advance(91)
     assert len(only(out, Request, method="BYE")) >= 1
     assert h.b2b.active_calls == 0
+
+
+def test_sipmask_asks_the_callee_for_a_session_timer_the_caller_did_not(tmp_path: Path) -> None:
+    """calls.session_expires_s (1800 by default): the B leg gets a session timer with the
+    callee as refresher; the caller, who asked for none, never sees its lines (RFC 4028 §7.1,
+    §9); the callee's refreshes keep the call, answered for the timer by sipmask."""
+    h = Harness(tmp_path, calls_config="max_duration_s = 86400")
+    out = h.feed(invite(extra="Supported: 100rel\n"), A)
+    (b_inv, _), = only(out, Request, method="INVITE")
+    assert b_inv.headers.get("session-expires") == "1800;refresher=uas"
+    assert b_inv.headers.get("min-se") == "90"
+    assert b_inv.headers.values("supported") == ["100rel", "timer"]
+    h.feed(response_to(b_inv, 180, "Ringing"), GW1)
+    out = h.feed(response_to(b_inv, 200, "OK", extra="Session-Expires: 1800;refresher=uas\nRequire: timer, 100rel\n"), GW1)
+    (ok, _), = only(out, Response, status=200)
+    assert ok.headers.get("session-expires") is None
+    assert ok.headers.values("require") == ["100rel"]
+    h.feed(
+        "ACK sip:x@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKack9\n"
+        "From: <sip:+15551230001@127.0.0.2:5070>;tag=atag\n"
+        f"To: <sip:+15557770001@127.0.0.1:5060>;tag={a_tag(h)}\nCall-ID: a-call-1\nCSeq: 1 ACK\nContent-Length: 0\n\n",
+        A,
+    )
+    h.advance(900)  # the callee refreshes at half the interval
+    out = h.feed(from_callee(b_inv, "UPDATE", "refresh1", 2,
+                             extra="Session-Expires: 1800;refresher=uac\nRequire: timer\nSupported: timer\n"), GW1)
+    (to_a, _), = only(out, Request, method="UPDATE")
+    assert to_a.headers.get("session-expires") is None and "timer" not in to_a.headers.values("require")
+    # the caller knows no timer: a plain 200
+    out = h.feed(response_to(to_a, 200, "OK", contact=f"sip:{CALLER}@127.0.0.2:5070"), A)
+    (to_b, _), = only(out, Response, status=200)
+    assert to_b.headers.get("session-expires") == "1800;refresher=uas"
+    assert to_b.headers.values("require") == ["timer"]
+    out = h.advance(1200)  # 2,100 s after the answer, 1,200 s after the refresh: still up
+    assert not only(out, Request, method="BYE") and h.b2b.active_calls == 1
+    out = h.advance(601)  # no refresh for a whole interval: the session is dead
+    assert {d for _, d in only(out, Request, method="BYE")} == {A, GW1}
+
+
+def test_a_callee_without_session_timers_is_unaffected(h: Harness) -> None:
+    """The callee answers without Session-Expires (RFC 4028 §7.4: no session expiration): the
+    call lasts as long as the parties want (up to calls.max_duration_s)."""
+    out = h.feed(invite(), A)
+    (b_inv, _), = only(out, Request, method="INVITE")
+    h.feed(response_to(b_inv, 200, "OK"), GW1)
+    h.feed(ack_from_caller(h), A)
+    out = h.advance(590)  # max_duration_s = 600 in the harness
+    assert not only(out, Request, method="BYE") and h.b2b.active_calls == 1

@@ -11,6 +11,7 @@ from ..crypto import NumberVault
 from .base import (
     AdminStore,
     ApiStore,
+    DialogStore,
     PairingStore,
     PoolStore,
     SessionAdminStore,
@@ -23,6 +24,7 @@ __all__ = [
     "BACKENDS",
     "AdminStore",
     "ApiStore",
+    "DialogStore",
     "PairingStore",
     "PoolStore",
     "RedisStore",

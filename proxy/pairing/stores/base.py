@@ -42,6 +42,7 @@ from ..records import (
 )
 
 __all__ = [
+    "DialogStore",
     "EXHAUSTED",
     "IDEMPOTENCY_TTL_S",
     "KEY_CHECK_LABEL",
@@ -357,6 +358,38 @@ class AdminStore(Protocol):
     def put_idempotency(self, record: IdempotencyRecord) -> None:
         """Remember a create (for at least 24 h: older records may be dropped from then on);
         `ConflictError` if (scope, key) is already taken."""
+        ...
+
+
+@runtime_checkable
+class DialogStore(Protocol):
+    """Established calls' records and the workers' leases: what lets calls outlive the worker
+    that bridged them (``proxy.cluster``). A record is opaque bytes (encrypted by the caller);
+    a lease is a wall-clock deadline a live worker keeps pushing forward."""
+
+    def heartbeat(self, worker: str, expires_at: float) -> None:
+        """`worker` is alive until `expires_at`."""
+        ...
+
+    def release_worker(self, worker: str) -> None:
+        """`worker` stopped: its lease ends now."""
+        ...
+
+    def worker_leases(self) -> dict[str, float]:
+        """Every worker with a lease or with records: its lease's end (0.0 when none)."""
+        ...
+
+    def put_dialogs(self, worker: str, records: Mapping[str, bytes], deleted: Iterable[str]) -> None:
+        """Write `records` (call key -> record) as `worker`'s; delete the `deleted` keys."""
+        ...
+
+    def dialogs_of(self, worker: str) -> dict[str, bytes]:
+        """`worker`'s records by call key."""
+        ...
+
+    def claim_dialogs(self, dead: str, worker: str, now: float) -> dict[str, bytes]:
+        """Move `dead`'s records to `worker` if `dead`'s lease ended before `now`; atomic,
+        so siblings claiming at once get each record once. Returns what was moved."""
         ...
 
 

@@ -63,6 +63,7 @@ from ...model import (
 )
 from ..base import KEY_CHECK_LABEL, StoreError
 from .admin import RedisAdminMixin
+from .dialogs import RedisDialogMixin
 from .pool import RedisPoolMixin
 from .scripts import lua
 
@@ -95,7 +96,7 @@ def _opt(raw: bytes) -> float | None:
     return None if raw == b"" else float(raw)
 
 
-class RedisStore(RedisPoolMixin, RedisAdminMixin):
+class RedisStore(RedisPoolMixin, RedisAdminMixin, RedisDialogMixin):
     """Sessions and CDRs in Redis, numbers encrypted; several processes share one table.
 
     `client` is a ready ``redis.Redis`` answering bytes (no ``decode_responses``; hence the
@@ -129,6 +130,7 @@ class RedisStore(RedisPoolMixin, RedisAdminMixin):
         self._migrate(client.register_script(_MIGRATE_BATCH))
         self._init_pool()
         self._init_admin()
+        self._init_dialogs()
 
     @classmethod
     def from_url(

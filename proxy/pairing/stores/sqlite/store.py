@@ -42,6 +42,7 @@ from ...model import (
 )
 from ..base import KEY_CHECK_LABEL, StoreError
 from .admin import ADMIN_SCHEMA, SqliteAdminMixin
+from .dialogs import DIALOG_SCHEMA, SqliteDialogMixin
 from .pool import POOL_INDEX_TRIM, POOL_SCHEMA, SqlitePoolMixin
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
@@ -115,6 +116,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
     POOL_SCHEMA + ADMIN_SCHEMA,
     # 3: drop indexes that cost every insert more than they save (see pool.py).
     POOL_INDEX_TRIM,
+    # 4: established calls' records and the workers' leases (calls that outlive a worker).
+    DIALOG_SCHEMA,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -133,7 +136,7 @@ _ACTIVE_SQL = (
 )
 
 
-class SqliteStore(SqlitePoolMixin, SqliteAdminMixin):
+class SqliteStore(SqlitePoolMixin, SqliteAdminMixin, SqliteDialogMixin):
     """Sessions and CDRs in one SQLite file (WAL, synchronous=NORMAL), numbers encrypted.
 
     Safe to share between threads (calls are serialised by a lock); several processes may
