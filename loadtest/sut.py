@@ -146,6 +146,10 @@ class Sipmask:
             f'level = "{self.log_level}"',
             'format = "json"',
             "",
+            "# a run is over when sipmask is stopped: calls still up are failures, not to be drained",
+            "[cluster]",
+            "drain_timeout_s = 1",
+            "",
         ]))
 
     def seed(self, pairs: Sequence[Pairing]) -> float:

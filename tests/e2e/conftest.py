@@ -499,6 +499,10 @@ class Sipmask:
             f'listen = "{self.ip}:{self.api_port or 8080}"',
             "",
         ]
+        if "[cluster]" not in self.extra_toml:
+            # calls still up at a test's end are not drained for the default 30 s (the
+            # teardown expects an exit within 10 s of SIGTERM); drain tests set their own
+            lines += ["[cluster]", "drain_timeout_s = 2", ""]
         if self.extra_toml:
             lines += ["", self.extra_toml]
         self.config_path.write_text("\n".join(lines))
