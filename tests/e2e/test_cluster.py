@@ -98,9 +98,10 @@ def _worker_config(workdir: Path, port: int, redis_port: int, extra: str = "") -
 [sip]
 listen = ["udp:127.0.0.1:{port}"]
 
+# B legs go through Kamailio too (its CARRIER is the callee): the carrier sees only Kamailio
 [[routes]]
 prefix = "{B_PREFIX}"
-gateways = ["udp:{CALLEE[0]}:{CALLEE[1]}"]
+gateways = ["udp:127.0.0.1:5060"]
 
 [store]
 backend = "redis"
@@ -160,12 +161,22 @@ def _cluster(ns: Namespace, tmp_path: Path, *, callee_scenario: str, callee_call
     dispatcher.write_text("".join(f"1 sip:127.0.0.1:{p} 2 0 name=worker{p}\n" for p in WORKERS))
     ns.start([KAMAILIO, "-DD", "-E", "-f", str(EXAMPLE / "kamailio.cfg"),
               "-A", f'DISPATCHER_LIST="{dispatcher}"',
+              "-A", f'CARRIER="sip:{CALLEE[0]}:{CALLEE[1]}"', "-A", 'MASK_KEY="cluster-test-key"',
               # one UDP process: SIPp's scenario wants a call's 180 before its 200
               "-A", "CHILDREN=1", "-m", "64", "-M", "8"], "kamailio.log")
     time.sleep(2.0)  # workers started, pairings loaded, Kamailio listening
     for w, p in zip(workers, WORKERS):
         assert w.poll() is None, (tmp_path / f"worker{p}.log").read_text()[-3000:]
     return workers
+
+
+def _assert_no_worker_address(*texts: str) -> None:
+    """Neither side ever sees a worker's address: Kamailio's topology hiding leaves only its
+    own in Via, Contact and Record-Route (the workers listen on 127.0.0.1:5071/5072)."""
+    for text in texts:
+        assert text, "nothing received"
+        for port in WORKERS:
+            assert f":{port}" not in text, f"a worker's port reached a party:\n{text[:3000]}"
 
 
 def _log(tmp_path: Path, port: int) -> str:
@@ -195,6 +206,7 @@ def test_a_killed_worker_loses_no_new_call_behind_kamailio(tmp_path: Path) -> No
         # what the caller saw carries neither the callee's number nor a worker's port
         caller_text = "".join(m.raw for m in received(tmp_path / "after.messages"))
         assert B_REAL not in caller_text
+        _assert_no_worker_address(caller_text, "".join(m.raw for m in received(tmp_path / "callee.messages")))
     finally:
         ns.close()
 
@@ -249,5 +261,6 @@ def test_calls_of_a_killed_worker_continue_through_its_sibling(tmp_path: Path) -
         assert cdr_lines().count("cause=bye_a") == calls
         caller_text = "".join(m.raw for m in caller_msgs)
         assert B_REAL not in caller_text and B_REAL[1:] not in caller_text
+        _assert_no_worker_address(caller_text, "".join(m.raw for m in callee_msgs))
     finally:
         ns.close()
