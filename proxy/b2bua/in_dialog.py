@@ -11,7 +11,7 @@ from ..sip.errors import SipParseError
 from ..sip.message import Request, Response, build_response
 from ..sip.transaction import ClientTransaction, ServerTransaction
 from .call import ANSWERED, CONFIRMED, ENDED, Call, Leg, TransactionData
-from .teardown import Teardown
+from .media import MediaFlow
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 _TARGET_REFRESH = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
 
 
-class InDialogFlow(Teardown):
+class InDialogFlow(MediaFlow):
     """Requests within a call and their answers, across legs."""
 
     def _in_dialog(self, leg: Leg, request: Request, txn: ServerTransaction | None, now: float) -> None:
