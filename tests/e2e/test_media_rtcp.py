@@ -119,7 +119,7 @@ def call_through(engine: Rtpengine, a: Party, b: Party, options: dict[str, Any],
 
 
 def test_generated_rtcp_carries_neither_number_nor_address(
-        rtpengine: Rtpengine, parties: tuple[Party, Party]) -> None:  # noqa: F811
+        rtpengine: Rtpengine, parties: tuple[Party, Party]) -> None:
     a, b = parties
     call_through(rtpengine, a, b, dict(PRIVACY_OPTIONS))
     assert any(kind == "rtp" for kind, _ in b.received), "RTP crossed the relay"
@@ -129,7 +129,7 @@ def test_generated_rtcp_carries_neither_number_nor_address(
 
 
 def test_control_without_generate_rtcp_the_cname_passes_through(
-        rtpengine: Rtpengine, parties: tuple[Party, Party]) -> None:  # noqa: F811
+        rtpengine: Rtpengine, parties: tuple[Party, Party]) -> None:
     a, b = parties
     options = {k: v for k, v in PRIVACY_OPTIONS.items() if k != "generate RTCP"}
     call_through(rtpengine, a, b, options)
