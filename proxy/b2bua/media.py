@@ -15,10 +15,16 @@ The rewritten SDP still goes through ``_sdp`` (the SDP policy) before it leaves.
 
 from __future__ import annotations
 
-from ..sip.message import Response
-from ..sip.transaction import RequestReceived
-from .call import ENDED, Call
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..sip.message import Request, Response
+from ..sip.transaction import ClientTransaction, RequestReceived, ServerTransaction
+from .call import ENDED, Call, Leg
 from .teardown import Teardown
+
+if TYPE_CHECKING:
+    from .in_dialog import Forwarded
 
 
 class MediaFlow(Teardown):
@@ -61,8 +67,19 @@ class MediaFlow(Teardown):
             call.b_invite.body = call.media_sdp
         self._send_b_invite(call, now)
 
+    # -- what the flows above provide (they come first in the B2BUA's MRO) --------------------
+
     def _send_b_invite(self, call: Call, now: float) -> None:
-        """Send the call's B-leg INVITE (``InviteFlow``, which comes first in the B2BUA)."""
+        """Send the call's B-leg INVITE (``InviteFlow``)."""
+        raise NotImplementedError
+
+    def _send_forwarded(self, leg: Leg, txn: ServerTransaction, out: Request, now: float) -> None:
+        """Send an in-dialog request relayed from ``leg`` (``InDialogFlow``)."""
+        raise NotImplementedError
+
+    def _send_forwarded_response(self, fwd: Forwarded, response: Response, txn: ClientTransaction,
+                                 out: Response, now: float) -> None:
+        """Relay the peer's answer to a forwarded request (``InDialogFlow``)."""
         raise NotImplementedError
 
     def _media_answer(self, call: Call, sdp: bytes, out: Response, now: float) -> None:
@@ -106,6 +123,73 @@ class MediaFlow(Teardown):
             self._send_bye(call.b, now)
         self._end(call, "failed", now)
 
+    # -- re-INVITE and UPDATE within a call ------------------------------------------------
+
+    def _media_exchange(self, kind: str, offerer: Leg, sdp: bytes, request: Request,
+                        txn: ServerTransaction, then: Callable[[bytes | None, float], None]) -> None:
+        """An in-dialog offer from ``offerer`` (``kind = "offer"``) or the answer to it,
+        through the relay; ``then(sanitised_sdp_or_None, now)``, guarded like ``handle``."""
+        assert self.media is not None
+        call = offerer.call
+
+        def done(rewritten: bytes | None, now: float) -> None:
+            try:
+                then(None if rewritten is None else self._sdp(rewritten), now)
+            except Exception as exc:  # noqa: BLE001 - outside handle: the same guard
+                self._internal_error(RequestReceived(request, offerer.source, txn), exc, now)
+
+        ask = self.media.offer if kind == "offer" else self.media.answer
+        ask(call.media_key, offerer.local_tag, offerer.peer.local_tag, sdp, done)
+
+    def _media_reoffer(self, leg: Leg, request: Request, txn: ServerTransaction, out: Request) -> None:
+        """A re-INVITE or UPDATE offer from ``leg``: relayed with the relay's SDP; if the relay
+        fails, refused with 503 and the call goes on with the media it has."""
+        def send(sdp: bytes | None, now: float) -> None:
+            last = txn.last_response
+            if last is not None and last.status >= 200:
+                return  # answered meanwhile (487 at teardown)
+            if leg.call.state is ENDED or sdp is None:
+                if sdp is None:
+                    self._count("media_reoffer_failed")
+                    leg.call.log.warning("media.reoffer_failed", method=request.method)
+                if request.method == "INVITE":
+                    leg.server_invite = None
+                if leg.call.state is ENDED:
+                    self._reply(txn, 481, None, now, to_tag=leg.local_tag)
+                else:
+                    self._reply(txn, 503, None, now, to_tag=leg.local_tag,
+                                extra=[("Retry-After", str(self.config.media.retry_after_s))])
+                return
+            out.body = sdp
+            self._send_forwarded(leg, txn, out, now)
+
+        self._media_exchange("offer", leg, request.body, request, txn, send)
+
+    def _media_reanswer(self, fwd: Forwarded, response: Response, txn: ClientTransaction,
+                        out: Response) -> None:
+        """The peer's 2xx answer to a re-offer: relayed with the relay's SDP. If the relay
+        fails, the offerer gets 500 and the peer's 2xx is ACKed here (the call is not cut)."""
+        leg = fwd.leg
+        server = fwd.server
+
+        def relay(sdp: bytes | None, now: float) -> None:
+            last = server.last_response
+            if sdp is not None and leg.call.state is not ENDED and (last is None or last.status < 200):
+                out.body = sdp
+                self._send_forwarded_response(fwd, response, txn, out, now)
+                return
+            if sdp is None:
+                self._count("media_reanswer_failed")
+                leg.call.log.warning("media.reanswer_failed", method=fwd.method)
+            if last is None or last.status < 200:
+                self._reply(server, 500, None, now, to_tag=leg.local_tag)
+            leg.discard_pending(server)
+            if fwd.method == "INVITE":
+                self._ack_reinvite(leg.peer, txn, response, None, now)
+                leg.server_invite = None
+                leg.peer.client_invite = None
+
+        self._media_exchange("answer", leg, response.body, server.request, server, relay)
 
 
 __all__ = ["MediaFlow"]

@@ -137,3 +137,26 @@ def test_no_rtpengine_answers_503_and_the_call_is_not_bridged(
     assert [(m.status, m.header("Retry-After")) for m in finals] == [(503, "7")] * 2
     assert not find(callee.messages(), method="INVITE", request=True), "no B leg"
     assert "Traceback" not in sm.stderr()
+
+
+def test_hold_and_resume_reinvites_go_through_rtpengine_both_ways(
+        sipp: Any, sipmask_factory: Any, rtpengine: Rtpengine) -> None:
+    """The caller's hold (a=sendonly) and the callee's resume re-INVITE, each offer and each
+    answer: every SDP either party receives names rtpengine, never the other party."""
+    callee = sipp.start_uas("uas_reinvite.xml", calls=1)
+    sm = sipmask_factory([(B_PREFIX, [f"udp:{CALLEE_IP}:{callee.port}"])],
+                         extra_toml=media_toml(rtpengine.ng_port))
+    caller = sipp.run_uac("uac_reinvite.xml", sm.udp_target, service=A_VIRTUAL)
+    sipp.wait(callee)
+    assert_sipp_ok(caller, callee)
+    assert_isolated(caller, callee)
+    for peer, other_ip in ((caller, CALLEE_IP), (callee, CALLER_IP)):
+        bodies = [m.body for m in peer.messages() if "m=audio" in m.body]
+        assert len(bodies) == 3, "the initial SDP and both re-INVITEs' offer or answer"
+        for body in bodies:
+            address, port = sdp_media(body)
+            assert address == SIPMASK_IP and rtpengine.port_min <= port <= rtpengine.port_max
+            assert other_ip not in body
+    hold = [m for m in find(callee.messages(), method="INVITE", request=True)][1]
+    assert "a=sendonly" in hold.body, "rtpengine keeps the direction of the hold"
+    assert rtpengine.calls() == []

@@ -13,15 +13,26 @@ import pytest
 from proxy.sip.message import Request, Response
 from proxy.sip.transaction import Address
 
-from .b2bua_harness import GW1, GW2, A, Harness, ack_from_caller, invite, only, response_to
+from .b2bua_harness import (
+    GW1,
+    GW2,
+    A,
+    Harness,
+    ack_from_caller,
+    in_dialog_request,
+    invite,
+    only,
+    response_to,
+)
 
 Done = Callable[[bytes | None, float], None]
 
 RELAY_OFFER = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\n"
                b"m=audio 40000 RTP/AVP 0\r\n")
 RELAY_ANSWER = RELAY_OFFER.replace(b"40000", b"40010")
-CALLEE_SDP = ("v=0\r\no=bob 2 2 IN IP4 127.0.0.3\r\ns=bob-secret\r\nc=IN IP4 127.0.0.3\r\n"
-              "t=0 0\r\nm=audio 7000 RTP/AVP 0\r\n")
+# "\n" line ends: the harness turns every "\n" of a message into CRLF (Content-Length counts CRLF)
+CALLEE_SDP = ("v=0\no=bob 2 2 IN IP4 127.0.0.3\ns=bob-secret\nc=IN IP4 127.0.0.3\n"
+              "t=0 0\nm=audio 7000 RTP/AVP 0\n")
 
 
 class FakeMedia:
@@ -54,7 +65,16 @@ def anchored(tmp_path: Path, on_unavailable: str = "reject") -> tuple[Harness, F
 
 def with_sdp(raw: str, sdp: str = CALLEE_SDP) -> str:
     head = raw.replace("Content-Length: 0\n\n", "")
-    return f"{head}Content-Type: application/sdp\nContent-Length: {len(sdp)}\n\n{sdp}"
+    return f"{head}Content-Type: application/sdp\nContent-Length: {crlf_len(sdp)}\n\n{sdp}"
+
+
+def crlf_len(text: str) -> int:
+    return len(text.replace("\n", "\r\n"))
+
+
+def reinvite_from_caller(h: Harness, branch: str) -> str:
+    raw = in_dialog_request(h, "INVITE", branch, 2, "Content-Type: application/sdp\n", HOLD_SDP)
+    return raw.replace(f"Content-Length: {len(HOLD_SDP)}", f"Content-Length: {crlf_len(HOLD_SDP)}")
 
 
 def finals_to_a(out: list[tuple[Request | Response, Address]]) -> list[Response]:
@@ -198,3 +218,58 @@ def test_an_error_while_resuming_ends_the_call_not_the_process(tmp_path: Path) -
     assert [m.status for m in finals_to_a(out)] == [500]
     assert not only(out, Request, method="INVITE")
     assert media.deleted == [media.offers[0][0]] and h.b2b.active_calls == 0
+
+
+def confirmed_call(h: Harness, media: FakeMedia) -> Request:
+    b_inv = offered_call(h, media)
+    h.feed(with_sdp(response_to(b_inv, 200, "OK")), GW1)
+    media.answers[0][4](RELAY_ANSWER, h.now)
+    h.drain()
+    h.feed(ack_from_caller(h), A)
+    return b_inv
+
+
+HOLD_SDP = CALLEE_SDP.replace("bob 2 2", "alice 1 2").replace("127.0.0.3", "127.0.0.2") \
+    .replace("7000", "6000") + "a=sendonly\n"
+
+
+def test_a_reinvite_offer_and_its_answer_go_through_the_relay(tmp_path: Path) -> None:
+    h, media = anchored(tmp_path)
+    confirmed_call(h, media)
+    out = h.feed(reinvite_from_caller(h, "re1"), A)
+    assert not only(out, Request, method="INVITE"), "the re-INVITE waits for the relay"
+    key, from_tag, to_tag, sdp, done = media.offers[1]
+    assert (key, from_tag, to_tag) == media.offers[0][:3], "the caller's side, same session"
+    assert sdp.endswith(b"a=sendonly\r\n")
+    done(RELAY_OFFER + b"a=sendonly\r\n", h.now)
+    (out_inv, dest), = only(h.drain(), Request, method="INVITE")
+    assert dest == GW1 and b"40000" in out_inv.body and b"6000" not in out_inv.body
+    out = h.feed(with_sdp(response_to(out_inv, 200, "OK", to_tag="btag")), GW1)
+    assert not finals_to_a(out), "the 200 waits for the relay's answer"
+    media.answers[1][4](RELAY_ANSWER, h.now)
+    (ok,) = finals_to_a(h.drain())
+    assert ok.status == 200 and b"40010" in ok.body and b"7000" not in ok.body
+
+
+def test_a_failed_reoffer_is_refused_and_the_call_goes_on(tmp_path: Path) -> None:
+    h, media = anchored(tmp_path)
+    confirmed_call(h, media)
+    h.feed(reinvite_from_caller(h, "re2"), A)
+    media.offers[1][4](None, h.now)
+    out = h.drain()
+    assert [m.status for m in finals_to_a(out)] == [503] and not only(out, Request)
+    assert h.b2b.active_calls == 1 and media.deleted == []
+
+
+def test_a_failed_reanswer_gets_500_and_the_peers_2xx_is_acked(tmp_path: Path) -> None:
+    h, media = anchored(tmp_path)
+    confirmed_call(h, media)
+    h.feed(reinvite_from_caller(h, "re3"), A)
+    media.offers[1][4](RELAY_OFFER, h.now)
+    (out_inv, _), = only(h.drain(), Request, method="INVITE")
+    h.feed(with_sdp(response_to(out_inv, 200, "OK", to_tag="btag")), GW1)
+    media.answers[1][4](None, h.now)
+    out = h.drain()
+    assert [m.status for m in finals_to_a(out)] == [500]
+    assert [m.method for m, d in out if isinstance(m, Request) and d == GW1] == ["ACK"]
+    assert h.b2b.active_calls == 1
