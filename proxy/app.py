@@ -17,6 +17,7 @@ from .b2bua import B2bua
 from .b2bua.policy import RulesError, load_rules
 from .config import Config, ConfigError
 from .integrations import LookupHook, WebhookSink
+from .media import MediaBridge
 from .observability.logging import configure_logging
 from .observability.redaction import Redactor
 from .pairing.cache import PairingCache
@@ -50,8 +51,9 @@ class App:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     store_worker: ThreadPoolExecutor | None = None
     api: Any = None  # proxy.api.ApiServer when [api] is enabled
-    closers: list[Any] = field(default_factory=list)  # async close() of hook, webhooks
+    closers: list[Any] = field(default_factory=list)  # async close() of hook, webhooks, media
     keeper: Any = None  # proxy.cluster.DialogKeeper with cluster.persist_dialogs
+    media: MediaBridge | None = None  # [media] mode = "rtpengine"
 
     def reload_rules(self) -> None:
         """SIGHUP: re-read the header policy; a bad file keeps the old policy and says why."""
@@ -220,6 +222,10 @@ async def start(config: Config) -> App:
         sink = WebhookSink(config.webhooks, vault=vault)
         await sink.start()
         closers.append(sink.close)
+    media: MediaBridge | None = None
+    if config.media.enabled:
+        media = MediaBridge.from_config(config.media, flush=stack.flush)
+        closers.append(media.close)
     b2bua = B2bua(
         layer=layer,
         config=config,
@@ -232,11 +238,13 @@ async def start(config: Config) -> App:
         wall_clock=lambda now: now + offset,
         unknown_lookup=hook_adapter,
         events=sink.emit if sink is not None else None,
+        media=media,
     )
     stack.attach(b2bua)
     if config.calls.overload_busy:  # off by default: no clock reads per message then
         stack.on_busy = b2bua.admission.record_busy
     app = App(config, log, service, transports, stack, b2bua)
+    app.media = media
     app.closers.extend(closers)
     # Store calls run in one worker thread (serialised, in order); the cache stays on the loop.
     app.store_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipmask-store")
@@ -326,6 +334,20 @@ def _sip_stats(app: App) -> dict[str, dict[str, float]]:
         "sipmask_cluster_dialogs_total": {} if app.keeper is None else {
             kind: getattr(app.keeper, kind) for kind in ("written", "reloaded", "claimed", "write_errors")
         },
+        **_media_stats(app.media),
+    }
+
+
+def _media_stats(media: MediaBridge | None) -> dict[str, dict[str, float]]:
+    """The media relay's figures (empty without one)."""
+    if media is None:
+        return {}
+    counts = media.client.counts
+    return {
+        "sipmask_media_sessions": {"": media.sessions},
+        "sipmask_media_ng_requests_total": dict(media.client.commands),
+        "sipmask_media_ng_failures_total": {
+            kind: counts[kind] for kind in ("errors", "timeouts", "refused", "unavailable")},
     }
 
 

@@ -86,7 +86,7 @@ class DialogKeeper:
 
     async def flush(self) -> None:
         """Write the calls that changed and delete the records of the calls that ended."""
-        records, deleted = self.journal.take(lambda now: now + self.offset)
+        records, deleted = self.journal.take(lambda now: now + self.offset, self.b2bua.media)
         if not records and not deleted:
             return
         blobs = {key: self._seal(record) for key, record in records.items()}

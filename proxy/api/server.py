@@ -196,6 +196,13 @@ SIP_METRICS: dict[str, tuple[str, str | None, str]] = {
         "counter", None,
         "Routing cache reloaded whole because the store's history changed under it (a Redis "
         "that came back empty, a replaced database file)."),
+    "sipmask_media_sessions": ("gauge", None, "Calls with a media session at an rtpengine."),
+    "sipmask_media_ng_requests_total": (
+        "counter", "command", "ng requests to rtpengine by command (retries not counted)."),
+    "sipmask_media_ng_failures_total": (
+        "counter", "kind",
+        "ng failures: errors (rtpengine said error), timeouts (no answer to any retry), "
+        "refused (ICMP unreachable), unavailable (no rtpengine left to try)."),
 }
 
 

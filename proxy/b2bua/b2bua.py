@@ -33,7 +33,7 @@ from ..sip.transaction import (
     TransactionTerminated,
     TransactionTimeout,
 )
-from .base import PairingLookup, UnknownLookup
+from .base import MediaControl, PairingLookup, UnknownLookup
 from .call import TransactionData
 from .guard import GuardFlow
 from .invite import InviteFlow
@@ -66,12 +66,15 @@ class B2bua(GuardFlow, InviteFlow, TakeoverFlow, MessageFlow):
         wall_clock: Callable[[float], float] = lambda now: now,
         unknown_lookup: UnknownLookup | None = None,
         events: Callable[[str, dict[str, Any]], object] | None = None,
+        media: MediaControl | None = None,
     ) -> None:
         """``unknown_lookup`` answers for calls no session matches when ``calls.unknown_policy
         = "hook"``: ``cached(caller, dialed)`` returns a Match, None (reject) or anything else
         (not known yet), and ``ask(caller, dialed, done)`` starts the lookup and later calls
-        ``done(match_or_none, now)``; the asyncio side provides it (proxy/app.py)."""
+        ``done(match_or_none, now)``; the asyncio side provides it (proxy/app.py). ``media`` is
+        the media relay (``[media] mode = "rtpengine"``, see ``media.MediaFlow``)."""
         self.layer = layer
+        self.media = media
         self.unknown_lookup = unknown_lookup
         self.events = events
         self.config = config
@@ -227,4 +230,4 @@ class B2bua(GuardFlow, InviteFlow, TakeoverFlow, MessageFlow):
             data.on_cancel(self, cancelled, now)
 
 
-__all__ = ["B2bua", "PairingLookup", "UnknownLookup"]
+__all__ = ["B2bua", "MediaControl", "PairingLookup", "UnknownLookup"]

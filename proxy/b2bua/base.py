@@ -63,6 +63,27 @@ class UnknownLookup(Protocol):
     def ask(self, caller: str, dialed: str, done: Callable[[Match | None, float], None]) -> None: ...
 
 
+class MediaControl(Protocol):
+    """The media relay as the B2BUA sees it (the asyncio side: ``proxy.media.MediaBridge``)."""
+
+    def offer(self, call_key: str, from_tag: str, to_tag: str, sdp: bytes,
+              done: Callable[[bytes | None, float], None]) -> None:
+        """Rewrite an SDP offer sent by the ``from_tag`` side; ``done(None, now)`` on failure."""
+
+    def answer(self, call_key: str, from_tag: str, to_tag: str, sdp: bytes,
+               done: Callable[[bytes | None, float], None]) -> None:
+        """Rewrite the answer (sent by the ``to_tag`` side) to ``from_tag``'s offer."""
+
+    def delete(self, call_key: str) -> None:
+        """The call ended: free its session (after any request of it still in flight)."""
+
+    def holder(self, call_key: str) -> str | None:
+        """``host:port`` of the rtpengine holding the call's session (for its record)."""
+
+    def adopt(self, call_key: str, holder: str) -> None:
+        """A call rebuilt from its record: its session is on ``holder`` (``host:port``)."""
+
+
 class B2buaBase:
     """The B2BUA's state and the helpers its flows share (see the module docstring)."""
 
@@ -72,6 +93,8 @@ class B2buaBase:
     rules: Rules
     pairings: PairingLookup
     unknown_lookup: UnknownLookup | None
+    #: the media relay when ``[media] mode = "rtpengine"`` (``media.MediaFlow``), else None
+    media: MediaControl | None
     #: webhook events (call.started/answered/ended): payloads carry tokens, never numbers
     events: Callable[[str, dict[str, Any]], object] | None
     ids: IdGenerator

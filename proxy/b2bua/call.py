@@ -159,7 +159,7 @@ class Call(TransactionData):
         "cancel_pending", "started_at", "answered_at", "ended_at", "code", "cause", "outcome",
         "timer_ring", "timer_failover", "timer_session", "timer_max_duration",
         "session_interval", "own_timer", "final_sent", "b_acked", "pairing_id", "_log", "_parent_log",
-        "a_head",
+        "a_head", "media_key", "media_sdp",
         "__weakref__",
     )
 
@@ -202,6 +202,10 @@ class Call(TransactionData):
         #: the header lines the 1xx/2xx responses relayed to A share (names, keys, values),
         #: kept from the first one until the call is confirmed
         self.a_head: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None = None
+        #: the call's media session at the relay ("" when not anchored), and the anchored
+        #: offer the B-leg INVITE carries (kept for failover to the next gateway)
+        self.media_key = ""
+        self.media_sdp = b""
         self._parent_log = log
         self._log: Any = None
 

@@ -11,15 +11,17 @@ from ..sip.errors import SipParseError
 from ..sip.message import Headers, Request, Response, build_response
 from ..sip.transaction import ClientTransaction, ServerTransaction
 from .call import ANSWERED, CONFIRMED, ENDED, Call, Leg, TransactionData
-from .teardown import Teardown
+from .media import MediaFlow
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
 
 _TARGET_REFRESH = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
+#: in-dialog requests whose SDP is an offer (RFC 3264; RFC 3311 UPDATE) sent through the relay
+_MEDIA_OFFERS = frozenset(("INVITE", "UPDATE"))
 
 
-class InDialogFlow(Teardown):
+class InDialogFlow(MediaFlow):
     """Requests within a call and their answers, across legs."""
 
     def _in_dialog(self, leg: Leg, request: Request, txn: ServerTransaction | None, now: float) -> None:
@@ -72,10 +74,17 @@ class InDialogFlow(Teardown):
         if method == "PRACK":
             self._rewrite_rack(leg, out)
         out.body = self._sdp(request.body) if _is_sdp(request) else request.body
+        if leg.call.media_key and method in _MEDIA_OFFERS and _is_sdp(request):
+            self._media_reoffer(leg, request, txn, out)  # sent when the relay has answered
+            return
+        self._send_forwarded(leg, txn, out, now)
+
+    def _send_forwarded(self, leg: Leg, txn: ServerTransaction, out: Request, now: float) -> None:
+        peer = leg.peer
         client = self.layer.send_request(out, self._dest(peer), now)
-        client.tu_data = Forwarded(leg, txn, method)
+        client.tu_data = Forwarded(leg, txn, out.method)
         leg.add_pending(txn)
-        if method == "INVITE":
+        if out.method == "INVITE":
             peer.client_invite = client
 
     def _rewrite_rack(self, leg: Leg, out: Request) -> None:
@@ -122,6 +131,17 @@ class InDialogFlow(Teardown):
             out.headers.add("Session-Expires", f"{call.session_interval};refresher=uas")
             out.headers.add("Require", "timer")
         out.body = self._sdp(response.body) if _is_sdp(response) else response.body
+        if (200 <= status < 300 and leg.call.media_key and fwd.method in _MEDIA_OFFERS
+                and _is_sdp(response)):
+            self._media_reanswer(fwd, response, txn, out)  # relayed when the relay has answered
+            return
+        self._send_forwarded_response(fwd, response, txn, out, now)
+
+    def _send_forwarded_response(self, fwd: Forwarded, response: Response, txn: ClientTransaction,
+                                 out: Response, now: float) -> None:
+        server = fwd.server
+        leg = fwd.leg
+        status = response.status
         self.layer.send_response(server, out, now)
         if status >= 200:
             leg.discard_pending(server)

@@ -198,7 +198,10 @@ class InviteFlow(InDialogFlow):
         call.b.contact = self._contacts(gw.transport, match.present)
         call.b_invite = self._build_b_invite(call, request, gw, min(max_forwards - 1, 70), 1, dialed or "")
         self.dialogs[(b_call_id, call.b.local_tag)] = call.b
-        self._send_b_invite(call, now)
+        if self.media is not None and request.body:
+            self._media_offer(call, now)  # the B INVITE goes when the relay has answered
+        else:
+            self._send_b_invite(call, now)
         call.set_timer("ring", self.timers.schedule(now + cfg.ring_timeout_s, self._on_ring_timer, call))
 
     def _build_b_invite(self, call: Call, a_invite: Request, gw: Gateway, max_forwards: int, cseq: int,
@@ -250,6 +253,8 @@ class InviteFlow(InDialogFlow):
         mf = old.headers.get("max-forwards") or "70"
         call.b.contact = self._contacts(gw.transport, call.match.present)
         call.b_invite = self._build_b_invite(call, call.a_invite, gw, int(mf), cseq, dialed)
+        if call.media_sdp:
+            call.b_invite.body = call.media_sdp  # the relay's offer, not the caller's
         self._send_b_invite(call, now)
         return True
 
@@ -371,6 +376,9 @@ class InviteFlow(InDialogFlow):
             call.final_sent = True
         if self.server_header:
             h.add("Server", self.server_header)
+        if call.media_key and status < 300 and response.body:
+            self._media_answer(call, response.body, out, now)  # sent when the relay answers
+            return
         self.layer.send_response(call.a_txn, out, now)
 
     def b_invite_failed(self, call: Call, txn: ClientTransaction, timer: str, now: float) -> None:

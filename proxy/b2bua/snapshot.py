@@ -54,13 +54,16 @@ class DialogJournal:
             self.written.discard(call.id)
             self.deleted.add(call.id)
 
-    def take(self, wall: Any) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    def take(self, wall: Any, media: Any = None) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """(records to write by call key, call keys to delete) since the last ``take``;
-        ``wall(now)`` maps the B2BUA's clock to the wall clock."""
+        ``wall(now)`` maps the B2BUA's clock to the wall clock; ``media`` (the relay, if any)
+        says which rtpengine holds an anchored call's session."""
         records = {}
         for key, call in self.dirty.items():
             if call.state is CONFIRMED:
                 records[key] = snapshot(call, wall)
+                if call.media_key and media is not None:
+                    records[key]["media"] = [call.media_key, media.holder(call.media_key)]
                 self.written.add(key)
         self.dirty = {}
         deleted = list(self.deleted)
@@ -141,6 +144,12 @@ def restore(b2bua: B2buaBase, record: dict[str, Any], now: float, wall_now: floa
     call.session_interval = int(record["session_interval"])
     call.own_timer = bool(record.get("own_timer", False))
     call.code = int(record["code"])
+    media = record.get("media")
+    if media and b2bua.media is not None:
+        key, holder = str(media[0]), media[1]
+        call.media_key = key
+        if holder:
+            b2bua.media.adopt(key, str(holder))
     call.a = _restore_leg(b2bua, call, "a", record["a"])
     call.b = _restore_leg(b2bua, call, "b", record["b"])
     return call

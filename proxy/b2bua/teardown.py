@@ -89,6 +89,8 @@ class Teardown(B2buaBase):
         call.outcome = outcome
         call.ended_at = now
         call.cancel_timers()
+        if call.media_key and self.media is not None:
+            self.media.delete(call.media_key)  # every end of an anchored call comes here
         self._detach(call)
         journal = self.journal
         if journal is not None:

@@ -26,6 +26,8 @@ __all__ = [
     "IPNetwork",
     "ListenSpec",
     "LogConfig",
+    "MediaConfig",
+    "RtpengineSpec",
     "RouteConfig",
     "SipConfig",
     "StoreConfig",
@@ -43,6 +45,8 @@ REFER_MODES: Final = ("reject", "pass")
 STORE_BACKENDS: Final = ("sqlite", "redis")
 UNKNOWN_POLICIES: Final = ("reject", "hook", "route")
 HOOK_SEND: Final = ("tokens", "numbers")
+MEDIA_MODES: Final = ("off", "rtpengine")
+MEDIA_ON_UNAVAILABLE: Final = ("reject", "signalling-only")
 WEBHOOK_EVENTS: Final = ("call.started", "call.answered", "call.ended", "session.expired")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -286,6 +290,45 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RtpengineSpec:
+    """One rtpengine's ng control address, written ``"HOST:PORT"`` or ``"HOST:PORT;weight=N"``."""
+
+    host: str
+    """An IP address or host name; an IPv6 address without brackets."""
+    port: int
+    """The ng port (rtpengine's ``--listen-ng``)."""
+    weight: int = 1
+    """Share of new calls (1..1000) among the rtpengines that are up."""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """``[media]``: anchoring the media through rtpengine (off: signalling only)."""
+
+    mode: str = "off"
+    """``off`` (signalling only) or ``rtpengine`` (every call's media through rtpengine)."""
+    rtpengines: tuple[RtpengineSpec, ...] = ()
+    """The ng addresses, ``"HOST:PORT"`` or ``"HOST:PORT;weight=N"``; needed by ``rtpengine``."""
+    timeout_s: float = 0.5
+    """Wait this long for one answer to one ng request before sending it again."""
+    retries: int = 2
+    """Sends of a request to one rtpengine after the first (same cookie), before the next."""
+    down_s: float = 10.0
+    """An rtpengine that timed out gets no new requests for this many seconds."""
+    on_unavailable: str = "reject"
+    """No rtpengine answers a new call: ``reject`` (503 + Retry-After) or ``signalling-only``."""
+    retry_after_s: int = 10
+    """``Retry-After`` of the 503 when no rtpengine answers."""
+    flags: tuple[str, ...] = ()
+    """Extra ng ``flags`` for every offer and answer (the privacy options are always sent)."""
+
+    @property
+    def enabled(self) -> bool:
+        """Media is anchored when the mode is ``rtpengine``."""
+        return self.mode == "rtpengine"
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """``[log]``: level and output format."""
 
@@ -361,6 +404,8 @@ class Config:
     """``[cluster]``."""
     webhooks: tuple[WebhookConfig, ...] = ()
     """``[[webhooks]]``."""
+    media: MediaConfig = field(default_factory=MediaConfig)
+    """``[media]``."""
     rules_file: Path = DEFAULT_RULES_FILE
     """The header policy file (top-level key), re-read on SIGHUP."""
     source: Path | None = field(default=None, metadata=toml_key(None))

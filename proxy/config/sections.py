@@ -37,6 +37,8 @@ from .model import (
     HOOK_SEND,
     LOG_FORMATS,
     LOG_LEVELS,
+    MEDIA_MODES,
+    MEDIA_ON_UNAVAILABLE,
     REFER_MODES,
     STORE_BACKENDS,
     TAKEOVER_MODES,
@@ -50,7 +52,9 @@ from .model import (
     HookConfig,
     ListenSpec,
     LogConfig,
+    MediaConfig,
     RouteConfig,
+    RtpengineSpec,
     SipConfig,
     StoreConfig,
     TrunkConfig,
@@ -118,6 +122,8 @@ def parse_config(src: Source, raw: Mapping[str, Any], source: Path | None) -> Co
     if "webhooks" in raw:
         kw["webhooks"] = list_of(src, raw["webhooks"], "webhooks",
                                  lambda v, k: parse_webhook(src, v, k))
+    if "media" in raw:
+        kw["media"] = parse_media(src, table(src, raw["media"], "media"))
     if "rules_file" in raw:
         rules = Path(src.path(string(src, raw["rules_file"], "rules_file").strip()))
         if not rules.is_file():
@@ -409,3 +415,52 @@ def parse_cluster(src: Source, raw: Mapping[str, Any]) -> ClusterConfig:
     if "takeover" in raw:
         kw["takeover"] = choice(src, raw["takeover"], "cluster.takeover", TAKEOVER_MODES)
     return replace(ClusterConfig(), **kw)
+
+
+_RTPENGINE_FORM: Final = '"HOST:PORT" or "HOST:PORT;weight=N" (e.g. "127.0.0.1:2223;weight=2")'
+
+
+def rtpengine_spec(src: Source, value: Any, key: str) -> RtpengineSpec:
+    """One ``media.rtpengines`` entry: ``"HOST:PORT"`` with an optional ``;weight=N`` (1..1000)."""
+    if not isinstance(value, str):
+        raise src.error(key, f"expected {_RTPENGINE_FORM}, got {show(value)}")
+    text, _, param = value.strip().partition(";")
+    weight = 1
+    if param:
+        name, _, number = param.partition("=")
+        if name.strip() != "weight" or not number.strip().isdigit() \
+                or not 1 <= int(number) <= 1000:
+            raise src.error(key, f"expected {_RTPENGINE_FORM} with a weight of 1..1000, "
+                                 f"got {show(value)}")
+        weight = int(number)
+    host, port = hostport(src, text, key)
+    return RtpengineSpec(host, port, weight)
+
+
+def parse_media(src: Source, raw: Mapping[str, Any]) -> MediaConfig:
+    """``[media]``; ``mode = "rtpengine"`` needs at least one ``rtpengines`` entry."""
+    src.check_keys(raw, MediaConfig, "media")
+    kw: dict[str, Any] = {}
+    if "mode" in raw:
+        kw["mode"] = choice(src, raw["mode"], "media.mode", MEDIA_MODES)
+    if "rtpengines" in raw:
+        kw["rtpengines"] = list_of(src, raw["rtpengines"], "media.rtpengines",
+                                   lambda v, k: rtpengine_spec(src, v, k))
+    if "timeout_s" in raw:
+        kw["timeout_s"] = positive(src, raw["timeout_s"], "media.timeout_s")
+    if "retries" in raw:
+        kw["retries"] = integer(src, raw["retries"], "media.retries", 0, 10)
+    if "down_s" in raw:
+        kw["down_s"] = seconds_or_zero(src, raw["down_s"], "media.down_s")
+    if "on_unavailable" in raw:
+        kw["on_unavailable"] = choice(src, raw["on_unavailable"], "media.on_unavailable",
+                                      MEDIA_ON_UNAVAILABLE)
+    if "retry_after_s" in raw:
+        kw["retry_after_s"] = integer(src, raw["retry_after_s"], "media.retry_after_s", 0, 86400)
+    if "flags" in raw:
+        kw["flags"] = list_of(src, raw["flags"], "media.flags",
+                              lambda v, k: string(src, v, k))
+    media = replace(MediaConfig(), **kw)
+    if media.enabled and not media.rtpengines:
+        raise src.error("media.rtpengines", 'at least one is needed with mode = "rtpengine"')
+    return media

@@ -202,3 +202,45 @@ def h_tmp(tmp_path: Path) -> Path:
 def cdrs_of(h: Harness) -> list[Any]:
     h.service.flush()
     return h.store.list_cdrs()
+
+
+class _Relay:
+    """The media relay as the B2BUA sees it, remembering what it was told."""
+
+    def __init__(self) -> None:
+        self.adopted: list[tuple[str, str]] = []
+        self.deleted: list[str] = []
+
+    def offer(self, *args: Any) -> None: ...
+
+    def answer(self, *args: Any) -> None: ...
+
+    def delete(self, call_key: str) -> None:
+        self.deleted.append(call_key)
+
+    def holder(self, call_key: str) -> str | None:
+        return "127.0.0.1:2223"
+
+    def adopt(self, call_key: str, holder: str) -> None:
+        self.adopted.append((call_key, holder))
+
+
+def test_an_anchored_call_keeps_its_rtpengine_session_over_a_restart(h_tmp: Path) -> None:
+    """The record names the rtpengine holding the call's session; the restarted worker sends
+    that rtpengine the call's delete when the call ends (no session left behind)."""
+    old = Harness(h_tmp)
+    old.b2b.journal = DialogJournal()
+    old.b2b.wall_clock = lambda now: now + WALL
+    answered_call(old)
+    (call,) = old.b2b.calls.values()
+    call.media_key = call.id  # as media anchoring sets it
+    records, _ = old.b2b.journal.take(old.b2b.wall_clock, _Relay())
+    (record,) = records.values()
+    assert record["media"] == [call.id, "127.0.0.1:2223"]
+    new = successor(h_tmp, "restarted", WALL + old.now)
+    relay = _Relay()
+    new.b2b.media = relay
+    new.b2b.adopt([json.loads(json.dumps(record))], new.now, WALL + old.now, refresh=False)
+    assert relay.adopted == [(call.id, "127.0.0.1:2223")]
+    new.feed(caller_request(record, "BYE", "bye9", 3), A)
+    assert relay.deleted == [call.id]
