@@ -106,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.redis_url = args.redis_url or cfg.store.redis_url
             args.redis_prefix = cfg.store.redis_prefix
             args.retention_days = cfg.store.retention_days
-        if args.command not in _QUIET:
+        if args.command not in _QUIET and sys.stderr.isatty():
+            # to a person at a terminal (scripts keep one-line errors): which store this
+            # command changes, so a token made here and a server's 401 cannot silently disagree
             where = Path(args.config).resolve() if args.config else "built-in defaults"
             print(f"sipmask: config {where}, store "
                   f"{describe_store(args.backend, args.db, args.redis_url)}", file=sys.stderr)
