@@ -24,6 +24,7 @@ from .pairing.cache import PairingCache
 from .pairing.crypto import load_vault
 from .pairing.service import PairingService
 from .pairing.stores import DialogStore, open_store
+from .preflight import bind_problem
 from .sip.ids import SecretIds
 from .sip.transaction import TimerConfig, TransactionLayer
 from .transport import SipTransports
@@ -196,8 +197,14 @@ async def start(config: Config) -> App:
     transports.on_datagram = stack.on_datagram  # UDP: written after each read batch
     transports.on_batch_end = stack.end_batch
     bound: dict[str, tuple[str, int]] = {}
-    for spec in sip.listen:
-        host, port = await transports.listen(spec.transport, spec.host, spec.port)
+    for i, spec in enumerate(sip.listen):
+        try:
+            host, port = await transports.listen(spec.transport, spec.host, spec.port)
+        except OSError as exc:  # taken since the preflight checks (proxy/preflight.py)
+            await transports.close()
+            store.close()
+            raise ConfigError(str(config.source) if config.source else None, f"sip.listen[{i}]",
+                              bind_problem(str(spec), exc, port_key="sip.listen")) from None
         bound.setdefault(spec.transport, (host, port))
         log.info("sip.listening", transport=spec.transport, host=host, port=port)
 
@@ -294,11 +301,11 @@ async def start(config: Config) -> App:
         except OSError as exc:
             await app.close()
             raise ConfigError(str(config.source) if config.source else None, "api.listen",
-                              f"cannot listen on {config.api.listen}: "
-                              f"{exc.strerror or exc}") from None
+                              bind_problem(config.api.listen, exc, port_key="api.listen")) from None
     _tune_gc()
     app.tasks.append(asyncio.create_task(_gc_clock()))
     log.info("sipmask.started", pairings=loaded, store=config.store.backend,
+             config=str(config.source) if config.source else "built-in defaults",
              db=config.store.path if config.store.backend == "sqlite" else None)
     return app
 

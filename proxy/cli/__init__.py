@@ -5,6 +5,7 @@ One module per command group; every group module has ``add_subcommands(subparser
 =========================================  ======================================  ===========
 commands                                   what for                                module
 =========================================  ======================================  ===========
+``init``                                   write a commented example config        init.py
 ``run``, ``check-config``                  the B2BUA; validate a config first      run.py
 ``pairing add|list|remove``                pairings with virtual numbers by hand   pairing.py
 ``cdr list``                               call detail records                     cdr.py
@@ -31,8 +32,9 @@ from importlib import metadata
 from pathlib import Path
 
 from ..config import ConfigError, load_config
-from . import audit, cdr, keys, pairing, pool, run, session, token
-from .common import Handler
+from ..config.load import find_config
+from . import audit, cdr, init, keys, pairing, pool, run, session, token
+from .common import Handler, describe_store
 
 __all__ = ["build_parser", "main", "sipmask_version"]
 
@@ -70,16 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sipmask`` command."""
     parser = argparse.ArgumentParser(prog="sipmask", description="SIP B2BUA that masks phone numbers")
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
-    parser.add_argument("-c", "--config", help="TOML config file (default: none, or $SIPMASK_CONFIG)")
+    parser.add_argument("-c", "--config",
+                        help="TOML config file (default: $SIPMASK_CONFIG, else ./sipmask.toml, "
+                             "else /etc/sipmask/sipmask.toml, else built-in defaults)")
     parser.add_argument("--db", help="SQLite store (default: the config's store.path)")
     parser.add_argument("--key-file", help="number-encryption key file (default: store.key_file)")
     parser.add_argument("--backend", choices=("sqlite", "redis"),
                         help="pairing store (default: store.backend)")
     parser.add_argument("--redis-url", help="Redis store URL (default: store.redis_url)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (run, pairing, cdr, session, pool, token, audit, keys):
+    for group in (init, run, pairing, cdr, session, pool, token, audit, keys):
         group.add_subcommands(sub)
     return parser
+
+
+#: commands that do not open the store, or say which config they use themselves
+_QUIET = ("run", "check-config", "init")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,8 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if None in (args.db, args.key_file, args.backend) or args.command == "purge":
-            # admin commands default to the store of the config in use
+        # every command resolves the config alike (-c, $SIPMASK_CONFIG, ./sipmask.toml,
+        # /etc/sipmask/sipmask.toml), so the CLI and a running server agree on the store
+        args.config = find_config(args.config)
+        if args.command != "init":
             cfg = load_config(args.config)
             args.db = args.db or cfg.store.path
             args.key_file = args.key_file or cfg.store.key_file
@@ -96,6 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.redis_url = args.redis_url or cfg.store.redis_url
             args.redis_prefix = cfg.store.redis_prefix
             args.retention_days = cfg.store.retention_days
+        if args.command not in _QUIET and sys.stderr.isatty():
+            # to a person at a terminal (scripts keep one-line errors): which store this
+            # command changes, so a token made here and a server's 401 cannot silently disagree
+            where = Path(args.config).resolve() if args.config else "built-in defaults"
+            print(f"sipmask: config {where}, store "
+                  f"{describe_store(args.backend, args.db, args.redis_url)}", file=sys.stderr)
         handler: Handler = args.func
         return int(handler(args) or 0)
     except ConfigError as exc:

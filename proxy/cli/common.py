@@ -28,11 +28,12 @@ from ..pairing.crypto import NumberVault, load_vault
 from ..pairing.model import MODES, Cdr, PairingError, Session
 from ..pairing.normalize import mask_number
 from ..pairing.stores import ApiStore, PairingStore, RedisStore, StoreError, open_store
+from ..preflight import redacted_url
 
 __all__ = [
     "STORE_ERRORS", "AdminHandler", "Handler", "StoreHandler", "actor", "add_lifetime_options",
     "add_limit_option", "add_region_option", "add_session_options", "add_reveal_option", "describe_cdr",
-    "describe_session", "fail",
+    "describe_session", "describe_store", "fail",
     "meta_item", "open_configured_store", "positive_seconds", "show_number", "when",
     "with_admin", "with_store",
 ]
@@ -77,6 +78,14 @@ def open_configured_store(args: argparse.Namespace, vault: NumberVault | None = 
     return open_store(backend, vault, path=args.db, redis_url=getattr(args, "redis_url", None),
                       redis_prefix=getattr(args, "redis_prefix", None) or "sipmask:",
                       rotating=rotating)
+
+
+def describe_store(backend: str | None, path: str, redis_url: str | None) -> str:
+    """The store a command or the server uses, for the one line that says so: ``sqlite
+    /abs/sipmask.db`` or ``redis redis://host:6379/0`` (without a password)."""
+    if (backend or "sqlite") == "sqlite":
+        return f"sqlite {Path(path).resolve()}"
+    return f"redis {redacted_url(redis_url) if redis_url else '(no store.redis_url)'}"
 
 
 def with_store(handler: StoreHandler) -> Handler:

@@ -13,7 +13,32 @@ from .fields import ConfigError, LocatedError, Source
 from .model import Config
 from .sections import parse_config
 
-__all__ = ["load_config", "read_toml"]
+__all__ = ["SEARCH_PATH", "find_config", "load_config", "read_toml"]
+
+SEARCH_PATH: tuple[Path, ...] = (Path("sipmask.toml"), Path("/etc/sipmask/sipmask.toml"))
+"""Where the CLI looks for a config file when neither ``-c`` nor ``$SIPMASK_CONFIG`` names
+one, in order (the first is relative to the working directory)."""
+
+
+def find_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] = os.environ,
+    search: tuple[Path, ...] = SEARCH_PATH,
+) -> str | None:
+    """The config file every ``sipmask`` command uses: *path* (``-c``), else
+    ``$SIPMASK_CONFIG``, else the first file of *search* that exists; None: the defaults.
+
+    A file named by ``-c`` or the environment is returned whether it exists or not, so that
+    a typo is an error rather than a silent fall back to the defaults.
+    """
+    if path is not None:
+        return os.fspath(path)
+    if env.get("SIPMASK_CONFIG"):
+        return env["SIPMASK_CONFIG"]
+    for candidate in search:
+        if candidate.is_file():
+            return os.fspath(candidate)
+    return None
 
 
 def read_toml(path: str | os.PathLike[str], error: type[LocatedError]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import A_VIRTUAL, B_PREFIX, CALLEE_IP, ROOT, assert_isolated, assert_sipp_ok
+from .conftest import A_VIRTUAL, B_PREFIX, CALLEE_IP, ROOT, assert_isolated, assert_sipp_ok, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -57,6 +57,7 @@ def test_the_wheel_carries_the_files_sipmask_reads_at_run_time(installed: Path) 
     (wheel,) = (installed.parent / "dist").glob("sipmask-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "proxy/rules/default.toml" in names
+    assert "proxy/cli/data/sipmask.example.toml" in names
     lua = ROOT / "proxy" / "pairing" / "stores" / "redis"
     assert {f"proxy/pairing/stores/redis/{p.name}" for p in lua.glob("*.lua")} <= names
     assert {f"loadtest/scenarios/{p.name}" for p in (ROOT / "loadtest" / "scenarios").glob("*.xml")} <= names
@@ -73,9 +74,16 @@ def test_installed_package_is_the_one_imported_and_has_no_test_toolchain(install
     assert missing.returncode != 0, "the runtime install pulled in the test toolchain"
 
 
-def test_installed_check_config_finds_the_packaged_rules(installed: Path, tmp_path: Path) -> None:
-    res = _run([str(installed / "bin" / "sipmask"), "check-config"], cwd=tmp_path)
-    assert res.stdout.startswith("ok: defaults"), res.stdout
+def test_installed_init_and_check_config_find_the_packaged_files(installed: Path, tmp_path: Path) -> None:
+    sipmask = str(installed / "bin" / "sipmask")
+    _run([sipmask, "init"], cwd=tmp_path)  # the example config is package data too
+    config = tmp_path / "sipmask.toml"
+    # the example's ports (5060, 8080) may be taken on a shared machine; check-config binds them
+    config.write_text(config.read_text()
+                      .replace('"udp:127.0.0.1:5060"', f'"udp:127.0.0.1:{free_port()}"')
+                      .replace('"127.0.0.1:8080"', f'"127.0.0.1:{free_port()}"'))
+    res = _run([sipmask, "check-config"], cwd=tmp_path)  # found as ./sipmask.toml
+    assert res.stdout.startswith(f"ok: {config} "), res.stdout
     assert str(installed) in res.stdout  # the rules file inside the installed package
 
 
