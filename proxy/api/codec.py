@@ -19,7 +19,7 @@ from aiohttp import web
 from ..pairing.model import MODES, Cdr, Session
 from ..pairing.normalize import mask_number
 from ..pairing.records import ApiToken, AuditEntry, PoolNumber
-from .problems import ApiProblem
+from .problems import ApiProblem, field_name
 
 __all__ = [
     "MAX_TTL_S", "ftime", "opt_number", "parse_time", "read_json", "render_audit", "render_cdr",
@@ -82,7 +82,7 @@ def reject_unknown(body: dict[str, Any], allowed: tuple[str, ...], prefix: str =
     for key in body:
         if key not in allowed:
             raise ApiProblem(422, f"unknown field; expected {', '.join(allowed)}",
-                             field=f"{prefix}{key}"[:80])
+                             field=field_name(f"{prefix}{key}", prefix.rstrip(".") or "body"))
 
 
 def positive_seconds(value: Any, field: str) -> float:
@@ -124,7 +124,7 @@ def parse_metadata(value: Any) -> dict[str, Any]:
             isinstance(item, float) and math.isfinite(item))
         if not ok or (isinstance(item, str) and len(item) > _MAX_META_STR):
             raise ApiProblem(422, "values are strings (at most 256 characters), numbers, "
-                             "booleans or null", field=f"metadata.{key}")
+                             "booleans or null", field=field_name(f"metadata.{key}", "metadata"))
     return dict(value)
 
 

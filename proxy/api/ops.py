@@ -12,7 +12,7 @@ from .auth import requires
 from .codec import parse_limit, render_audit
 from .context import CTX
 from .openapi import openapi_document
-from .problems import ApiProblem
+from .problems import ApiProblem, field_name
 
 __all__ = ["STORE_UP", "routes"]
 
@@ -83,7 +83,7 @@ async def audit(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     for name in request.query:
         if name not in ("limit", "before", "target", "actor"):
-            raise ApiProblem(422, "unknown query parameter", field=name[:80])
+            raise ApiProblem(422, "unknown query parameter", field=field_name(name, "query"))
     before_text = request.query.get("before")
     if before_text is not None and (not before_text.isdigit() or len(before_text) > 18):
         raise ApiProblem(422, "expected an audit entry id", field="before")

@@ -23,7 +23,7 @@ from .codec import (
     render_session,
 )
 from .context import CTX
-from .problems import ApiProblem
+from .problems import ApiProblem, field_name
 
 __all__ = ["routes"]
 
@@ -141,7 +141,7 @@ def _filter(request: web.Request) -> SessionFilter:
         if name.startswith("metadata."):
             metadata.append((name[len("metadata."):], value))
         elif name not in known:
-            raise ApiProblem(422, "unknown query parameter", field=name[:80])
+            raise ApiProblem(422, "unknown query parameter", field=field_name(name, "query"))
     status = query.get("status")
     if status is not None and status not in ("open", "closed", "expired"):
         raise ApiProblem(422, "expected open, closed or expired", field="status")
@@ -177,8 +177,10 @@ async def list_sessions(request: web.Request) -> web.Response:
     try:
         page = await ctx.run(ctx.store.find_sessions, where, now=now, limit=limit,
                              cursor=cursor)
-    except PairingError as exc:  # statuses are checked above: only the cursor is left
-        raise ApiProblem(422, str(exc), field="cursor") from None
+    except PairingError:  # statuses are checked above: only the cursor is left (and the
+        # store's message may name the session it points at)
+        raise ApiProblem(422, "cursor is not valid (pass next_cursor of a previous page)",
+                         field="cursor") from None
     token = token_of(request)
     return _json({
         "items": [render_session(s, token, now) for s in page.items],
