@@ -12,6 +12,7 @@ import json
 import math
 import re
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
@@ -139,19 +140,20 @@ def parse_limit(request: web.Request, default: int = 50, most: int = 500) -> int
 
 # -- rendering --------------------------------------------------------------------------------
 
-def _show(number: str, reveal: bool) -> str:
-    return number if reveal else mask_number(number)
-
-
-def render_session(session: Session, token: ApiToken, now: float) -> dict[str, Any]:
-    """A session as the API shows it; real numbers masked for the read-only role."""
-    reveal = token.role != "read-only"
+def render_session(session: Session, token: ApiToken, now: float,
+                   number_token: Callable[[str], str]) -> dict[str, Any]:
+    """A session as the API shows it; real numbers masked for the read-only role
+    (`mask_number`, with the keyed token `number_token` gives for the number)."""
+    if token.role == "read-only":
+        a, b = (mask_number(n, number_token(n)) for n in (session.a.number, session.b.number))
+    else:
+        a, b = session.a.number, session.b.number
     return {
         "id": session.id,
         "status": session.effective_status(now),
         "mode": session.mode,
-        "a": {"number": _show(session.a.number, reveal), "virtual": session.a.virtual},
-        "b": {"number": _show(session.b.number, reveal), "virtual": session.b.virtual},
+        "a": {"number": a, "virtual": session.a.virtual},
+        "b": {"number": b, "virtual": session.b.virtual},
         "created_at": ftime(session.created_at),
         "expires_at": ftime(session.expires_at),
         "ttl_s": session.ttl_s,

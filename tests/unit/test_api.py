@@ -104,7 +104,11 @@ def test_read_only_sees_masked_numbers(api: Api) -> None:
     add_pool(api, V1)
     session = create(api)
     seen = api.get(f"/v1/sessions/{session['id']}", token="viewer").json
-    assert seen["a"]["number"] == "+1555***0001" and seen["a"]["virtual"] == V1
+    assert seen["a"]["number"] == f"+1 ***01 {api.admin.vault.token(ALICE)}"
+    assert seen["b"]["number"] == f"+1 ***02 {api.admin.vault.token(BOB)}"
+    assert seen["a"]["virtual"] == V1
+    listed = api.get("/v1/sessions", token="viewer").json["items"]
+    assert [s["a"]["number"] for s in listed] == [seen["a"]["number"]]
     assert ALICE not in json.dumps(seen) and BOB not in json.dumps(seen)
 
 
