@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from aiohttp import web
