@@ -41,7 +41,7 @@ from ...model import (
     new_session,
 )
 from ..base import KEY_CHECK_LABEL, StoreError
-from .admin import ADMIN_SCHEMA, SqliteAdminMixin
+from .admin import ADMIN_SCHEMA, TOKEN_EXPIRY, SqliteAdminMixin
 from .pool import POOL_INDEX_TRIM, POOL_SCHEMA, SqlitePoolMixin
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
@@ -115,6 +115,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
     POOL_SCHEMA + ADMIN_SCHEMA,
     # 3: drop indexes that cost every insert more than they save (see pool.py).
     POOL_INDEX_TRIM,
+    # 4: API tokens may expire.
+    TOKEN_EXPIRY,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
