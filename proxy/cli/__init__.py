@@ -11,6 +11,7 @@ commands                                   what for                             
 ``session create|list|get|update|close``   sessions from the pool, like the API    session.py
 ``pool add|list|drain|activate|remove``    the virtual-number pool                 pool.py
 ``token create|list|revoke``               API bearer tokens                       token.py
+``token-of NUMBER``                        the token logs and CDRs show for it     number.py
 ``audit list``                             the audit log                           audit.py
 ``keys rotate``, ``purge``                 key rotation, retention                 keys.py
 =========================================  ======================================  ===========
@@ -31,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..config import ConfigError, load_config
-from . import audit, cdr, keys, pairing, pool, run, session, token
+from . import audit, cdr, keys, number, pairing, pool, run, session, token
 from .common import Handler
 
 __all__ = ["build_parser", "main", "sipmask_version"]
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pairing store (default: store.backend)")
     parser.add_argument("--redis-url", help="Redis store URL (default: store.redis_url)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (run, pairing, cdr, session, pool, token, audit, keys):
+    for group in (run, pairing, cdr, session, pool, token, number, audit, keys):
         group.add_subcommands(sub)
     return parser
 
