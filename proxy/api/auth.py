@@ -3,13 +3,15 @@
 Each handler declares the least role it needs with `@requires(role)`; handlers without it
 (health, readiness, metrics, the OpenAPI document) are public. Roles are ordered:
 ``read-only`` < ``operator`` < ``admin``. Tokens are looked up by the SHA-256 of the
-presented secret on every request, so a revocation takes effect at once.
+presented secret on every request, so a revocation takes effect at once, and a token past its
+`expires_at` is refused with 401 `token-expired` from that instant.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from aiohttp import web
@@ -60,7 +62,8 @@ def actor(request: web.Request) -> str:
 
 
 def auth_middleware(ctx: ApiContext, log: Any = None) -> Any:
-    """401 without a valid bearer token, 403 when its role is below the handler's (audited),
+    """401 without a valid bearer token (an expired one audited), 403 when its role is below
+    the handler's (audited),
     429 past the rate limits of `ctx.limits` (per token; failed authentications per source)."""
     limits = ctx.limits
 
@@ -90,6 +93,9 @@ def auth_middleware(ctx: ApiContext, log: Any = None) -> Any:
             if log is not None and limits.should_log(f"auth:{source}", now):
                 log.warning("api.auth_failed", source=source, route=_route(request))
             raise ApiProblem(401, "the API token is unknown or revoked", headers=_CHALLENGE)
+        wall = ctx.clock()
+        if token.expired(wall):
+            raise await _expired(ctx, request, token, wall, now, log)
         if limits.per_token_rate > 0 and not limits.tokens.take(token.id, now):
             raise too_many(token.id, limits.tokens, now, "per_token")
         if RANK[token.role] < RANK[role]:
@@ -101,6 +107,26 @@ def auth_middleware(ctx: ApiContext, log: Any = None) -> Any:
         return await handler(request)
 
     return middleware
+
+
+async def _expired(ctx: ApiContext, request: web.Request, token: ApiToken, wall: float,
+                   now: float, log: Any) -> ApiProblem:
+    """The 401 for an expired token; the attempt is audited (``access.expired``), logged (at
+    most once per token every few seconds) and counts as a failed authentication of its
+    source, as an unknown token does."""
+    source = request.remote or "unknown"
+    ctx.limits.failures.take(source, now)
+    route = _route(request)
+    await ctx.run(ctx.store.record_audit, AuditEntry(
+        wall, f"{token.id}/{token.name}", "access.expired", route,
+        {"method": request.method, "expired_at": token.expires_at}))
+    if log is not None and ctx.limits.should_log(f"expired:{token.id}", now):
+        log.warning("api.token_expired", token=token.id, route=route)
+    expired_at = datetime.fromtimestamp(token.expires_at or wall, tz=UTC)
+    return ApiProblem(401, f"the API token expired at {expired_at:%Y-%m-%dT%H:%M:%SZ}; "
+                      "create a new one", slug="token-expired", headers={
+                          "WWW-Authenticate": 'Bearer realm="sipmask", error="invalid_token", '
+                                              'error_description="the token expired"'})
 
 
 def _route(request: web.Request) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -19,7 +20,7 @@ from aiohttp import web
 from ..pairing.model import MODES, Cdr, Session
 from ..pairing.normalize import mask_number
 from ..pairing.records import ApiToken, AuditEntry, PoolNumber
-from .problems import ApiProblem
+from .problems import ApiProblem, field_name
 
 __all__ = [
     "MAX_TTL_S", "ftime", "opt_number", "parse_time", "read_json", "render_audit", "render_cdr",
@@ -82,7 +83,7 @@ def reject_unknown(body: dict[str, Any], allowed: tuple[str, ...], prefix: str =
     for key in body:
         if key not in allowed:
             raise ApiProblem(422, f"unknown field; expected {', '.join(allowed)}",
-                             field=f"{prefix}{key}"[:80])
+                             field=field_name(f"{prefix}{key}", prefix.rstrip(".") or "body"))
 
 
 def positive_seconds(value: Any, field: str) -> float:
@@ -124,7 +125,7 @@ def parse_metadata(value: Any) -> dict[str, Any]:
             isinstance(item, float) and math.isfinite(item))
         if not ok or (isinstance(item, str) and len(item) > _MAX_META_STR):
             raise ApiProblem(422, "values are strings (at most 256 characters), numbers, "
-                             "booleans or null", field=f"metadata.{key}")
+                             "booleans or null", field=field_name(f"metadata.{key}", "metadata"))
     return dict(value)
 
 
@@ -139,19 +140,20 @@ def parse_limit(request: web.Request, default: int = 50, most: int = 500) -> int
 
 # -- rendering --------------------------------------------------------------------------------
 
-def _show(number: str, reveal: bool) -> str:
-    return number if reveal else mask_number(number)
-
-
-def render_session(session: Session, token: ApiToken, now: float) -> dict[str, Any]:
-    """A session as the API shows it; real numbers masked for the read-only role."""
-    reveal = token.role != "read-only"
+def render_session(session: Session, token: ApiToken, now: float,
+                   number_token: Callable[[str], str]) -> dict[str, Any]:
+    """A session as the API shows it; real numbers masked for the read-only role
+    (`mask_number`, with the keyed token `number_token` gives for the number)."""
+    if token.role == "read-only":
+        a, b = (mask_number(n, number_token(n)) for n in (session.a.number, session.b.number))
+    else:
+        a, b = session.a.number, session.b.number
     return {
         "id": session.id,
         "status": session.effective_status(now),
         "mode": session.mode,
-        "a": {"number": _show(session.a.number, reveal), "virtual": session.a.virtual},
-        "b": {"number": _show(session.b.number, reveal), "virtual": session.b.virtual},
+        "a": {"number": a, "virtual": session.a.virtual},
+        "b": {"number": b, "virtual": session.b.virtual},
         "created_at": ftime(session.created_at),
         "expires_at": ftime(session.expires_at),
         "ttl_s": session.ttl_s,

@@ -73,7 +73,8 @@ def _schemas() -> dict[str, Any]:
         "type": "object", "required": ["number", "virtual"],
         "properties": {
             "number": {"type": "string", "description":
-                       "Real number as submitted (E.164); masked (+1555***0001) for read-only"},
+                       "Real number as submitted (E.164); for read-only masked: country code, "
+                       "last 2 digits and the number's token (+1 ***01 n_b3db0ebc06ef)"},
             "virtual": {**_NUMBER, "description":
                         "The virtual number this participant dials to reach the other, and "
                         "sees as the caller when the other calls"},

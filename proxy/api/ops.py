@@ -7,12 +7,12 @@ import asyncio
 
 from aiohttp import web
 
-from ..observability.metrics import CONTENT_TYPE, Gauge, Metrics
+from ..observability.metrics import Gauge, Metrics
 from .auth import requires
 from .codec import parse_limit, render_audit
 from .context import CTX
 from .openapi import openapi_document
-from .problems import ApiProblem
+from .problems import ApiProblem, field_name
 
 __all__ = ["STORE_UP", "routes"]
 
@@ -61,8 +61,9 @@ async def metrics(request: web.Request) -> web.Response:
             except Exception:  # noqa: BLE001 - TimeoutError or the store's error: "down"
                 up = 0
         _store_up(ctx.metrics).set(up)
-    body = ctx.metrics.render()
-    return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+    # prometheus_client writes the body: OpenMetrics if the scraper asks for it, else text 0.0.4
+    body, content_type = ctx.metrics.exposition(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def _store_up(metrics: Metrics) -> Gauge:
@@ -83,7 +84,7 @@ async def audit(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     for name in request.query:
         if name not in ("limit", "before", "target", "actor"):
-            raise ApiProblem(422, "unknown query parameter", field=name[:80])
+            raise ApiProblem(422, "unknown query parameter", field=field_name(name, "query"))
     before_text = request.query.get("before")
     if before_text is not None and (not before_text.isdigit() or len(before_text) > 18):
         raise ApiProblem(422, "expected an audit entry id", field="before")

@@ -8,7 +8,7 @@ from ..pairing.records import POOL_STATUSES
 from .auth import actor, requires
 from .codec import read_json, reject_unknown, render_pool
 from .context import CTX
-from .problems import ApiProblem
+from .problems import ApiProblem, field_name
 
 __all__ = ["routes"]
 
@@ -30,7 +30,7 @@ async def list_numbers(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     for name in request.query:
         if name != "status":
-            raise ApiProblem(422, "unknown query parameter", field=name[:80])
+            raise ApiProblem(422, "unknown query parameter", field=field_name(name, "query"))
     status = request.query.get("status")
     if status is not None and status not in POOL_STATUSES:
         raise ApiProblem(422, f"expected one of {', '.join(POOL_STATUSES)}", field="status")

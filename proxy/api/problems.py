@@ -3,13 +3,15 @@
 Handlers raise `ApiProblem` (or let a domain error through); `problem_middleware` turns each
 into a response with ``type``, ``title``, ``status`` and ``detail``, plus ``field`` for a
 validation error, and turns anything unexpected into a 500 whose body says nothing about the
-cause (the log has the exception type). No detail ever carries a real number: domain errors
-are written that way, and validation messages name the field, never echo the value.
+cause (the log has the exception type). No detail ever echoes a submitted value (a number, an
+id, a key): validation messages name the field and what is wrong, and the stores' not-found and
+conflict messages, which name the value for the CLI, are replaced by fixed ones here.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -18,7 +20,7 @@ from aiohttp import web
 from ..pairing.admin import InvalidField
 from ..pairing.model import ConflictError, NotFound, PairingError
 
-__all__ = ["PROBLEM_TYPE", "ApiProblem", "problem_middleware", "problem_response"]
+__all__ = ["PROBLEM_TYPE", "ApiProblem", "field_name", "problem_middleware", "problem_response"]
 
 PROBLEM_JSON: Final = "application/problem+json"
 PROBLEM_TYPE: Final = "urn:sipmask:problem:"
@@ -37,6 +39,40 @@ _SLUGS: Final = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The stores' NotFound / ConflictError messages name the value they were given (the CLI prints
+# them to the person who typed it). An API answer names the field and what is wrong instead:
+# (a phrase of the store's message, the detail to answer, the field). Stores' messages are
+# checked against this table by tests/unit/test_api_problems.py.
+_NOT_FOUND: Final = (
+    ("no session with id", "no session has this id", "session_id"),
+    ("is not in the pool", "this virtual number is not in the pool", "number"),
+    ("no token with id or name", "no token has this id or name", "token"),
+)
+_CONFLICTS: Final = (
+    ("is already in the pool", "this virtual number is already in the pool", "number"),
+    ("is draining", "this virtual number is draining and takes no new sessions", "virtual"),
+    ("is not active", "the session is not active", "session_id"),
+    ("already named", "an active token already has this name", "name"),
+)
+# A submitted *name* (an unknown field or query parameter, a metadata key) is named back only
+# when it is a short identifier; one with a digit run could be a number (never echoed).
+_SAFE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z_.-]{0,39}(?:[.-]?[0-9]{1,3})?")
+
+
+def field_name(name: str, fallback: str) -> str:
+    """`name` for the ``field`` of a problem when it is a short identifier of letters (and at
+    most 3 trailing digits), else `fallback`: a client's key is echoed only when it cannot
+    be a phone number or anything else private."""
+    return name if _SAFE_NAME.fullmatch(name) else fallback
+
+
+def _public(table: tuple[tuple[str, str, str], ...], message: str,
+            default: str) -> tuple[str, str | None]:
+    for phrase, detail, field in table:
+        if phrase in message:
+            return detail, field
+    return default, None
 
 
 class ApiProblem(Exception):
@@ -73,10 +109,13 @@ def from_exception(exc: BaseException) -> ApiProblem | None:
     if isinstance(exc, InvalidField):
         return ApiProblem(422, exc.problem, field=exc.field)
     if isinstance(exc, NotFound):
-        return ApiProblem(404, str(exc))
+        detail, field = _public(_NOT_FOUND, str(exc), "not found")
+        return ApiProblem(404, detail, field=field)
     if isinstance(exc, ConflictError):
-        slug = "pool-exhausted" if "pool exhausted" in str(exc) else "conflict"
-        return ApiProblem(409, str(exc), slug=slug)
+        if "pool exhausted" in str(exc):  # names the side (A/B), never a value
+            return ApiProblem(409, str(exc), slug="pool-exhausted")
+        detail, field = _public(_CONFLICTS, str(exc), "conflicts with the current state")
+        return ApiProblem(409, detail, field=field)
     if isinstance(exc, PairingError):
         return ApiProblem(422, str(exc))
     if isinstance(exc, web.HTTPException) and exc.status >= 400:

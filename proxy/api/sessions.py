@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ..pairing.model import PairingError
+from ..pairing.model import PairingError, Session
 from ..pairing.records import KEEP, IdempotencyRecord, Keep, SessionFilter
 from .auth import actor, requires, token_of
 from .codec import (
@@ -23,7 +23,7 @@ from .codec import (
     render_session,
 )
 from .context import CTX
-from .problems import ApiProblem
+from .problems import ApiProblem, field_name
 
 __all__ = ["routes"]
 
@@ -35,6 +35,13 @@ _MAX_KEY: Final = 255
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(data, status=status, headers=headers)
+
+
+def _shown(request: web.Request, session: Session, now: float | None = None) -> dict[str, Any]:
+    """`session` as the request's token may see it (numbers masked for read-only)."""
+    ctx = request.app[CTX]
+    return render_session(session, token_of(request), ctx.clock() if now is None else now,
+                          ctx.admin.vault.token)
 
 
 def _participant(body: dict[str, Any], side: str) -> tuple[str, str | None]:
@@ -96,7 +103,7 @@ async def create_session(request: web.Request) -> web.Response:
                 raise ApiProblem(422, "this Idempotency-Key was used with a different body",
                                  slug="idempotency-key-reused", field="Idempotency-Key")
             session = await ctx.run(ctx.store.get_session, seen.session_id)
-            return _json(render_session(session, token, ctx.clock()), 201,
+            return _json(_shown(request, session), 201,
                          {"Idempotent-Replayed": "true",
                           "Location": f"/v1/sessions/{session.id}"})
         response = await _create(request, body)
@@ -122,7 +129,7 @@ async def _create(request: web.Request, body: dict[str, Any]) -> web.Response:
         ttl_s=None if isinstance(ttl_s, Keep) else ttl_s,
         metadata=metadata, mode=mode,
     ))
-    return _json(render_session(session, token_of(request), ctx.clock()), 201,
+    return _json(_shown(request, session), 201,
                  {"Location": f"/v1/sessions/{session.id}"})
 
 
@@ -130,7 +137,7 @@ async def _create(request: web.Request, body: dict[str, Any]) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     session = await ctx.run(ctx.store.get_session, request.match_info["session_id"])
-    return _json(render_session(session, token_of(request), ctx.clock()))
+    return _json(_shown(request, session))
 
 
 def _filter(request: web.Request) -> SessionFilter:
@@ -141,7 +148,7 @@ def _filter(request: web.Request) -> SessionFilter:
         if name.startswith("metadata."):
             metadata.append((name[len("metadata."):], value))
         elif name not in known:
-            raise ApiProblem(422, "unknown query parameter", field=name[:80])
+            raise ApiProblem(422, "unknown query parameter", field=field_name(name, "query"))
     status = query.get("status")
     if status is not None and status not in ("open", "closed", "expired"):
         raise ApiProblem(422, "expected open, closed or expired", field="status")
@@ -177,11 +184,12 @@ async def list_sessions(request: web.Request) -> web.Response:
     try:
         page = await ctx.run(ctx.store.find_sessions, where, now=now, limit=limit,
                              cursor=cursor)
-    except PairingError as exc:  # statuses are checked above: only the cursor is left
-        raise ApiProblem(422, str(exc), field="cursor") from None
-    token = token_of(request)
+    except PairingError:  # statuses are checked above: only the cursor is left (and the
+        # store's message may name the session it points at)
+        raise ApiProblem(422, "cursor is not valid (pass next_cursor of a previous page)",
+                         field="cursor") from None
     return _json({
-        "items": [render_session(s, token, now) for s in page.items],
+        "items": [_shown(request, s, now) for s in page.items],
         "next_cursor": page.next_cursor,
     })
 
@@ -198,7 +206,7 @@ async def update_session(request: web.Request) -> web.Response:
     session = ctx.changed(await ctx.run(
         ctx.admin.update_session, actor(request), request.match_info["session_id"],
         expires_at=expires_at, ttl_s=ttl_s))
-    return _json(render_session(session, token_of(request), ctx.clock()))
+    return _json(_shown(request, session))
 
 
 @requires("operator")
@@ -206,7 +214,7 @@ async def close_session(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     session = ctx.changed(await ctx.run(
         ctx.admin.close_session, actor(request), request.match_info["session_id"]))
-    return _json(render_session(session, token_of(request), ctx.clock()))
+    return _json(_shown(request, session))
 
 
 @requires("read-only")

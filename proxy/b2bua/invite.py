@@ -122,6 +122,17 @@ class InviteFlow(InDialogFlow):
                     return
         self._bridge(request, source, txn, trunk, caller, dialed, match, max_forwards, now)
 
+    def _reject_tokens(self, request: Request, caller: str | None,
+                       dialed: str | None) -> dict[str, str]:
+        """Who a rejected call was, as the tokens of its caller, dialed number and Call-ID
+        (``#`` + the CDR token, as the log's redaction writes a number), so that "why was
+        this caller rejected?" is answered by ``grep "$(sipmask token-of NUMBER)"``."""
+        return {
+            "caller": "#" + self._number_token(caller) if caller else "-",
+            "dialed": "#" + self._number_token(dialed) if dialed else "-",
+            "call_id": "#" + self.tokenize(request.call_id),
+        }
+
     def _ask_hook(self, request: Request, source: Address, txn: ServerTransaction,
                   trunk: TrunkConfig, caller: str, dialed: str, max_forwards: int) -> None:
         """Park the INVITE (100 Trying is already out) until the hook answers."""
@@ -151,7 +162,8 @@ class InviteFlow(InDialogFlow):
         if match is None:
             # one uniform answer whatever the reason, so the table cannot be enumerated
             self._count("no_pairing")
-            self.log.info("call.rejected", reason="no_pairing", trunk=trunk.name)
+            self.log.info("call.rejected", reason="no_pairing", trunk=trunk.name,
+                          **self._reject_tokens(request, caller, dialed))
             self._reply(txn, cfg.unknown_code, cfg.unknown_reason, now)
             return
         if gateways is None:
@@ -159,7 +171,8 @@ class InviteFlow(InDialogFlow):
             gateways = route.gateways if route is not None else ()
         if not gateways:
             self._count("no_route")
-            self.log.warning("call.rejected", reason="no_route", pairing_id=match.session_id)
+            self.log.warning("call.rejected", reason="no_route", pairing_id=match.session_id,
+                             **self._reject_tokens(request, caller, dialed))
             # the uniform answer: a 503 here would tell a caller who spoofs a paired number
             # that this virtual number is paired (the log and the counter keep the reason)
             self._reply(txn, cfg.unknown_code, cfg.unknown_reason, now)

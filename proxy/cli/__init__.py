@@ -12,6 +12,7 @@ commands                                   what for                             
 ``session create|list|get|update|close``   sessions from the pool, like the API    session.py
 ``pool add|list|drain|activate|remove``    the virtual-number pool                 pool.py
 ``token create|list|revoke``               API bearer tokens                       token.py
+``token-of NUMBER``                        the token logs and CDRs show for it     number.py
 ``audit list``                             the audit log                           audit.py
 ``keys rotate``, ``purge``                 key rotation, retention                 keys.py
 =========================================  ======================================  ===========
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from ..config import ConfigError, load_config
 from ..config.load import find_config
-from . import audit, cdr, init, keys, pairing, pool, run, session, token
+from . import audit, cdr, init, keys, number, pairing, pool, run, session, token
 from .common import Handler, describe_store
 
 __all__ = ["build_parser", "main", "sipmask_version"]
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pairing store (default: store.backend)")
     parser.add_argument("--redis-url", help="Redis store URL (default: store.redis_url)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (init, run, pairing, cdr, session, pool, token, audit, keys):
+    for group in (init, run, pairing, cdr, session, pool, token, number, audit, keys):
         group.add_subcommands(sub)
     return parser
 

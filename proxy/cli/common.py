@@ -33,7 +33,7 @@ from ..preflight import redacted_url
 __all__ = [
     "STORE_ERRORS", "AdminHandler", "Handler", "StoreHandler", "actor", "add_lifetime_options",
     "add_limit_option", "add_region_option", "add_session_options", "add_reveal_option", "describe_cdr",
-    "describe_session", "describe_store", "fail",
+    "configured_vault", "describe_session", "describe_store", "fail",
     "meta_item", "open_configured_store", "positive_seconds", "show_number", "when",
     "with_admin", "with_store",
 ]
@@ -204,13 +204,19 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def show_number(number: str, reveal: bool) -> str:
-    """A real number, masked unless `reveal`."""
-    return number if reveal else mask_number(number)
+def configured_vault(args: argparse.Namespace) -> NumberVault:
+    """The vault of the configured key (never creating one): for the tokens of masked numbers."""
+    return load_vault(args.key_file, create=False)
 
 
-def describe_session(session: Session, now: float, reveal: bool) -> str:
-    """One line for a session (pairing): id, status at `now`, mode, parties, limits, metadata."""
+def show_number(number: str, reveal: bool, vault: NumberVault) -> str:
+    """A real number, masked (with its keyed token from `vault`) unless `reveal`."""
+    return number if reveal else mask_number(number, vault.token(number))
+
+
+def describe_session(session: Session, now: float, reveal: bool, vault: NumberVault) -> str:
+    """One line for a session (pairing): id, status at `now`, mode, parties, limits, metadata
+    (numbers masked with their tokens from `vault` unless `reveal`)."""
     limits = []
     if session.expires_at is not None:
         limits.append(f"expires={when(session.expires_at)}")
@@ -221,8 +227,8 @@ def describe_session(session: Session, now: float, reveal: bool) -> str:
         session.id,
         session.effective_status(now),
         session.mode,
-        f"A {show_number(session.a.number, reveal)} via {session.a.virtual}",
-        f"B {show_number(session.b.number, reveal)} via {session.b.virtual}",
+        f"A {show_number(session.a.number, reveal, vault)} via {session.a.virtual}",
+        f"B {show_number(session.b.number, reveal, vault)} via {session.b.virtual}",
         f"created={when(session.created_at)}",
         *limits,
     ]

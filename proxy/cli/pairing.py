@@ -17,6 +17,7 @@ from .common import (
     add_limit_option,
     add_reveal_option,
     add_session_options,
+    configured_vault,
     describe_session,
     with_store,
 )
@@ -73,7 +74,7 @@ def cmd_pairing_add(args: argparse.Namespace, store: PairingStore) -> int:
         now=now,
     )
     print(f"created {session.id}")
-    print(describe_session(session, now, reveal=False))
+    print(describe_session(session, now, False, configured_vault(args)))
     return 0
 
 
@@ -83,8 +84,9 @@ def cmd_pairing_list(args: argparse.Namespace, store: PairingStore) -> int:
     now = time.time()
     store.expire_due(now)  # so that the list (and the proxy's next poll) agree on "expired"
     sessions = store.list_sessions(status=args.status, limit=args.limit)
+    vault = configured_vault(args)
     for session in sessions:
-        print(describe_session(session, now, args.reveal))
+        print(describe_session(session, now, args.reveal, vault))
     if not sessions:
         print("no pairings")
     return 0

@@ -86,7 +86,7 @@ def cmd_session_create(args: argparse.Namespace, admin: PairingAdmin) -> int:
         ttl_s=args.ttl, metadata=dict(args.meta), mode=args.mode,
     )
     print(f"created {session.id}")
-    print(describe_session(session, now, reveal=False))
+    print(describe_session(session, now, False, admin.vault))
     return 0
 
 
@@ -99,7 +99,7 @@ def cmd_session_list(args: argparse.Namespace, admin: PairingAdmin) -> int:
     now = time.time()
     page = admin.store.find_sessions(where, now=now, limit=args.limit, cursor=args.cursor)
     for session in page.items:
-        print(describe_session(session, now, args.reveal))
+        print(describe_session(session, now, args.reveal, admin.vault))
     if not page.items:
         print("no sessions")
     if page.next_cursor:
@@ -111,7 +111,7 @@ def cmd_session_list(args: argparse.Namespace, admin: PairingAdmin) -> int:
 def cmd_session_get(args: argparse.Namespace, admin: PairingAdmin) -> int:
     """``session get ID``: the session and its last calls."""
     now = time.time()
-    print(describe_session(admin.store.get_session(args.id), now, args.reveal))
+    print(describe_session(admin.store.get_session(args.id), now, args.reveal, admin.vault))
     for cdr in admin.store.list_cdrs(session_id=args.id, limit=args.calls):
         print("  call " + describe_cdr(cdr))
     return 0
@@ -133,7 +133,7 @@ def cmd_session_update(args: argparse.Namespace, admin: PairingAdmin) -> int:
     if expires is KEEP and ttl is KEEP:
         return fail("nothing to change (give --ttl, --no-ttl, --expires-in or --no-expiry)")
     session = admin.update_session(actor(), args.id, expires_at=expires, ttl_s=ttl)
-    print(describe_session(session, time.time(), reveal=False))
+    print(describe_session(session, time.time(), False, admin.vault))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""A small dependency-free metrics registry rendered in Prometheus text format 0.0.4.
+"""Our metrics, exposed through ``prometheus_client``'s custom-collector API.
 
 There is no module-level registry: the application makes one :class:`Metrics` and passes it to
 the parts that count things::
@@ -6,19 +6,35 @@ the parts that count things::
     metrics = Metrics()
     calls = metrics.counter("sipmask_calls_total", "Calls by outcome.", ["outcome"])
     calls.labels(outcome="answered").inc()
-    text = metrics.render()
+    body, content_type = metrics.exposition(request_accept_header)
+
+Counting stays in the small lock-free children below: an ``inc`` is one attribute add, where
+a ``prometheus_client`` child takes a lock per call (measured in docs/benchmarks.md, "Metrics").
+Exposition is the library's: :class:`Metrics` is a ``prometheus_client`` collector, registered
+in its own ``CollectorRegistry``, whose ``collect()`` yields metric families built from our
+values at scrape time, so the text format (and OpenMetrics, when a scraper asks for it) is
+written by ``prometheus_client`` itself.
 
 Label values must never carry a phone number or SIP user part: :meth:`labels` raises
 :class:`ValueError` for one (checked once per distinct label set, then cached). The registry
-is meant for one event loop thread; it takes no locks.
+is meant for one event loop thread; counting takes no locks.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Final, Generic, TypeVar
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from .redaction import contains_phone_number
 
@@ -32,37 +48,13 @@ __all__ = [
 ]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-"""The HTTP Content-Type of :meth:`Metrics.render` output."""
+"""The HTTP Content-Type of :meth:`Metrics.render` output (Prometheus text format 0.0.4)."""
 
 DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Histogram buckets (seconds) used when none are given."""
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-
-
-def _format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _escape_label(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _label_text(pairs: Sequence[tuple[str, str]]) -> str:
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in pairs) + "}"
 
 
 class CounterChild:
@@ -184,23 +176,27 @@ class _Metric(Generic[_Child]):
             raise ValueError(f"{self.name}: has labels {list(self.labelnames)}; use .labels()")
         return self._default
 
-    def _samples(self) -> list[str]:
+    def family(self) -> Metric:
+        """This metric's current values as a ``prometheus_client`` metric family."""
         raise NotImplementedError
 
     def render(self) -> str:
-        """This metric's HELP, TYPE and sample lines."""
-        lines = [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
-        lines.extend(self._samples())
-        return "\n".join(lines) + "\n"
-
-    def _pairs(self, key: tuple[str, ...]) -> list[tuple[str, str]]:
-        return list(zip(self.labelnames, key))
+        """This metric's HELP, TYPE and sample lines (text format 0.0.4)."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Single(self.family()))
+        return generate_latest(registry).decode()
 
 
 class Counter(_Metric[CounterChild]):
     """A value that only goes up (``inc``)."""
 
     kind = "counter"
+
+    def __init__(self, name: str, help: str, labelnames: Iterable[str] = ()) -> None:
+        if not name.endswith("_total"):
+            # OpenMetrics (and prometheus_client) expose a counter's samples as NAME_total
+            raise ValueError(f"counter name {name!r} must end in _total")
+        super().__init__(name, help, labelnames)
 
     def _new_child(self) -> CounterChild:
         return CounterChild()
@@ -209,11 +205,13 @@ class Counter(_Metric[CounterChild]):
         """Increment the unlabelled series."""
         self._unlabelled().inc(amount)
 
-    def _samples(self) -> list[str]:
-        return [
-            f"{self.name}{_label_text(self._pairs(k))} {_format_value(c.value)}"
-            for k, c in self._children.items()
-        ]
+    def family(self) -> Metric:
+        # the library appends _total to a counter's samples: name the family without it
+        base = self.name[: -len("_total")] if self.name.endswith("_total") else self.name
+        family = CounterMetricFamily(base, self.help, labels=self.labelnames)
+        for key, child in self._children.items():
+            family.add_metric(key, child.value)
+        return family
 
 
 class Gauge(_Metric[GaugeChild]):
@@ -236,11 +234,11 @@ class Gauge(_Metric[GaugeChild]):
         """Set the unlabelled series."""
         self._unlabelled().set(value)
 
-    def _samples(self) -> list[str]:
-        return [
-            f"{self.name}{_label_text(self._pairs(k))} {_format_value(c.value)}"
-            for k, c in self._children.items()
-        ]
+    def family(self) -> Metric:
+        family = GaugeMetricFamily(self.name, self.help, labels=self.labelnames)
+        for key, child in self._children.items():
+            family.add_metric(key, child.value)
+        return family
 
 
 class Histogram(_Metric[HistogramChild]):
@@ -274,26 +272,41 @@ class Histogram(_Metric[HistogramChild]):
         """Observe into the unlabelled series."""
         self._unlabelled().observe(value)
 
-    def _samples(self) -> list[str]:
-        lines: list[str] = []
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.help, labels=self.labelnames)
         for key, child in self._children.items():
-            pairs = self._pairs(key)
-            cumulative = 0
+            cumulative, buckets = 0, []
             for bound, count in zip(self.buckets, child.counts):
                 cumulative += count
-                le = _label_text([*pairs, ("le", "+Inf" if math.isinf(bound) else repr(bound))])
-                lines.append(f"{self.name}_bucket{le} {cumulative}")
-            labels = _label_text(pairs)
-            lines.append(f"{self.name}_sum{labels} {_format_value(child.sum)}")
-            lines.append(f"{self.name}_count{labels} {child.count}")
-        return lines
+                buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
+            family.add_metric(key, buckets, child.sum)
+        return family
 
 
-class Metrics:
-    """A registry of named metrics; :meth:`render` writes them all in registration order."""
+class _Single(Collector):
+    """A collector of one ready-made family (for `_Metric.render`)."""
+
+    def __init__(self, family: Metric) -> None:
+        self._family = family
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._family
+
+
+class Metrics(Collector):
+    """A registry of named metrics and the ``prometheus_client`` collector of them all (in
+    registration order); :meth:`exposition` and :meth:`render` write them with the library."""
 
     def __init__(self) -> None:
         self._metrics: dict[str, Counter | Gauge | Histogram] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        """A ``prometheus_client`` registry holding this collector (and nothing else)."""
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        """The ``prometheus_client`` collector API: every metric's family, at scrape time."""
+        for metric in self._metrics.values():
+            yield metric.family()
 
     def _register(self, metric: Counter | Gauge | Histogram) -> None:
         if metric.name in self._metrics:
@@ -330,4 +343,10 @@ class Metrics:
 
     def render(self) -> str:
         """All metrics in Prometheus text exposition format 0.0.4."""
-        return "".join(metric.render() for metric in self._metrics.values())
+        return generate_latest(self.registry).decode()
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The body and Content-Type for a scrape whose ``Accept`` header is `accept`:
+        OpenMetrics when the scraper asks for it, else the text format."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type

@@ -173,11 +173,17 @@ class PairingAdmin:
 
     # -- tokens ----------------------------------------------------------------------------------
 
-    def create_token(self, actor: str, name: str, role: str) -> tuple[ApiToken, str]:
-        """Create a token; return it and its secret (shown once, never stored)."""
+    def create_token(self, actor: str, name: str, role: str,
+                     expires_at: float | None = None) -> tuple[ApiToken, str]:
+        """Create a token, working until `expires_at` (None: until revoked); return it and its
+        secret (shown once, never stored)."""
         secret = new_secret()
-        token = self.store.create_token(name, role, hash_secret(secret), self.clock())
-        self._audit(actor, "token.create", token.id, name=name, role=role)
+        token = self.store.create_token(name, role, hash_secret(secret), self.clock(),
+                                        expires_at)
+        details: dict[str, Any] = {"name": name, "role": role}
+        if expires_at is not None:
+            details["expires_at"] = expires_at
+        self._audit(actor, "token.create", token.id, **details)
         return token, secret
 
     def revoke_token(self, actor: str, token: str) -> ApiToken:

@@ -14,7 +14,7 @@ import phonenumbers
 
 from .model import PairingError
 
-__all__ = ["InvalidNumber", "normalize_number", "try_normalize", "mask_number"]
+__all__ = ["InvalidNumber", "country_code", "normalize_number", "try_normalize", "mask_number"]
 
 _URI_SCHEMES = ("tel:", "sip:", "sips:")
 
@@ -104,8 +104,29 @@ def try_normalize(raw: str, default_region: str = "US") -> str | None:
         return None
 
 
-def mask_number(number: str) -> str:
-    """Partially hide an E.164 number for display: ``+15551230001`` -> ``+1555***0001``."""
-    if len(number) >= 10:
-        return f"{number[:5]}***{number[-4:]}"
-    return f"***{number[-2:]}"
+def country_code(number: str) -> str | None:
+    """The country calling code of an E.164 number (``+15551230001`` -> ``1``), or None.
+
+    E.164 country codes are prefix-free (ITU-T E.164 §6.2.1), so the first 1..3 digits that
+    name a known code are the code."""
+    if not number.startswith("+"):
+        return None
+    for size in (1, 2, 3):
+        prefix = number[1 : 1 + size]
+        if prefix.isdigit() and int(prefix) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return prefix
+    return None
+
+
+def mask_number(number: str, token: str) -> str:
+    """A real number for display to someone who may not see it:
+    ``+15551230001`` -> ``+1 ***01 n_b3db0ebc06ef``.
+
+    Shows only the country code and the last 2 digits, so it never reveals the number, and
+    then the number's keyed token (`NumberVault.token`, the token of its CDRs and audit
+    entries; its logs show it as ``#n_...``), so two numbers that share a country code and
+    their last digits still read differently, and an operator can grep logs and CDRs for
+    the token shown."""
+    code = country_code(number)
+    head = f"+{code} " if code is not None else ""
+    return f"{head}***{number[-2:]} {token}"

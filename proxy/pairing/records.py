@@ -35,7 +35,7 @@ ACTIONS: Final[tuple[str, ...]] = (
     "session.create", "session.update", "session.close",
     "pool.add", "pool.drain", "pool.activate", "pool.remove",
     "token.create", "token.revoke",
-    "access.denied",
+    "access.denied", "access.expired",
 )
 """Every action an audit entry can name."""
 
@@ -80,10 +80,17 @@ class ApiToken:
     role: Role
     created_at: float
     revoked_at: float | None = None
+    expires_at: float | None = None
+    """When the token stops working (epoch seconds); None: never."""
 
     @property
     def active(self) -> bool:
+        """Not revoked (it may still have expired: see `expired`)."""
         return self.revoked_at is None
+
+    def expired(self, now: float) -> bool:
+        """Whether the token is past its `expires_at` at `now`."""
+        return self.expires_at is not None and now >= self.expires_at
 
 
 @dataclass(frozen=True, slots=True)

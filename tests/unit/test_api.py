@@ -104,7 +104,11 @@ def test_read_only_sees_masked_numbers(api: Api) -> None:
     add_pool(api, V1)
     session = create(api)
     seen = api.get(f"/v1/sessions/{session['id']}", token="viewer").json
-    assert seen["a"]["number"] == "+1555***0001" and seen["a"]["virtual"] == V1
+    assert seen["a"]["number"] == f"+1 ***01 {api.admin.vault.token(ALICE)}"
+    assert seen["b"]["number"] == f"+1 ***02 {api.admin.vault.token(BOB)}"
+    assert seen["a"]["virtual"] == V1
+    listed = api.get("/v1/sessions", token="viewer").json["items"]
+    assert [s["a"]["number"] for s in listed] == [seen["a"]["number"]]
     assert ALICE not in json.dumps(seen) and BOB not in json.dumps(seen)
 
 
@@ -326,7 +330,7 @@ def test_metrics_are_prometheus_text_with_route_templates(api: Api) -> None:
     reply = api.get("/metrics", token=None)
     assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain")
     text = reply.body.decode()
-    assert 'sipmask_api_requests_total{route="/v1/pool/numbers/{number}",method="GET",status="200"} 1' in text
+    assert 'sipmask_api_requests_total{method="GET",route="/v1/pool/numbers/{number}",status="200"} 1.0' in text
     assert V1 not in text and V1[1:] not in text
 
 

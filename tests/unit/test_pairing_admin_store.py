@@ -44,6 +44,26 @@ def test_tokens_are_found_by_hash_and_revoked_by_id_or_name(store: ApiStore) -> 
         store.revoke_token("ghost", T0)
 
 
+def test_tokens_keep_their_expiry_and_are_found_until_revoked_even_when_expired(
+        store: ApiStore) -> None:
+    forever = store.create_token("ops", "operator", "h1", T0)
+    month = store.create_token("ci", "read-only", "h2", T0, expires_at=T0 + 30 * 86400)
+    assert forever.expires_at is None and month.expires_at == T0 + 30 * 86400
+    assert store.find_token("h2") == month  # found: the API tells "expired" from "unknown"
+    assert month.expired(T0 + 30 * 86400) and not month.expired(T0 + 30 * 86400 - 1)
+    assert not forever.expired(T0 + 1e9)
+    assert [t.expires_at for t in store.list_tokens()] == [None, T0 + 30 * 86400]
+    assert store.revoke_token("ci", T0 + 1).expires_at == T0 + 30 * 86400
+    assert store.find_token("h2") is None
+
+
+def test_a_token_cannot_be_created_already_expired(store: ApiStore) -> None:
+    for bad in (T0, T0 - 1, float("nan")):
+        with pytest.raises(PairingError, match="expiry"):
+            store.create_token("late", "admin", "h1", T0, expires_at=bad)
+    assert store.list_tokens() == []
+
+
 def test_token_names_roles_and_reuse(store: ApiStore) -> None:
     store.create_token("ops", "admin", "h1", T0)
     with pytest.raises(ConflictError):
@@ -78,3 +98,25 @@ def test_idempotency_records_are_unique_and_age_out(store: ApiStore) -> None:
         store.put_idempotency(record)
     store.put_idempotency(IdempotencyRecord("tok_1", "k2", "h", "ps_2", T0 + IDEMPOTENCY_TTL_S + 1))
     assert store.get_idempotency("tok_1", "k1") is None
+
+
+def test_a_schema_4_file_gains_token_expiry_and_keeps_its_tokens(tmp_path: Path) -> None:
+    import sqlite3
+
+    vault = NumberVault.from_secret(bytes(range(64)))
+    path = tmp_path / "old.db"
+    first = SqliteStore(path, vault)
+    first.create_token("ops", "admin", "h1", T0)
+    first.close()
+    conn = sqlite3.connect(path)  # back to schema 4, as a release before expiry wrote it
+    conn.execute("ALTER TABLE api_tokens DROP COLUMN expires_at")
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    second = SqliteStore(path, vault)
+    try:
+        found = second.find_token("h1")
+        assert found is not None and found.name == "ops" and found.expires_at is None
+        assert second.create_token("ci", "read-only", "h2", T0, T0 + 60).expires_at == T0 + 60
+    finally:
+        second.close()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.pairing import InvalidNumber, PairingError, mask_number, normalize_number, try_normalize
+from proxy.pairing import (
+    InvalidNumber,
+    NumberVault,
+    PairingError,
+    mask_number,
+    normalize_number,
+    try_normalize,
+)
+from proxy.pairing.normalize import country_code
 
 
 @pytest.mark.parametrize(
@@ -71,6 +79,27 @@ def test_try_normalize() -> None:
     assert try_normalize("nonsense", "US") is None
 
 
-def test_mask_number() -> None:
-    assert mask_number("+15551230001") == "+1555***0001"
-    assert mask_number("+442079460018") == "+4420***0018"
+def test_mask_number_shows_country_code_last_two_digits_and_the_token() -> None:
+    assert mask_number("+15551230001", "n_b3db0ebc06ef") == "+1 ***01 n_b3db0ebc06ef"
+    assert mask_number("+442079460018", "n_0123456789ab") == "+44 ***18 n_0123456789ab"
+    assert mask_number("+35312345678", "n_x") == "+353 ***78 n_x"
+    assert mask_number("12345678", "n_x") == "***78 n_x"  # not E.164: no country code
+
+
+def test_two_numbers_alike_at_both_ends_never_mask_the_same() -> None:
+    """Issue 18: +1555***0001 was shown for both +15551230001 and +15559870001."""
+    vault = NumberVault.from_secret(bytes(range(64)))
+    one, other = "+15551230001", "+15559870001"
+    masks = [mask_number(n, vault.token(n)) for n in (one, other)]
+    assert masks[0] != masks[1]
+    for number, mask in zip((one, other), masks):
+        assert vault.token(number) in mask
+        digits = "".join(c for c in mask.split(" n_")[0] if c.isdigit())
+        assert digits == "101"  # the country code and the last 2 digits, nothing else
+
+
+def test_country_code() -> None:
+    assert country_code("+15551230001") == "1"
+    assert country_code("+442079460018") == "44"
+    assert country_code("+35312345678") == "353"
+    assert country_code("5551230001") is None

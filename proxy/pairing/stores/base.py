@@ -82,14 +82,18 @@ def valid_token_name(name: str) -> bool:
     return bool(_TOKEN_NAME.fullmatch(name))
 
 
-def check_new_token(name: str, role: str) -> None:
-    """Raise `PairingError` unless `create_token` may store a token of `name` and `role`."""
+def check_new_token(name: str, role: str, now: float = 0.0,
+                    expires_at: float | None = None) -> None:
+    """Raise `PairingError` unless `create_token` may store a token of `name` and `role`
+    expiring at `expires_at` (None, or after `now`)."""
     if not valid_token_name(name):
         raise PairingError(
             "token name must be 1-64 letters, digits or _.@- starting with a letter or digit"
         )
     if role not in ROLES:
         raise PairingError(f"role must be one of {', '.join(ROLES)}")
+    if expires_at is not None and not expires_at > now:  # NaN too
+        raise PairingError("token expiry must be in the future")
 
 
 def check_update(expires_at: float | None | Keep, ttl_s: float | None | Keep, now: float) -> None:
@@ -318,13 +322,16 @@ class PoolStore(Protocol):
 class AdminStore(Protocol):
     """API tokens (hashed), the audit log and remembered Idempotency-Keys."""
 
-    def create_token(self, name: str, role: str, secret_hash: str, now: float) -> ApiToken:
-        """Store a token by the SHA-256 (hex) of its secret. `ConflictError` when an active
-        token has this name; `PairingError` for an unknown role or a bad name."""
+    def create_token(self, name: str, role: str, secret_hash: str, now: float,
+                     expires_at: float | None = None) -> ApiToken:
+        """Store a token by the SHA-256 (hex) of its secret, working until `expires_at` (None:
+        until revoked). `ConflictError` when an active (not revoked) token has this name;
+        `PairingError` for an unknown role, a bad name or an `expires_at` not after `now`."""
         ...
 
     def find_token(self, secret_hash: str) -> ApiToken | None:
-        """The active (not revoked) token whose secret hashes to `secret_hash`, if any."""
+        """The active (not revoked) token whose secret hashes to `secret_hash`, if any, expired
+        or not: the caller tells an expired token from an unknown one (`ApiToken.expired`)."""
         ...
 
     def list_tokens(self) -> list[ApiToken]:

@@ -3,7 +3,8 @@
 A mixin of `RedisStore`, the Redis twin of the SQLite store's `admin`, held to the same
 contract suite (tests/unit/test_pairing_admin_store.py). Keys, under the store's prefix ``{p}``::
 
-    {p}tk:{id}              hash: one token (name, role, secret_hash, created_at, revoked_at)
+    {p}tk:{id}              hash: one token (name, role, secret_hash, created_at, revoked_at,
+                            expires_at; '' for none: a token made before expiry existed lacks it)
     {p}tok:seq, {p}tok:ids  counter, and sorted set of token ids in creation order
     {p}tok:hash             hash: secret hash -> token id (revoked ones too: never reused)
     {p}tok:name             hash: name -> id of the *active* token of that name
@@ -44,11 +45,12 @@ _IDEM_PUT: Final = lua("idem_put")
 
 
 def _token(token_id: str, f: Mapping[bytes, bytes]) -> ApiToken:
-    revoked = f[b"revoked_at"]
+    revoked, expires = f[b"revoked_at"], f.get(b"expires_at", b"")
     return ApiToken(
         token_id, f[b"name"].decode(),
         f[b"role"].decode(),  # type: ignore[arg-type]  # written from ROLES only
         float(f[b"created_at"]), None if revoked == b"" else float(revoked),
+        None if expires == b"" else float(expires),
     )
 
 
@@ -69,12 +71,15 @@ class RedisAdminMixin:
 
     # -- tokens --------------------------------------------------------------------------------
 
-    def create_token(self, name: str, role: str, secret_hash: str, now: float) -> ApiToken:
+    def create_token(self, name: str, role: str, secret_hash: str, now: float,
+                     expires_at: float | None = None) -> ApiToken:
         """Store a new token by the hash of its secret."""
-        check_new_token(name, role)
-        token = ApiToken("tok_" + secrets.token_hex(6), name, role, now)  # type: ignore[arg-type]
-        outcome = self._token_create(args=[self._p, token.id, name, role, secret_hash,
-                                           repr(float(now))])
+        check_new_token(name, role, now, expires_at)
+        token = ApiToken("tok_" + secrets.token_hex(6), name, role,  # type: ignore[arg-type]
+                         now, None, expires_at)
+        outcome = self._token_create(args=[
+            self._p, token.id, name, role, secret_hash, repr(float(now)),
+            "" if expires_at is None else repr(float(expires_at))])
         if outcome == b"name":
             raise ConflictError(f"an active token is already named {name}")
         if outcome == b"hash":

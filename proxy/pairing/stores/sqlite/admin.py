@@ -20,7 +20,7 @@ from ...model import ConflictError, NotFound
 from ...records import ApiToken, AuditEntry, IdempotencyRecord
 from ..base import IDEMPOTENCY_TTL_S, check_new_token
 
-__all__ = ["ADMIN_SCHEMA", "SqliteAdminMixin"]
+__all__ = ["ADMIN_SCHEMA", "TOKEN_EXPIRY", "SqliteAdminMixin"]
 
 ADMIN_SCHEMA: Final[tuple[str, ...]] = (
     """CREATE TABLE api_tokens (
@@ -53,6 +53,14 @@ ADMIN_SCHEMA: Final[tuple[str, ...]] = (
     "CREATE INDEX idempotency_created ON idempotency (created_at)",
 )
 
+TOKEN_EXPIRY: Final[tuple[str, ...]] = (
+    "ALTER TABLE api_tokens ADD COLUMN expires_at REAL",
+)
+"""Migration step: tokens may expire (NULL: never)."""
+
+_TOKEN_COLUMNS: Final = "id, name, role, created_at, revoked_at, expires_at"
+
+
 class SqliteAdminMixin:
     """Tokens, audit and idempotency for `SqliteStore` (see the module docstring)."""
 
@@ -62,10 +70,12 @@ class SqliteAdminMixin:
 
     # -- tokens --------------------------------------------------------------------------------
 
-    def create_token(self, name: str, role: str, secret_hash: str, now: float) -> ApiToken:
+    def create_token(self, name: str, role: str, secret_hash: str, now: float,
+                     expires_at: float | None = None) -> ApiToken:
         """Store a new token by the hash of its secret."""
-        check_new_token(name, role)
-        token = ApiToken("tok_" + secrets.token_hex(6), name, role, now)  # type: ignore[arg-type]
+        check_new_token(name, role, now, expires_at)
+        token = ApiToken("tok_" + secrets.token_hex(6), name, role,  # type: ignore[arg-type]
+                         now, None, expires_at)
         with self._write() as conn:
             taken = conn.execute(
                 "SELECT 1 FROM api_tokens WHERE name = ? AND revoked_at IS NULL", (name,)
@@ -73,9 +83,9 @@ class SqliteAdminMixin:
             if taken:
                 raise ConflictError(f"an active token is already named {name}")
             conn.execute(
-                "INSERT INTO api_tokens (id, name, role, secret_hash, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (token.id, name, role, secret_hash, now),
+                "INSERT INTO api_tokens (id, name, role, secret_hash, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (token.id, name, role, secret_hash, now, expires_at),
             )
         return token
 
@@ -83,7 +93,7 @@ class SqliteAdminMixin:
         """The active token with this secret hash, if any."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT id, name, role, created_at, revoked_at FROM api_tokens "
+                f"SELECT {_TOKEN_COLUMNS} FROM api_tokens "
                 "WHERE secret_hash = ? AND revoked_at IS NULL",
                 (secret_hash,),
             ).fetchone()
@@ -93,7 +103,7 @@ class SqliteAdminMixin:
         """Every token, oldest first."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY rowid"
+                f"SELECT {_TOKEN_COLUMNS} FROM api_tokens ORDER BY rowid"
             ).fetchall()
         return [ApiToken(*row) for row in rows]
 
@@ -112,7 +122,7 @@ class SqliteAdminMixin:
                 (now, row[0]),
             )
             found = conn.execute(
-                "SELECT id, name, role, created_at, revoked_at FROM api_tokens WHERE id = ?",
+                f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE id = ?",
                 (row[0],),
             ).fetchone()
         return ApiToken(*found)

@@ -41,7 +41,7 @@ from ...model import (
     new_session,
 )
 from ..base import KEY_CHECK_LABEL, StoreError
-from .admin import ADMIN_SCHEMA, SqliteAdminMixin
+from .admin import ADMIN_SCHEMA, TOKEN_EXPIRY, SqliteAdminMixin
 from .dialogs import DIALOG_SCHEMA, SqliteDialogMixin
 from .pool import POOL_INDEX_TRIM, POOL_SCHEMA, SqlitePoolMixin
 
@@ -118,6 +118,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
     POOL_INDEX_TRIM,
     # 4: established calls' records and the workers' leases (calls that outlive a worker).
     DIALOG_SCHEMA,
+    # 5: API tokens may expire.
+    TOKEN_EXPIRY,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
