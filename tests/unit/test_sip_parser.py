@@ -644,3 +644,35 @@ def test_rfc5626_keepalive_and_pong() -> None:
     assert f.feed(b"\r\n") == []
     assert f.feed(b"\r\n") == [KEEPALIVE]
     assert f.feed(b"\r\n" + req()) == [req()]  # a lone CRLF (pong) before a message is dropped
+
+
+# -- a damaged request line still gives the 400 its headers make possible (§8.2, RFC 4475) ------
+
+@pytest.mark.parametrize(("start", "reason"), [
+    # RFC 4475 §3.1.2.7 ltgtruri: the Request-URI is never a name-addr
+    ("INVITE <sip:user@example.com> SIP/2.0", "Bad Request-URI"),
+    # §3.1.2.8 lwsruri: LWS inside the Request-URI
+    ("INVITE sip:user@example.com; lr SIP/2.0", "Malformed request line"),
+    # §3.1.2.9 lwsstart: several SP between the elements
+    ("INVITE  sip:user@example.com  SIP/2.0", "Malformed request line"),
+    # §3.1.2.10 trws: SP after the version
+    ("INVITE sip:user@example.com SIP/2.0  ", "Malformed request line"),
+    ("INVITE sip:user@example.com HTTP/1.1", "Malformed request line"),
+    ("INVITE user SIP/2.0", "Malformed Request-URI"),
+    ("INV(ITE sip:user@example.com SIP/2.0", "Invalid method in request line"),
+])
+def test_rfc4475_3_1_2_damaged_request_line_is_400_with_partial(start: str, reason: str) -> None:
+    err = parse_err(req(start=start, base=base_with(cseq="1 INVITE")))
+    assert (err.status, err.reason) == (400, reason)
+    assert isinstance(err.partial, Request)
+    resp = build_response(err.partial, err.status, err.reason, to_tag="t1")
+    assert resp.call_id == "a84b4c76e66710@198.51.100.7" and str(resp.cseq) == "1 INVITE"
+    assert resp.top_via.branch == "z9hG4bK776asdhds" and resp.to_tag == "t1"
+
+
+def test_7_1_damaged_request_line_without_mandatory_headers_has_partial_but_no_call_id() -> None:
+    # the partial is there; the transport finds no Call-ID in it, so nothing can be answered
+    err = parse_err(req(start="INVITE <sip:user@example.com> SIP/2.0", base=[
+        "Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK776asdhds", "CSeq: 1 INVITE"]))
+    assert err.reason == "Bad Request-URI"
+    assert isinstance(err.partial, Request) and "call-id" not in err.partial.headers
