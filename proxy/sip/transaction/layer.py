@@ -51,7 +51,7 @@ class TransactionLayer(TimerQueues):
     __slots__ = (
         "timers", "ids", "auto_trying", "_clients", "_servers", "_merged", "_acks_2xx",
         "_out", "_events", "_counts", "request_retransmissions", "late_retransmissions", "_settling",
-        "screen", "stateless_tag", "refused_statelessly", "stateless_acks",
+        "screen", "stateless_tag", "refused_statelessly", "stateless_acks", "reused_branches",
     )
 
     def __init__(self, timers: TimerConfig, ids: IdGenerator, *, auto_trying: bool = True) -> None:
@@ -94,6 +94,8 @@ class TransactionLayer(TimerQueues):
         self.stateless_tag = ids.tag()
         self.refused_statelessly = 0
         self.stateless_acks = 0
+        #: new requests that reused the branch of a live server transaction (§8.1.1.7 broken)
+        self.reused_branches = 0
         self._counts = {"client_invite": 0, "client_non_invite": 0, "server_invite": 0, "server_non_invite": 0}
 
     # ------------------------------------------------------------------ public API (TU side)
@@ -370,12 +372,24 @@ class TransactionLayer(TimerQueues):
         key = self._server_key(request, via, method, to_tag)
         txn = self._servers.get(key)
         if txn is not None:
-            # §17.2.1 / §17.2.2: a retransmission
-            self.request_retransmissions += 1
-            if delay and now - delay < txn.received_at:
-                self.late_retransmissions += 1  # it reached us before we handled the original
-            self._drive_server(txn, Input.REQUEST, request, source, now)
-            return
+            first = txn.request
+            first_cseq = first.cseq.number
+            if first_cseq == cseq.number and first.call_id == call_id:
+                # §17.2.1 / §17.2.2: a retransmission
+                self.request_retransmissions += 1
+                if delay and now - delay < txn.received_at:
+                    self.late_retransmissions += 1  # it reached us before we handled the original
+                self._drive_server(txn, Input.REQUEST, request, source, now)
+                return
+            if first.call_id == call_id and cseq.number < first_cseq:
+                return  # a late copy of an earlier request whose branch a later one took over
+            # Same branch, sent-by and method, yet another request (a re-INVITE reusing the
+            # first INVITE's branch while that transaction lingers in Accepted, say): §17.2.3
+            # would absorb it as a retransmission and it would never be answered. §8.1.1.7 makes
+            # a branch unique to one request, so the peer is at fault, but the request is well
+            # formed: it gets a transaction of its own, which takes the key over (the old one
+            # keeps its timers and its 2xx ACK matching until it ends).
+            self.reused_branches += 1
         merge_key: Key | None = None
         if to_tag is None:
             merge_key = (from_tag, call_id, cseq.number, cseq.method)
