@@ -121,6 +121,7 @@ class TransactionLayer(TimerQueues):
         method = request.method
         if method == "ACK":
             raise ValueError("ACK is not sent in a transaction: use send_ack() or send_stateless()")
+        request.check()  # SerialiseError in the TU, before any state: never a malformed request out
         branch = request.branch or ""
         key: Key = (branch, method)
         if key in self._clients:
@@ -157,6 +158,7 @@ class TransactionLayer(TimerQueues):
     def send_ack(self, transaction: ClientTransaction, ack: Request, dest: Address) -> None:
         """Send the TU's ACK for a 2xx (§13.2.2.4) now; while the client INVITE transaction is
         in Accepted, every retransmission of that 2xx (same To tag) re-sends it (RFC 6026)."""
+        ack.check()
         send = Send(ack, dest)
         self._out.append(send)
         transaction.acks[ack.to_tag or ""] = send
@@ -165,6 +167,7 @@ class TransactionLayer(TimerQueues):
 
     def send_stateless(self, message: Request | Response, dest: Address) -> None:
         """Queue a message outside any transaction."""
+        message.check()
         self._out.append(Send(message, dest))
 
     def abandon(self, transaction: ClientTransaction) -> None:
@@ -490,6 +493,7 @@ class TransactionLayer(TimerQueues):
                 # §8.2 / §21.4.1: answer what we could not read; to the source address, as
                 # the top Via may be what was unreadable
                 answer = build_response(message, status, reason, to_tag=self.ids.tag())
+                answer.check()  # a request without From, To...: no valid answer can be built
             except (SipParseError, ValueError):
                 pass
             else:
