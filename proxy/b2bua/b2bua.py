@@ -33,6 +33,7 @@ from ..sip.transaction import (
     TransactionTerminated,
     TransactionTimeout,
 )
+from ..sip.uas import uas_refusal
 from .base import MediaControl, PairingLookup, UnknownLookup
 from .call import TransactionData
 from .guard import GuardFlow
@@ -46,6 +47,8 @@ from .timers import TimerHeap
 
 #: methods sipmask answers itself out of dialog
 _ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY"
+#: out-of-dialog methods that pass §8.2.1 (the others get 405/501 first) and so meet §8.2.2
+_UAS_CHECKED = frozenset(("INVITE", "CANCEL", "MESSAGE", "OPTIONS"))
 
 
 class B2bua(GuardFlow, InviteFlow, TakeoverFlow, MessageFlow):
@@ -191,6 +194,12 @@ class B2bua(GuardFlow, InviteFlow, TakeoverFlow, MessageFlow):
             if txn is not None:
                 self._reply(txn, 400, exc.reason, now)
             return
+        if txn is not None and method != "ACK" and (to_tag or method in _UAS_CHECKED):
+            refusal = uas_refusal(request)  # §8.2.2.1 scheme (416), §8.2.2.3 Require (420)
+            if refusal is not None:
+                self._count("unsupported_scheme" if refusal[0] == 416 else "bad_extension")
+                self._reply(txn, refusal[0], None, now, extra=refusal[1])
+                return
         if to_tag:
             leg = self.dialogs.get((request.call_id, to_tag))
             if leg is None:

@@ -25,6 +25,17 @@ if TYPE_CHECKING:
     from .b2bua import B2bua
 
 _FAILOVER_CODES = frozenset((408, 503))
+#: RFC 4028 §7.4: INVITEs sent again after a 422 before it is relayed to the caller
+_MAX_422_RETRIES: Final = 2
+
+
+def _delta_seconds(value: str | None) -> int | None:
+    """The delta-seconds of a Session-Expires or Min-SE value (RFC 4028 §4, parameters after
+    it ignored), or None when absent or unparsable."""
+    if not value:
+        return None
+    number = value.partition(";")[0].strip()
+    return int(number) if number.isdigit() and number.isascii() and len(number) <= 9 else None
 _CONTACT_SCHEMES = frozenset(("sip", "sips"))
 
 
@@ -294,6 +305,8 @@ class InviteFlow(InDialogFlow):
         if status < 300:
             self._on_b_answer(call, response, txn, now)
             return
+        if status == 422 and self._retry_session_interval(call, response, txn, now):
+            return
         # 3xx-6xx: failover or relay (§16.7 step 6-like choice, one branch at a time)
         if status in _FAILOVER_CODES and call.state is not ENDED and self._failover(call, txn, now):
             return
@@ -305,6 +318,34 @@ class InviteFlow(InDialogFlow):
         call.cause = f"b_{status}"
         self._relay_to_a(call, response, now, status=mapped)
         self._end(call, "failed" if status not in (486, 600, 603) else "busy", now)
+
+    def _retry_session_interval(self, call: Call, response: Response, txn: ClientTransaction,
+                                now: float) -> bool:
+        """RFC 4028 §7.4: a 422 names the smallest session interval the callee accepts (Min-SE);
+        the INVITE is sent again in the same B-leg dialog attempt (same Call-ID and From tag,
+        CSeq + 1) with Session-Expires and Min-SE raised to it, at most ``_MAX_422_RETRIES``
+        times and only when it really raises them. Returns True when it was sent again."""
+        old = call.b_invite
+        if call.state is ENDED or call.final_sent or old is None or call.b_txn is not txn:
+            return False
+        min_se = _delta_seconds(response.headers.get("min-se"))
+        sent = _delta_seconds(old.headers.get("session-expires")) or 0
+        # CSeq 1 at the first gateway, +1 per failover and per retry (see _failover)
+        retries = old.cseq.number - 1 - call.gateway_index
+        if min_se is None or min_se <= sent or retries >= _MAX_422_RETRIES:
+            return False
+        gw = call.gateways[call.gateway_index]
+        mf = old.headers.get("max-forwards") or "70"
+        retry = self._build_b_invite(call, call.a_invite, gw, int(mf), old.cseq.number + 1,
+                                     user_of(old.to.uri) or "")
+        refresher = (old.headers.get("session-expires") or "").partition(";")[2]
+        retry.headers.set("Session-Expires", f"{min_se};{refresher}" if refresher else str(min_se))
+        retry.headers.set("Min-SE", str(min_se))
+        txn.tu_data = None  # the 422's transaction only absorbs retransmissions from here
+        call.b_invite = retry
+        call.log.info("call.session_interval_raised", min_se=min_se)
+        self._send_b_invite(call, now)
+        return True
 
     def _on_b_answer(self, call: Call, response: Response, txn: ClientTransaction, now: float) -> None:
         """A 2xx to the B-leg INVITE: the call is answered, unless it ended or was answered first."""

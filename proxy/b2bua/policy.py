@@ -72,7 +72,7 @@ DEFAULT_PASS: Final = (
     "Expires", "Info-Package", "Min-Expires", "Min-SE", "MIME-Version", "Priority", "RAck",
     "Reason", "Recv-Info", "Require", "Retry-After", "RSeq", "Session-Expires", "Subject",
     "Subscription-State", "Supported", "Timestamp", "Unsupported", "Warning", "Date",
-    "Privacy", "Proxy-Require",
+    "Privacy",
 )
 """The default ``headers.pass`` list (same as ``proxy/rules/default.toml``)."""
 
@@ -85,7 +85,7 @@ DEFAULT_DROP: Final = (
     "P-Visited-Network-ID", "Path", "Service-Route", "Geolocation", "Geolocation-Routing",
     "Refer-To", "Replaces", "Join", "Target-Dialog", "In-Reply-To",
     "Authorization", "Proxy-Authorization", "WWW-Authenticate", "Proxy-Authenticate",
-    "Authentication-Info",
+    "Authentication-Info", "Proxy-Require",
     "Accept-Contact", "Reject-Contact", "Request-Disposition",
 )
 """The default ``headers.drop`` list (same as ``proxy/rules/default.toml``)."""

@@ -1,7 +1,7 @@
 """Sans-IO SIP: messages, parsing, URIs, headers, SDP helpers (transactions and dialogs below)."""
 
 # --- message layer: errors, uri, headers, message, parser, sdp ---------------------------------
-from .errors import SipParseError
+from .errors import SerialiseError, SipParseError
 from .headers import COMPACT_FORMS, CSeq, Via, header_key, split_list
 from .message import REASONS, Headers, Message, Request, Response, build_response
 from .parser import KEEPALIVE, KeepAlive, StreamFramer, parse_message
@@ -19,6 +19,7 @@ __all__ = [
     "REASONS",
     "Request",
     "Response",
+    "SerialiseError",
     "SipParseError",
     "SipUri",
     "StreamFramer",

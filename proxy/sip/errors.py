@@ -27,3 +27,17 @@ class SipParseError(ValueError):
 
     def __repr__(self) -> str:
         return f"SipParseError({self.status}, {self.reason!r})"
+
+
+class SerialiseError(ValueError):
+    """A message sipmask built that is not valid SIP (an empty or spaced Request-URI, a CR or
+    LF inside a header value, a mandatory header missing): ``serialise`` refuses it, so that
+    sipmask never puts a malformed message on the wire. A bug of sipmask's, never the
+    peer's input; the reason names the fault and never quotes the message's content."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"SerialiseError({self.reason!r})"

@@ -122,7 +122,7 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
     keys: list[str] = []
     values: list[str] = []
     headers = Headers.from_lists(names, keys, values)
-    message, version_error = _parse_start_line(lines[0], headers)
+    message, start_error = _parse_start_line(lines[0], headers)
     # fast path: every line is "Name: value" with a name seen (and validated) before; the
     # slow path handles folding, odd spacing, unseen names and lines without a colon
     name_cache = _NAME_CACHE
@@ -137,9 +137,11 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
         values.append(value.strip())
     if len(names) > _MAX_HEADERS:
         raise SipParseError("Too many headers", partial=message)
-    if version_error:
-        # §8.2.1 / §21.5.25: answered with 505, which the headers just read make possible
-        raise SipParseError("Version Not Supported", status=505, partial=message)
+    if start_error is not None:
+        # a request line that cannot be used (§8.2.1 / §21.5.25 version: 505; a damaged line
+        # or Request-URI: 400), raised now that the headers a response copies have been read
+        start_error.partial = message
+        raise start_error
 
     # one line per header in the usual case: a dict answers every lookup below
     fields = dict(zip(keys, values))
@@ -201,13 +203,16 @@ def _parse_header_lines(lines: list[str], first: int, message: Request | Respons
         values.append(value.strip())
 
 
-def _parse_start_line(line: str, headers: Headers) -> tuple[Request | Response, bool]:
-    """The message (with ``headers``, no body yet) and whether its version is unsupported."""
+def _parse_start_line(line: str, headers: Headers) -> tuple[Request | Response, SipParseError | None]:
+    """The message (with ``headers``, no body yet) and the error to raise once the headers are
+    read, if any. A status line that does not parse raises at once (a response is never
+    answered); a request line that does not parse still gives a request, so that the 400 (or
+    505) can be built from its headers (§8.2, RFC 4475 §3.1.2.7-3.1.2.10)."""
     if line[:8] == "SIP/2.0 ":
         # the usual status line, "SIP/2.0 <code>[ <reason>]": one slice and one lookup
         status = _STATUS_CODES.get(line[8:11])
         if status is not None and line[11:12] in _SPACE_OR_END:
-            return Response(status, line[12:], headers, b"", "SIP/2.0"), False
+            return Response(status, line[12:], headers, b"", "SIP/2.0"), None
     if line[:4].upper() == "SIP/":
         version, sp, rest = line.partition(" ")
         code, _, reason = rest.partition(" ")
@@ -215,23 +220,36 @@ def _parse_start_line(line: str, headers: Headers) -> tuple[Request | Response, 
             raise SipParseError("Malformed status line")
         if version != "SIP/2.0" and version.upper() != "SIP/2.0":  # §7.1: case-insensitive
             raise SipParseError("Unsupported SIP version", status=505)
-        return Response(int(code), reason, headers, b"", version), False
+        return Response(int(code), reason, headers, b"", version), None
     parts = line.split(" ")
     if len(parts) != 3:
-        raise SipParseError("Malformed request line")
+        # §7.1: Request-Line = Method SP Request-URI SP SIP-Version CRLF, one SP each, no LWS
+        # inside the URI (RFC 4475 §3.1.2.8 lwsruri, §3.1.2.9 lwsstart, §3.1.2.10 trws)
+        return _unusable_request(parts[0], headers, "Malformed request line")
     method, uri, version = parts
     if method not in KNOWN_METHODS and not is_token(method):
-        raise SipParseError("Invalid method in request line")
-    # the Request-URI itself is parsed on first access (Request.request_uri, 416 for a
-    # scheme we do not serve); here it only has to look like an absolute URI
+        return _unusable_request(method, headers, "Invalid method in request line")
+    # the Request-URI itself is parsed on first access (Request.request_uri); its scheme is
+    # the UAS's question (§8.2.2.1, 416): here it only has to look like an absolute URI
+    if uri[:1] == "<":
+        # §25.1: the Request-URI is a bare URI, never a name-addr (RFC 4475 §3.1.2.7 ltgtruri)
+        return _unusable_request(method, headers, "Bad Request-URI")
     if ":" not in uri or not uri.isascii() or not uri.isprintable():
-        raise SipParseError("Malformed Request-URI")
+        return _unusable_request(method, headers, "Malformed Request-URI")
     if version == "SIP/2.0":
-        return Request(method, uri, headers, b"", version), False
+        return Request(method, uri, headers, b"", version), None
     if version[:4].upper() != "SIP/":
-        raise SipParseError("Malformed request line")
+        return _unusable_request(method, headers, "Malformed request line")
     # §7.1: the version string is case-insensitive
-    return Request(method, uri, headers, b"", version), version.upper() != "SIP/2.0"
+    if version.upper() != "SIP/2.0":
+        return Request(method, uri, headers, b"", version), SipParseError("Version Not Supported", status=505)
+    return Request(method, uri, headers, b"", version), None
+
+
+def _unusable_request(method: str, headers: Headers, reason: str) -> tuple[Request, SipParseError]:
+    """A request whose start line cannot be used: its method as far as it can be read (the
+    transport answers no ACK, and checks the CSeq method too), no Request-URI."""
+    return Request(method if is_token(method) else "", "", headers), SipParseError(reason)
 
 
 def _validate(message: Request | Response, fields: dict[str, str], unique: bool) -> None:

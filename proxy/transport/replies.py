@@ -18,7 +18,8 @@ def error_reply(exc: SipParseError) -> bytes | None:
 
     RFC 3261 §8.2.6 builds a response from the request's Via, From, To, Call-ID and CSeq, so a
     reply is possible only when the partial message is a request that has all five; an ACK is
-    never answered (§17.2.1). The To tag is added as §8.2.6.2 requires of any UAS response.
+    never answered (§17.2.1), whether its request line or its CSeq says so. The To tag is
+    added as §8.2.6.2 requires of any UAS response.
     """
     partial = exc.partial
     if not isinstance(partial, Request) or partial.method == "ACK":
@@ -27,6 +28,9 @@ def error_reply(exc: SipParseError) -> bytes | None:
     for name in _MANDATORY:
         if name not in headers:
             return None
+    cseq = headers.get("cseq") or ""
+    if cseq.rpartition(" ")[2].upper() == "ACK":
+        return None  # an ACK whose request line is unreadable: still never answered
     try:
         response = build_response(partial, exc.status, exc.reason, to_tag=secrets.token_hex(6))
         return response.serialise()

@@ -161,3 +161,19 @@ def test_a_callee_without_session_timers_is_unaffected(h: Harness) -> None:
     h.feed(ack_from_caller(h), A)
     out = h.advance(590)  # max_duration_s = 600 in the harness
     assert not only(out, Request, method="BYE") and h.b2b.active_calls == 1
+
+
+def test_reinvite_reusing_the_first_invites_branch_is_relayed_and_answered(h: Harness) -> None:
+    """A broken client's re-INVITE carries its first INVITE's branch while that transaction
+    still lingers (RFC 6026 Accepted, 32 s): it was absorbed as a retransmission and never
+    answered. It is a new request (other CSeq): relayed to the callee, its answer relayed back."""
+    answered_call(h)
+    first_200 = [m for m, d in h.sent if isinstance(m, Response) and m.status == 200 and d == A][0]
+    branch = first_200.top_via.branch or ""
+    h.advance(2.0)
+    out = h.feed(in_dialog_request(h, "INVITE", branch.removeprefix("z9hG4bK"), 2), A)
+    (b_reinvite, dest), = only(out, Request, method="INVITE")
+    assert dest == GW1 and b_reinvite.headers.get("to") and "tag=btag" in (b_reinvite.headers.get("to") or "")
+    out = h.feed(response_to(b_reinvite, 200, "OK"), GW1)
+    (ok, dest), = only(out, Response, status=200)
+    assert dest == A and ok.cseq.number == 2 and ok.cseq.method == "INVITE"

@@ -344,3 +344,56 @@ def test_an_open_pairing_whose_callee_has_no_route_gets_the_uniform_answer(h: Ha
     assert [n.lower() for n, _ in final1[0].headers] == [n.lower() for n, _ in final2[0].headers]
     assert not only(out1, Request)
     assert h.b2b.counters["no_route"] == 1  # the real reason is counted (and logged)
+
+
+def _b_invites(out: list[tuple[Request | Response, Address]]) -> list[Request]:
+    return [m for m, _ in only(out, Request, method="INVITE")]  # type: ignore[misc]
+
+
+def test_rfc4028_7_4_422_is_retried_in_the_same_b_leg_attempt_then_a_bad_session_expires_is_ignored(
+        tmp_path: Path) -> None:
+    """An SDP-less 422 with Min-SE: the B-leg INVITE goes again with the same Call-ID and From
+    tag, CSeq + 1, Session-Expires and Min-SE raised; the 200 that follows carries a
+    Session-Expires that does not parse: the call is answered without a session timer."""
+    from .b2bua_harness import GW1
+
+    h = Harness(tmp_path)
+    (first,) = _b_invites(h.feed(invite(extra="Supported: timer\nSession-Expires: 90;refresher=uac\n"), A))
+    assert first.headers.get("session-expires") == "90;refresher=uac"
+    out = h.feed(response_to(first, 422, "Session Interval Too Small", extra="Min-SE: 1800\n"), GW1)
+    (retry,) = _b_invites(out)
+    assert retry.call_id == first.call_id and retry.from_tag == first.from_tag
+    assert retry.cseq.number == first.cseq.number + 1 and retry.branch != first.branch
+    assert retry.headers.get("session-expires") == "1800;refresher=uac"
+    assert retry.headers.get("min-se") == "1800"
+    assert not [m for m, d in out if d == A and isinstance(m, Response) and m.status >= 200]
+    out = h.feed(response_to(retry, 200, "OK", extra="Session-Expires: soon;refresher=uas\n"), GW1)
+    assert [m.status for m, d in only(out, Response) if d == A] == [200]
+    call = next(iter(h.b2b.calls.values()))
+    assert call.session_interval == 0 or call.session_interval is None
+    assert h.b2b.counters.get("internal_error") is None
+
+
+def test_rfc4028_7_4_422_retried_at_most_twice_then_relayed(tmp_path: Path) -> None:
+    from .b2bua_harness import GW1
+
+    h = Harness(tmp_path)
+    (b_inv,) = _b_invites(h.feed(invite(extra="Session-Expires: 90\n"), A))
+    for min_se in (600, 1200):
+        (b_inv,) = _b_invites(h.feed(response_to(b_inv, 422, "Too Small", extra=f"Min-SE: {min_se}\n"), GW1))
+        assert b_inv.headers.get("session-expires") == str(min_se)
+    out = h.feed(response_to(b_inv, 422, "Too Small", extra="Min-SE: 1800\n"), GW1)
+    assert not _b_invites(out)
+    assert [m.status for m, d in only(out, Response) if d == A] == [422]
+
+
+@pytest.mark.parametrize("min_se", ["", "abc", "60"])
+def test_rfc4028_7_4_422_without_a_usable_higher_min_se_is_relayed(tmp_path: Path, min_se: str) -> None:
+    from .b2bua_harness import GW1
+
+    h = Harness(tmp_path)
+    (b_inv,) = _b_invites(h.feed(invite(extra="Session-Expires: 90\n"), A))
+    extra = f"Min-SE: {min_se}\n" if min_se else ""
+    out = h.feed(response_to(b_inv, 422, "Too Small", extra=extra), GW1)
+    assert not _b_invites(out)
+    assert [m.status for m, d in only(out, Response) if d == A] == [422]

@@ -209,3 +209,24 @@ def test_fuzzed_invites_end_cleanly(raw: bytes, answer: int | None) -> None:
     to_callee = b"".join(m.serialise() for m, d in h.sent if d.host != A.host)
     assert CALLER.encode() not in to_callee and CALLER[1:].encode() not in to_callee
     assert CALLEE.encode() not in b"".join(m.serialise() for m, d in h.sent if d == A)
+
+
+def test_a_request_sipmask_cannot_send_validly_ends_the_call_cleanly(tmp_path: Path) -> None:
+    """A request sipmask built wrong (once a BYE went out as ``BYE  SIP/2.0``; here a remote
+    target holding a space): the serialiser guard refuses it inside the flow, and the B2BUA's
+    guard ends the call (CDR written) instead of a malformed message reaching the callee."""
+    from .b2bua_harness import answered_call, in_dialog_request
+
+    h = Harness(tmp_path)
+    answered_call(h)
+    call = next(iter(h.b2b.calls.values()))
+    assert call.b.dialog is not None
+    call.b.dialog.remote_target = f"sip:{CALLEE} @127.0.0.3:5080"  # a bug's Request-URI
+    out = h.feed(in_dialog_request(h, "BYE", "bye1", 2), A)  # the harness re-parses all it sends
+    assert [m.status for m, d in only(out, Response) if d == A] == [200]
+    assert not [m for m, d in out if d == GW1], "nothing malformed toward the callee"
+    cdrs = _cdrs(h)
+    assert [(c.outcome, c.cause) for c in cdrs] == [("failed", "internal_error:SerialiseError")]
+    assert h.b2b.active_calls == 0
+    h.advance(_T1_64 + 1)
+    assert _idle(h)

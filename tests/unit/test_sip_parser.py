@@ -21,6 +21,7 @@ from proxy.sip import (
     parse_message,
     split_list,
 )
+from proxy.sip.errors import SerialiseError
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -429,6 +430,83 @@ def test_20_14_serialise_recomputes_content_length() -> None:
     assert m.serialise().count(b"Content-Length") == 1
 
 
+# -- the serialiser guard: sipmask never emits a malformed message --------------------------------
+
+def _built_request(uri: str = "sip:bob@192.0.2.9", **change: str | None) -> Request:
+    """A request as sipmask builds one (not parsed), with header values replaced or (None) left out."""
+    lines = {"Via": "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1", "Max-Forwards": "70",
+             "From": "<sip:a@192.0.2.1>;tag=1", "To": "<sip:bob@192.0.2.9>;tag=2",
+             "Call-ID": "c1", "CSeq": "2 BYE"}
+    lines.update(change)
+    return Request("BYE", uri, Headers([(k, v) for k, v in lines.items() if v is not None]))
+
+
+@pytest.mark.parametrize("uri", ["", " ", "sip:bob @192.0.2.9", "sip:bob@192.0.2.9\r\nX: y"])
+def test_7_1_serialise_refuses_an_empty_or_broken_request_uri(uri: str) -> None:
+    # once sent as "BYE  SIP/2.0" after a dialog without remote target
+    bad = _built_request(uri)
+    with pytest.raises(SerialiseError) as info:
+        bad.serialise()
+    assert info.value.reason in ("Empty or malformed Request-URI",
+                                 "CR or LF inside the request line or a header value")
+    with pytest.raises(SerialiseError):
+        bad.check()
+
+
+@pytest.mark.parametrize("value", ["a\r\nInjected: 1", "a\nb", "a\rb", "\r\n"])
+def test_7_3_serialise_refuses_cr_or_lf_in_a_header_value(value: str) -> None:
+    for name in ("Call-ID", "X-Extra"):
+        bad = _built_request()
+        bad.headers.add(name, value) if name == "X-Extra" else bad.headers.set(name, value)
+        with pytest.raises(SerialiseError, match="CR or LF"):
+            bad.serialise()
+        with pytest.raises(SerialiseError, match="CR or LF"):
+            bad.check()
+    # a response: its builder's additions are checked by check() (the 400s built from partial
+    # requests run it); serialise refuses a broken reason phrase itself
+    response = build_response(parse_message(req()), 200)
+    response.headers.add("Server", value)
+    with pytest.raises(SerialiseError, match="CR or LF"):
+        response.check()
+    with pytest.raises(SerialiseError, match="CR or LF"):
+        Response(200, f"OK{value}", build_response(parse_message(req()), 200).headers).serialise()
+
+
+@pytest.mark.parametrize("missing", ["Via", "From", "To", "Call-ID", "CSeq"])
+def test_8_1_1_serialise_refuses_a_message_without_a_mandatory_header(missing: str) -> None:
+    with pytest.raises(SerialiseError, match=f"Missing {missing} header"):
+        _built_request(**{missing: None}).serialise()
+    response = build_response(parse_message(req()), 200)
+    response.headers.remove(missing)
+    with pytest.raises(SerialiseError, match=f"Missing {missing} header"):
+        response.check()
+
+
+def test_8_1_1_check_requires_max_forwards_of_what_sipmask_sends() -> None:
+    # a received request may lack it (the parser lets it in, and the trace log serialises it),
+    # a request sipmask sends may not: the transaction layer checks what the TU hands it
+    bad = _built_request(**{"Max-Forwards": None})
+    assert bad.serialise().startswith(b"BYE sip:bob@192.0.2.9 SIP/2.0\r\n")
+    with pytest.raises(SerialiseError, match="Missing Max-Forwards header"):
+        bad.check()
+    _built_request().check()
+    build_response(parse_message(req()), 200).check()
+
+
+def test_8_1_1_the_transaction_layer_refuses_a_malformed_request_before_any_state() -> None:
+    from proxy.sip.ids import SequentialIds
+    from proxy.sip.transaction import Address, TimerConfig, TransactionLayer
+
+    layer = TransactionLayer(TimerConfig(), SequentialIds("s"))
+    dest = Address("udp", "192.0.2.9", 5060)
+    with pytest.raises(SerialiseError):
+        layer.send_request(_built_request(""), dest, 0.0)
+    with pytest.raises(SerialiseError):
+        layer.send_stateless(_built_request(**{"Max-Forwards": None}), dest)
+    assert layer.take_outgoing() == [] and layer.next_deadline() is None
+    assert layer.counts["client_non_invite"] == 0
+
+
 # -- round trip ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("data", [
@@ -644,3 +722,35 @@ def test_rfc5626_keepalive_and_pong() -> None:
     assert f.feed(b"\r\n") == []
     assert f.feed(b"\r\n") == [KEEPALIVE]
     assert f.feed(b"\r\n" + req()) == [req()]  # a lone CRLF (pong) before a message is dropped
+
+
+# -- a damaged request line still gives the 400 its headers make possible (§8.2, RFC 4475) ------
+
+@pytest.mark.parametrize(("start", "reason"), [
+    # RFC 4475 §3.1.2.7 ltgtruri: the Request-URI is never a name-addr
+    ("INVITE <sip:user@example.com> SIP/2.0", "Bad Request-URI"),
+    # §3.1.2.8 lwsruri: LWS inside the Request-URI
+    ("INVITE sip:user@example.com; lr SIP/2.0", "Malformed request line"),
+    # §3.1.2.9 lwsstart: several SP between the elements
+    ("INVITE  sip:user@example.com  SIP/2.0", "Malformed request line"),
+    # §3.1.2.10 trws: SP after the version
+    ("INVITE sip:user@example.com SIP/2.0  ", "Malformed request line"),
+    ("INVITE sip:user@example.com HTTP/1.1", "Malformed request line"),
+    ("INVITE user SIP/2.0", "Malformed Request-URI"),
+    ("INV(ITE sip:user@example.com SIP/2.0", "Invalid method in request line"),
+])
+def test_rfc4475_3_1_2_damaged_request_line_is_400_with_partial(start: str, reason: str) -> None:
+    err = parse_err(req(start=start, base=base_with(cseq="1 INVITE")))
+    assert (err.status, err.reason) == (400, reason)
+    assert isinstance(err.partial, Request)
+    resp = build_response(err.partial, err.status, err.reason, to_tag="t1")
+    assert resp.call_id == "a84b4c76e66710@198.51.100.7" and str(resp.cseq) == "1 INVITE"
+    assert resp.top_via.branch == "z9hG4bK776asdhds" and resp.to_tag == "t1"
+
+
+def test_7_1_damaged_request_line_without_mandatory_headers_has_partial_but_no_call_id() -> None:
+    # the partial is there; the transport finds no Call-ID in it, so nothing can be answered
+    err = parse_err(req(start="INVITE <sip:user@example.com> SIP/2.0", base=[
+        "Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK776asdhds", "CSeq: 1 INVITE"]))
+    assert err.reason == "Bad Request-URI"
+    assert isinstance(err.partial, Request) and "call-id" not in err.partial.headers

@@ -309,3 +309,40 @@ def test_18_2_1_ipv6_sent_by_compared_without_brackets() -> None:
         "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK-2;rport=5999;received=2001:db8::9"
     )
     assert txn.response_dest == Address("udp", "2001:db8::9", 5999)
+
+
+def test_8_1_1_7_reinvite_reusing_the_first_invites_branch_is_a_new_transaction() -> None:
+    # the first INVITE's transaction lingers in Accepted (RFC 6026, Timer L 64*T1) after its 2xx;
+    # a re-INVITE that reuses its branch (a broken client) must not be absorbed as a copy of it
+    layer = make_layer()
+    first = _txn(layer.receive(make_request(), PEER_UDP, 0.0))
+    layer.send_response(first, build_response(first.request, 200, to_tag="u1"), 0.1)
+    assert first.state is TransactionState.ACCEPTED
+    layer.take_outgoing()
+    reinvite = make_request(to_tag="u1", cseq=2)
+    second = _txn(layer.receive(reinvite, PEER_UDP, 1.0))
+    assert second is not first and second.request is reinvite
+    assert layer.reused_branches == 1 and layer.request_retransmissions == 0
+    layer.send_response(second, build_response(reinvite, 200), 1.1)
+    assert [s.message.status for s in layer.take_outgoing()] == [100, 200]  # type: ignore[union-attr]
+    # a copy of the re-INVITE is its retransmission (absorbed in Accepted, RFC 6026 §8.7);
+    # a late copy of the first INVITE is absorbed too, never taken for a new call
+    assert layer.receive(make_request(to_tag="u1", cseq=2), PEER_UDP, 1.2) == []
+    assert layer.request_retransmissions == 1
+    assert layer.receive(make_request(), PEER_UDP, 1.3) == []
+    assert layer.take_outgoing() == [] and layer.reused_branches == 1
+    # the ACK of each 2xx goes to the TU (RFC 6026 §7.1), and both transactions end (Timer L)
+    for cseq, branch in ((1, "z9hG4bK-a1"), (2, "z9hG4bK-a2")):
+        (ack,) = layer.receive(make_request("ACK", branch=branch, to_tag="u1", cseq=cseq), PEER_UDP, 1.4)
+        assert isinstance(ack, RequestReceived) and ack.request.cseq.number == cseq
+    ended = [e.transaction for _, _, events in run_until(layer, 100.0) for e in events
+             if isinstance(e, TransactionTerminated)]
+    assert ended == [first, second]
+    assert layer.counts == ZERO
+
+
+def test_8_1_1_7_new_call_reusing_a_branch_is_a_new_transaction() -> None:
+    layer = make_layer()
+    first = _txn(layer.receive(make_request(), PEER_UDP, 0.0))
+    second = _txn(layer.receive(make_request(call_id="other@192.0.2.10"), PEER_UDP, 0.5))
+    assert second is not first and layer.counts["server_invite"] == 2

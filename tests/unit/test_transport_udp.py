@@ -531,3 +531,43 @@ def test_udp_icmp_port_unreachable_is_reported_for_its_destination_and_loses_not
             await server.close()
 
     run(scenario(), loop)
+
+
+def test_udp_damaged_request_line_answered_400_when_the_headers_allow_else_dropped() -> None:
+    # RFC 4475 §3.1.2.7 (ltgtruri) and §3.1.2.9 (lwsstart): answered 400, not dropped nor 404
+    def damaged(start: bytes, n: int, *, call_id: bool = True, method: str = "INVITE") -> bytes:
+        return (
+            start + b"\r\n"
+            b"Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-d%d;rport\r\n" % n
+            + b"From: <sip:a@127.0.0.1>;tag=f\r\nTo: <sip:b@127.0.0.1>\r\n"
+            + (b"Call-ID: dmg-%d@test\r\n" % n if call_id else b"")
+            + b"CSeq: 1 %s\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n" % method.encode()
+        )
+
+    async def scenario() -> None:
+        server, got = echo_server()
+        host, port = await server.listen("udp", "127.0.0.1", 0)
+        peer, _ = await udp_peer()
+        try:
+            peer.send(damaged(b"INVITE <sip:user@127.0.0.1> SIP/2.0", 1), (host, port))
+            data, _ = await peer.recv()
+            assert data.startswith(b"SIP/2.0 400 Bad Request-URI\r\n")
+            reply = parse_message(data)
+            assert reply.call_id == "dmg-1@test" and reply.to_tag
+            peer.send(damaged(b"INVITE  sip:user@127.0.0.1  SIP/2.0", 2), (host, port))
+            data, _ = await peer.recv()
+            assert data.startswith(b"SIP/2.0 400 Malformed request line\r\n")
+            # no Call-ID: no response can be built; an ACK: never answered
+            peer.send(damaged(b"INVITE <sip:user@127.0.0.1> SIP/2.0", 3, call_id=False), (host, port))
+            peer.send(damaged(b"ACK  sip:user@127.0.0.1 SIP/2.0", 4, method="ACK"), (host, port))
+            peer.send(damaged(b"A(K sip:user@127.0.0.1 SIP/2.0", 5, method="ACK"), (host, port))
+            peer.send(options(6), (host, port))
+            data, _ = await peer.recv()
+            assert data.startswith(b"SIP/2.0 200 OK\r\n")  # the three above got nothing
+            stats = server.stats
+            assert stats.bad_requests_answered == 2 and stats.dropped == 3
+            assert stats.parse_errors == 5 and len(got) == 1
+        finally:
+            await _close(server, peer)
+
+    run(scenario())

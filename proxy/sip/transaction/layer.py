@@ -54,6 +54,7 @@ class TransactionLayer(TimerQueues):
         "timers", "ids", "auto_trying", "_clients", "_servers", "_merged", "_acks_2xx",
         "_out", "_events", "_counts", "request_retransmissions", "late_retransmissions", "_settling",
         "screen", "stateless_tag", "refused_statelessly", "stateless_acks", "source_limit",
+        "reused_branches",
     )
 
     def __init__(self, timers: TimerConfig, ids: IdGenerator, *, auto_trying: bool = True) -> None:
@@ -100,6 +101,8 @@ class TransactionLayer(TimerQueues):
         self.stateless_tag = ids.tag()
         self.refused_statelessly = 0
         self.stateless_acks = 0
+        #: new requests that reused the branch of a live server transaction (§8.1.1.7 broken)
+        self.reused_branches = 0
         self._counts = {"client_invite": 0, "client_non_invite": 0, "server_invite": 0, "server_non_invite": 0}
 
     # ------------------------------------------------------------------ public API (TU side)
@@ -125,6 +128,7 @@ class TransactionLayer(TimerQueues):
         method = request.method
         if method == "ACK":
             raise ValueError("ACK is not sent in a transaction: use send_ack() or send_stateless()")
+        request.check()  # SerialiseError in the TU, before any state: never a malformed request out
         branch = request.branch or ""
         key: Key = (branch, method)
         if key in self._clients:
@@ -161,6 +165,7 @@ class TransactionLayer(TimerQueues):
     def send_ack(self, transaction: ClientTransaction, ack: Request, dest: Address) -> None:
         """Send the TU's ACK for a 2xx (§13.2.2.4) now; while the client INVITE transaction is
         in Accepted, every retransmission of that 2xx (same To tag) re-sends it (RFC 6026)."""
+        ack.check()
         send = Send(ack, dest)
         self._out.append(send)
         transaction.acks[ack.to_tag or ""] = send
@@ -169,6 +174,7 @@ class TransactionLayer(TimerQueues):
 
     def send_stateless(self, message: Request | Response, dest: Address) -> None:
         """Queue a message outside any transaction."""
+        message.check()
         self._out.append(Send(message, dest))
 
     def abandon(self, transaction: ClientTransaction) -> None:
@@ -393,12 +399,24 @@ class TransactionLayer(TimerQueues):
         key = self._server_key(request, via, method, to_tag)
         txn = self._servers.get(key)
         if txn is not None:
-            # §17.2.1 / §17.2.2: a retransmission
-            self.request_retransmissions += 1
-            if delay and now - delay < txn.received_at:
-                self.late_retransmissions += 1  # it reached us before we handled the original
-            self._drive_server(txn, Input.REQUEST, request, source, now)
-            return
+            first = txn.request
+            first_cseq = first.cseq.number
+            if first_cseq == cseq.number and first.call_id == call_id:
+                # §17.2.1 / §17.2.2: a retransmission
+                self.request_retransmissions += 1
+                if delay and now - delay < txn.received_at:
+                    self.late_retransmissions += 1  # it reached us before we handled the original
+                self._drive_server(txn, Input.REQUEST, request, source, now)
+                return
+            if first.call_id == call_id and cseq.number < first_cseq:
+                return  # a late copy of an earlier request whose branch a later one took over
+            # Same branch, sent-by and method, yet another request (a re-INVITE reusing the
+            # first INVITE's branch while that transaction lingers in Accepted, say): §17.2.3
+            # would absorb it as a retransmission and it would never be answered. §8.1.1.7 makes
+            # a branch unique to one request, so the peer is at fault, but the request is well
+            # formed: it gets a transaction of its own, which takes the key over (the old one
+            # keeps its timers and its 2xx ACK matching until it ends).
+            self.reused_branches += 1
         invite = method == "INVITE"
         limit = self.source_limit
         if limit is not None:
@@ -511,6 +529,7 @@ class TransactionLayer(TimerQueues):
                 # §8.2 / §21.4.1: answer what we could not read; to the source address, as
                 # the top Via may be what was unreadable
                 answer = build_response(message, status, reason, to_tag=self.ids.tag())
+                answer.check()  # a request without From, To...: no valid answer can be built
             except (SipParseError, ValueError):
                 pass
             else:
