@@ -1,100 +1,280 @@
-"""SDP helpers (RFC 8866, formerly RFC 4566) for what a number-masking B2BUA must change.
+"""SDP (RFC 8866) validated and rebuilt from a whitelist, for what crosses B2BUA legs.
 
-Only the ``o=`` (origin) and ``s=`` (session name) lines can name a party: the origin's username
-is often the caller's number or account and its address the caller's host. Everything else passes
-byte-identical, line endings included, so codecs, media addresses and attributes are untouched.
-Bodies that are not SDP we can read come back unchanged: media is not ours to break.
+A session description is parsed line by line (bytes, nothing decoded) and written anew: only
+the line types and ``a=`` attributes the whitelist names cross, the origin (``o=``) and session
+name (``s=``) are rebuilt from configuration, everything else (``i= u= e= p= k= z=``,
+``a=ssrc``, ``a=msid``, ``a=tool``, ``a=label``, vendor ``a=x-...``, ICE candidates unless
+whitelisted) is dropped. A body that does not follow the grammar is never passed on:
+:func:`rebuild_sdp` raises :class:`SdpError`, whose reason names the line number and line
+type only (never a byte of the line, which may hold a number).
+
+The media lines (``c=``, ``m=``, ``a=rtcp``) keep their addresses and ports: in
+signalling-only mode they are what lets the media flow; a media relay replaces them and then
+calls :func:`rebuild_sdp` on the SDP it returns.
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
+from dataclasses import dataclass, field
+from typing import Final
 
-__all__ = ["sanitise_sdp", "sdp_has_media"]
+from .grammar import TOKEN_CHARS
+
+__all__ = [
+    "DEFAULT_ATTRIBUTES",
+    "DEFAULT_LINES",
+    "KNOWN_LINES",
+    "REQUIRED_LINES",
+    "SdpError",
+    "SdpWhitelist",
+    "rebuild_sdp",
+    "sdp_has_media",
+]
+
+REQUIRED_LINES: Final = frozenset("vostm")
+"""Line types every rebuilt SDP has (RFC 8866 §5: v, o, s, t; m for any media at all)."""
+
+KNOWN_LINES: Final = frozenset("vosiuepcbtrzkam")
+"""The line types of RFC 8866 §5 (``a`` is governed by the attribute whitelist)."""
+
+DEFAULT_LINES: Final = frozenset("vosctmb")
+"""Line types that cross by default: version, origin (rebuilt), session name (rebuilt),
+connection, timing, media, bandwidth."""
+
+DEFAULT_ATTRIBUTES: Final = frozenset(
+    {
+        # RFC 8866 §6: codecs, packetisation, direction
+        "rtpmap", "fmtp", "ptime", "maxptime", "sendrecv", "sendonly", "recvonly", "inactive",
+        # RFC 3605 (an address, like c=), RFC 5761, RFC 4585
+        "rtcp", "rtcp-mux", "rtcp-fb",
+        # RFC 3108 silence suppression
+        "silencesupp",
+        # RFC 4568 SDES-SRTP keys (fresh per session, needed by RTP/SAVP); RFC 4145 setup
+        "crypto", "setup", "connection",
+        # T.38 fax (ITU-T T.38 Annex D): numeric parameters only
+        "t38*",
+    }
+)
+"""Attributes that cross by default (lower case; a trailing ``*`` matches a prefix). Not
+here, so dropped: ICE (``candidate`` and ``ice-*`` carry the party's host and reflexive
+addresses), ``fingerprint`` (a DTLS certificate hash, often stable per device), ``ssrc``
+(CNAME holds user@host), ``msid``, ``tool``, ``label``, ``x-*`` and every unknown attribute."""
+
+_TOKEN: Final = bytes(sorted(ord(c) for c in TOKEN_CHARS))
+_DIGITS: Final = b"0123456789"
+_EQ: Final = 61  # "="
+_TYPE_LETTERS: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz")
 
 
-def sanitise_sdp(
-    body: bytes,
-    *,
-    origin_username: str = "-",
-    session_name: str = "-",
-    origin_address: str | None = None,
-) -> bytes:
-    """Rewrite the ``o=`` username (and unicast address + addrtype when ``origin_address`` is
-    given, ``IP6`` when it contains a colon) and the ``s=`` line of the session section.
+class SdpError(ValueError):
+    """An SDP body that does not parse. ``reason`` names the line (number and type), never its
+    content; it is fit for a SIP reason phrase and a log line."""
 
-    ``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>`` (RFC 8866
-    §5.2): session id and version are kept, so re-offers stay recognisable to the peer.
-    Garbage in (no six-field ``o=`` line before the first ``m=``) means the body is returned unchanged;
-    this function never raises.
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _is_token(value: bytes) -> bool:
+    # every byte a token character: deleting them all leaves nothing
+    return bool(value) and not value.translate(None, _TOKEN)
+
+
+def _is_digits(value: bytes) -> bool:
+    return bool(value) and not value.translate(None, _DIGITS)
+
+
+@dataclass(frozen=True, slots=True)
+class SdpWhitelist:
+    """What of an SDP crosses legs, and what the rebuilt origin and session name say.
+
+    Args:
+        lines: line types that cross (letters of RFC 8866 §5; must include v, o, s, t, m;
+            ``a`` lines are decided by ``attributes``).
+        attributes: ``a=`` attribute names that cross, any case; a trailing ``*`` matches
+            every name with that prefix.
+        origin_username: the ``o=`` username written (no spaces).
+        session_name: the ``s=`` value written (one printable line).
+
+    Raises:
+        ValueError: an unknown line type, a required one left out, an attribute that is not a
+            token, an unusable username or session name.
     """
-    if not body:
-        return body
-    # the first line of each kind: at the start of the body or after a "\n" (byte-wise: in
-    # UTF-8 "\n", "\r" and " " never occur inside another character, so nothing is decoded)
-    head = body[:2]
-    o_at = 0 if head == b"o=" else body.find(b"\no=") + 1
-    if not o_at and head != b"o=":
-        return body
-    m_at = 0 if head == b"m=" else body.find(b"\nm=") + 1
-    if m_at and o_at > m_at or head == b"m=":
-        return body  # §5: o= and s= belong to the session section only
-    o_end = _line_end(body, o_at)
-    fields = body[o_at + 2 : o_end].split(b" ")
-    if len(fields) != 6 or not all(fields):
-        return body
-    user, name, addrtype, address = _replacements(origin_username, session_name, origin_address)
-    fields[0] = user
-    if address is not None:
-        fields[4] = addrtype
-        fields[5] = address
-    o_line = b"o=" + b" ".join(fields)
-    s_at = 0 if head == b"s=" else body.find(b"\ns=") + 1
-    if not (s_at or head == b"s=") or m_at and s_at > m_at:
-        return b"".join((body[:o_at], o_line, body[o_end:]))
-    s_end = _line_end(body, s_at)
-    if s_at < o_at:
-        return b"".join((body[:s_at], name, body[s_end:o_at], o_line, body[o_end:]))
-    return b"".join((body[:o_at], o_line, body[o_end:s_at], name, body[s_end:]))
+
+    lines: frozenset[str] = DEFAULT_LINES
+    attributes: frozenset[str] = DEFAULT_ATTRIBUTES
+    origin_username: str = "-"
+    session_name: str = "-"
+    _kinds: frozenset[int] = field(init=False, repr=False, compare=False)
+    _names: frozenset[bytes] = field(init=False, repr=False, compare=False)
+    _prefixes: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    _user: bytes = field(init=False, repr=False, compare=False)
+    _s_line: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        lines = frozenset(self.lines)
+        unknown = sorted(k for k in lines if k not in KNOWN_LINES)
+        if unknown:
+            raise ValueError(f"lines: unknown SDP line type {unknown[0]!r}; known: {' '.join(sorted(KNOWN_LINES))}")
+        missing = sorted(REQUIRED_LINES - lines)
+        if missing:
+            raise ValueError(f"lines: must include {', '.join(missing)} (v, o, s, t, m are required)")
+        names: set[bytes] = set()
+        prefixes: list[bytes] = []
+        for name in self.attributes:
+            base = name[:-1] if name.endswith("*") else name
+            if not isinstance(name, str) or not base.isascii() or not _is_token(base.encode()):
+                raise ValueError(f"attributes: {name!r} is not an attribute name (a token)")
+            if name.endswith("*"):
+                prefixes.append(base.lower().encode())
+            else:
+                names.add(base.lower().encode())
+        user = self.origin_username
+        if not user or not user.isprintable() or any(c.isspace() for c in user):
+            raise ValueError("origin_username: expected a non-empty token without spaces")
+        if not self.session_name or not self.session_name.isprintable():
+            raise ValueError("session_name: expected a non-empty single line")
+        object.__setattr__(self, "lines", lines)
+        object.__setattr__(self, "attributes", frozenset(a.lower() for a in self.attributes))
+        object.__setattr__(self, "_kinds", frozenset(ord(k) for k in lines))
+        object.__setattr__(self, "_names", frozenset(names))
+        object.__setattr__(self, "_prefixes", tuple(sorted(prefixes)))
+        object.__setattr__(self, "_user", user.encode("utf-8"))
+        object.__setattr__(self, "_s_line", ("s=" + self.session_name).encode("utf-8"))
+
+    def allows_attribute(self, name: bytes) -> bool:
+        """Whether ``a=<name>`` crosses (``name`` as it stands in the SDP, any case)."""
+        lowered = name.lower()
+        return lowered in self._names or (bool(self._prefixes) and lowered.startswith(self._prefixes))
 
 
-def _line_end(body: bytes, start: int) -> int:
-    """Where the line starting at ``start`` (an ``x=`` line) ends, its "\r\n" or "\n" excluded."""
-    end = body.find(b"\n", start)
-    if end < 0:
-        end = len(body)
-    return end - 1 if body[end - 1 : end] == b"\r" else end
+def rebuild_sdp(
+    body: bytes,
+    whitelist: SdpWhitelist,
+    *,
+    origin_address: str | None = None,
+    id_key: bytes = b"",
+) -> bytes:
+    """Validate ``body`` as SDP and return it rebuilt from ``whitelist`` (CRLF line ends).
+
+    ``o=`` (RFC 8866 §5.2) becomes ``<origin_username> <sess-id> <sess-version> <nettype>
+    <addrtype> <address>``: the id and version are kept when they are digits (so re-offers
+    stay recognisable), else replaced by a number derived from them with ``id_key`` (the same
+    input gives the same number, and without the key the number says nothing of the input);
+    the address becomes ``origin_address`` when given (``IP6`` when it holds a colon). ``s=``
+    is the whitelist's session name. Other lines cross, unchanged, when the whitelist names
+    their type (and, for ``a=``, their attribute).
+
+    Raises:
+        SdpError: the body breaks the grammar: a line that is not ``<letter>=<value>``; no
+            ``v=0``, ``o=``, ``s=`` as the first three lines; no ``t=`` before the media; a
+            ``c=`` without exactly three fields, an ``m=`` with fewer than four (or a port that
+            is not a number), a ``t=`` that is not two numbers, a ``b=`` that is not
+            ``<type>:<number>``, an ``a=`` whose name is not a token, a NUL anywhere.
+    """
+    lines = body.split(b"\n")
+    while lines and lines[-1] in (b"", b"\r"):
+        lines.pop()  # a trailing empty line is common and harmless
+    if len(lines) < 3:
+        raise SdpError("SDP: expected v=, o=, s= lines")
+    if b"\x00" in body:
+        raise SdpError("SDP: NUL byte")
+    kinds = whitelist._kinds
+    allows = whitelist.allows_attribute
+    out = [b"v=0", b"", whitelist._s_line]
+    append = out.append
+    timing = False
+    media = False
+    for number, line in enumerate(lines, 1):
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        if len(line) < 2 or line[1] != _EQ or line[0] not in _TYPE_LETTERS:
+            raise SdpError(f"SDP line {number}: expected <type>=<value>")
+        kind = line[0]
+        if number <= 3:
+            if kind != b"vos"[number - 1]:
+                raise SdpError(f"SDP line {number}: expected {'vos'[number - 1]}=")
+            if number == 1 and line != b"v=0":
+                raise SdpError("SDP line 1: expected v=0")
+            if number == 2:
+                out[1] = _origin(line, whitelist._user, origin_address, id_key)
+            continue
+        letter = chr(kind)
+        value = line[2:]
+        if letter == "a":
+            name, colon, _ = value.partition(b":")
+            if not _is_token(name):
+                raise SdpError(f"SDP line {number}: a= attribute name is not a token")
+            if allows(name):
+                append(line)
+        elif letter == "m":
+            fields = value.split(b" ")
+            if len(fields) < 4 or not all(fields) or not _is_token(fields[0]):
+                raise SdpError(f"SDP line {number}: m= expects <media> <port> <proto> <fmt> ...")
+            port, _, count = fields[1].partition(b"/")
+            if not _is_digits(port) or (count and not _is_digits(count)):
+                raise SdpError(f"SDP line {number}: m= port is not a number")
+            if not timing:
+                raise SdpError(f"SDP line {number}: m= before any t=")
+            media = True
+            append(line)
+        elif letter == "c":
+            fields = value.split(b" ")
+            if len(fields) != 3 or not _is_token(fields[0]) or not _is_token(fields[1]) or not fields[2]:
+                raise SdpError(f"SDP line {number}: c= expects <nettype> <addrtype> <address>")
+            if kind in kinds:
+                append(line)
+        elif letter == "t":
+            fields = value.split(b" ")
+            if media or len(fields) != 2 or not _is_digits(fields[0]) or not _is_digits(fields[1]):
+                raise SdpError(f"SDP line {number}: t= expects <start> <stop> in the session section")
+            timing = True
+            append(line)
+        elif letter == "b":
+            bwtype, _, bandwidth = value.partition(b":")
+            if not _is_token(bwtype) or not _is_digits(bandwidth):
+                raise SdpError(f"SDP line {number}: b= expects <bwtype>:<bandwidth>")
+            if kind in kinds:
+                append(line)
+        elif letter in "vos":
+            raise SdpError(f"SDP line {number}: a second {letter}= line")
+        elif kind in kinds and letter in KNOWN_LINES:
+            append(line)
+        # anything else (i= u= e= p= k= z= r= not whitelisted, unknown letters: RFC 8866 §5
+        # lets a parser ignore what it does not understand) is dropped
+    if not timing:
+        raise SdpError("SDP: no t= line")
+    append(b"")
+    return b"\r\n".join(out)
 
 
-@functools.lru_cache(maxsize=64)
-def _replacements(user: str, name: str, address: str | None) -> tuple[bytes, bytes, bytes, bytes | None]:
-    """(o= username, whole s= line, addrtype, address) as bytes, for values fixed by the
-    configuration: checked and encoded once. Never raises: a value that cannot go on one SDP
-    line falls back to "-" (still masking the original), an unusable address leaves the
-    original address in place."""
-    if not _safe_field(user):
-        user = "-"
-    if not _safe_line(name):
-        name = "-"
-    if address is not None and not _safe_field(address):
-        address = None
-    return (
-        user.encode("utf-8", "surrogateescape"),
-        ("s=" + name).encode("utf-8", "surrogateescape"),
-        b"IP6" if address is not None and ":" in address else b"IP4",
-        address.strip("[]").encode("utf-8", "surrogateescape") if address is not None else None,
-    )
+def _origin(line: bytes, user: bytes, origin_address: str | None, id_key: bytes) -> bytes:
+    """The rebuilt ``o=`` line. The username may hold spaces or be followed by several (it is
+    dropped anyway): the last five fields are read."""
+    fields = line[2:].split()
+    if len(fields) < 6:
+        raise SdpError("SDP line 2: o= expects <username> <sess-id> <sess-version> <nettype> <addrtype> <address>")
+    sess_id, version, nettype, addrtype, address = fields[-5:]
+    if not _is_token(nettype) or not _is_token(addrtype):
+        raise SdpError("SDP line 2: o= nettype and addrtype must be tokens")
+    if not _is_digits(sess_id):
+        sess_id = _derive(sess_id, id_key)
+    if not _is_digits(version):
+        version = _derive(version, id_key)
+    if origin_address is not None:
+        addrtype = b"IP6" if ":" in origin_address else b"IP4"
+        address = origin_address.strip("[]").encode("ascii", "replace")
+    return b" ".join((b"o=" + user, sess_id, version, nettype, addrtype, address))
+
+
+def _derive(value: bytes, key: bytes) -> bytes:
+    """A decimal number (under 2^56, fits the 64-bit id RFC 8866 §5.2 suggests) standing in
+    for a sess-id/version that is not one: keyed, so it cannot be traced back to the value."""
+    digest = hashlib.blake2b(value, key=key[:64], digest_size=7).digest()
+    return str(int.from_bytes(digest, "big")).encode()
 
 
 def sdp_has_media(body: bytes) -> bool:
     """Whether an SDP body describes at least one media stream (an ``m=`` line)."""
     return body.startswith(b"m=") or b"\nm=" in body
-
-
-def _safe_field(value: str) -> bool:
-    return bool(value) and " " not in value and value.isprintable()
-
-
-def _safe_line(value: str) -> bool:
-    # RFC 8866 §5.3: s= must not be empty; a single space is the "no name" convention, "-" ours
-    return bool(value) and value.isprintable()
