@@ -111,6 +111,8 @@ class SdpWhitelist:
     _prefixes: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
     _user: bytes = field(init=False, repr=False, compare=False)
     _s_line: bytes = field(init=False, repr=False, compare=False)
+    #: attribute names seen (token or not, as in the SDP) -> whether they cross; bounded
+    _attribute_cache: dict[bytes, bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         lines = frozenset(self.lines)
@@ -142,6 +144,7 @@ class SdpWhitelist:
         object.__setattr__(self, "_prefixes", tuple(sorted(prefixes)))
         object.__setattr__(self, "_user", user.encode("utf-8"))
         object.__setattr__(self, "_s_line", ("s=" + self.session_name).encode("utf-8"))
+        object.__setattr__(self, "_attribute_cache", {})
 
     def allows_attribute(self, name: bytes) -> bool:
         """Whether ``a=<name>`` crosses (``name`` as it stands in the SDP, any case)."""
@@ -173,73 +176,66 @@ def rebuild_sdp(
             is not a number), a ``t=`` that is not two numbers, a ``b=`` that is not
             ``<type>:<number>``, an ``a=`` whose name is not a token, a NUL anywhere.
     """
-    lines = body.split(b"\n")
-    while lines and lines[-1] in (b"", b"\r"):
+    if b"\x00" in body or body.count(b"\r") != body.count(b"\r\n"):
+        raise SdpError("SDP: NUL byte or CR without LF")
+    lines = body.splitlines()  # CRLF or LF alone (RFC 8866 §5 asks parsers to accept both)
+    while lines and not lines[-1]:
         lines.pop()  # a trailing empty line is common and harmless
-    if len(lines) < 3:
-        raise SdpError("SDP: expected v=, o=, s= lines")
-    if b"\x00" in body:
-        raise SdpError("SDP: NUL byte")
+    if len(lines) < 3 or lines[0] != b"v=0" or lines[1][:2] != b"o=" or lines[2][:2] != b"s=":
+        raise SdpError(_head_problem(lines))
     kinds = whitelist._kinds
-    allows = whitelist.allows_attribute
-    out = [b"v=0", b"", whitelist._s_line]
+    known = whitelist._attribute_cache
+    out = [b"v=0", _origin(lines[1], whitelist._user, origin_address, id_key), whitelist._s_line]
     append = out.append
     timing = False
     media = False
-    for number, line in enumerate(lines, 1):
-        if line[-1:] == b"\r":
-            line = line[:-1]
-        if len(line) < 2 or line[1] != _EQ or line[0] not in _TYPE_LETTERS:
-            raise SdpError(f"SDP line {number}: expected <type>=<value>")
-        kind = line[0]
-        if number <= 3:
-            if kind != b"vos"[number - 1]:
-                raise SdpError(f"SDP line {number}: expected {'vos'[number - 1]}=")
-            if number == 1 and line != b"v=0":
-                raise SdpError("SDP line 1: expected v=0")
-            if number == 2:
-                out[1] = _origin(line, whitelist._user, origin_address, id_key)
-            continue
-        letter = chr(kind)
-        value = line[2:]
-        if letter == "a":
-            name, colon, _ = value.partition(b":")
-            if not _is_token(name):
-                raise SdpError(f"SDP line {number}: a= attribute name is not a token")
-            if allows(name):
+    for line in lines[3:]:
+        kind = line[:2]
+        if kind == b"a=":
+            name = line[2:].partition(b":")[0]
+            crosses = known.get(name)
+            if crosses is None:
+                if not _is_token(name):
+                    raise SdpError(f"SDP line {_number(lines, line)}: a= attribute name is not a token")
+                crosses = whitelist.allows_attribute(name)
+                if len(known) < 512:
+                    known[name] = crosses
+            if crosses:
                 append(line)
-        elif letter == "m":
-            fields = value.split(b" ")
+        elif kind == b"m=":
+            fields = line[2:].split(b" ")
             if len(fields) < 4 or not all(fields) or not _is_token(fields[0]):
-                raise SdpError(f"SDP line {number}: m= expects <media> <port> <proto> <fmt> ...")
+                raise SdpError(f"SDP line {_number(lines, line)}: m= expects <media> <port> <proto> <fmt> ...")
             port, _, count = fields[1].partition(b"/")
             if not _is_digits(port) or (count and not _is_digits(count)):
-                raise SdpError(f"SDP line {number}: m= port is not a number")
+                raise SdpError(f"SDP line {_number(lines, line)}: m= port is not a number")
             if not timing:
-                raise SdpError(f"SDP line {number}: m= before any t=")
+                raise SdpError(f"SDP line {_number(lines, line)}: m= before any t=")
             media = True
             append(line)
-        elif letter == "c":
-            fields = value.split(b" ")
+        elif kind == b"c=":
+            fields = line[2:].split(b" ")
             if len(fields) != 3 or not _is_token(fields[0]) or not _is_token(fields[1]) or not fields[2]:
-                raise SdpError(f"SDP line {number}: c= expects <nettype> <addrtype> <address>")
-            if kind in kinds:
+                raise SdpError(f"SDP line {_number(lines, line)}: c= expects <nettype> <addrtype> <address>")
+            if 99 in kinds:
                 append(line)
-        elif letter == "t":
-            fields = value.split(b" ")
+        elif kind == b"t=":
+            fields = line[2:].split(b" ")
             if media or len(fields) != 2 or not _is_digits(fields[0]) or not _is_digits(fields[1]):
-                raise SdpError(f"SDP line {number}: t= expects <start> <stop> in the session section")
+                raise SdpError(f"SDP line {_number(lines, line)}: t= expects <start> <stop> in the session section")
             timing = True
             append(line)
-        elif letter == "b":
-            bwtype, _, bandwidth = value.partition(b":")
+        elif kind == b"b=":
+            bwtype, _, bandwidth = line[2:].partition(b":")
             if not _is_token(bwtype) or not _is_digits(bandwidth):
-                raise SdpError(f"SDP line {number}: b= expects <bwtype>:<bandwidth>")
-            if kind in kinds:
+                raise SdpError(f"SDP line {_number(lines, line)}: b= expects <bwtype>:<bandwidth>")
+            if 98 in kinds:
                 append(line)
-        elif letter in "vos":
-            raise SdpError(f"SDP line {number}: a second {letter}= line")
-        elif kind in kinds and letter in KNOWN_LINES:
+        elif len(kind) < 2 or kind[1] != _EQ or kind[0] not in _TYPE_LETTERS:
+            raise SdpError(f"SDP line {_number(lines, line)}: expected <type>=<value>")
+        elif kind in (b"v=", b"o=", b"s="):
+            raise SdpError(f"SDP line {_number(lines, line)}: a second {kind[:1].decode()}= line")
+        elif kind[0] in kinds:
             append(line)
         # anything else (i= u= e= p= k= z= r= not whitelisted, unknown letters: RFC 8866 §5
         # lets a parser ignore what it does not understand) is dropped
@@ -247,6 +243,22 @@ def rebuild_sdp(
         raise SdpError("SDP: no t= line")
     append(b"")
     return b"\r\n".join(out)
+
+
+def _head_problem(lines: list[bytes]) -> str:
+    """Why the first three lines are not ``v=0``, ``o=``, ``s=`` (the first that is not)."""
+    for number, want in ((1, b"v=0"), (2, b"o="), (3, b"s=")):
+        if len(lines) < number:
+            return "SDP: expected v=, o=, s= lines"
+        line = lines[number - 1]
+        if line[: len(want)] != want or (number == 1 and line != want):
+            return f"SDP line {number}: expected {want.decode()}"
+    return "SDP: expected v=, o=, s= lines"  # pragma: no cover - one of them is wrong
+
+
+def _number(lines: list[bytes], line: bytes) -> int:
+    """The (1-based) line number of ``line``, for an error (first one that is equal)."""
+    return lines.index(line, 3) + 1
 
 
 def _origin(line: bytes, user: bytes, origin_address: str | None, id_key: bytes) -> bytes:
