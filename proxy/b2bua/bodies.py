@@ -60,7 +60,8 @@ def cross_body(headers: Headers, body: bytes, rules: Rules, origin_address: str 
     encoding = headers.get("content-encoding")
     if encoding is not None and encoding.strip().lower() not in ("", "identity"):
         return Refusal(415, "Unsupported Content-Encoding", "body_refused", (("Accept-Encoding", "identity"),))
-    kind, boundary = media_type(ctype)
+    # the common spelling needs no parsing of parameters
+    kind, boundary = ("application/sdp", None) if ctype == "application/sdp" else media_type(ctype)
     sdp = rules.sdp
     if kind == "application/sdp":
         try:

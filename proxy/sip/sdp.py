@@ -15,6 +15,7 @@ calls :func:`rebuild_sdp` on the SDP it returns.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Final
@@ -62,8 +63,9 @@ addresses), ``fingerprint`` (a DTLS certificate hash, often stable per device), 
 (CNAME holds user@host), ``msid``, ``tool``, ``label``, ``x-*`` and every unknown attribute."""
 
 _TOKEN: Final = bytes(sorted(ord(c) for c in TOKEN_CHARS))
-_DIGITS: Final = b"0123456789"
 _EQ: Final = 61  # "="
+_C_COMMON: Final = frozenset({b"c=IN IP4 ", b"c=IN IP6 "})
+# (bytes.isdigit, used for numbers below, is ASCII 0-9 only and False when empty)
 _TYPE_LETTERS: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz")
 
 
@@ -77,12 +79,9 @@ class SdpError(ValueError):
 
 
 def _is_token(value: bytes) -> bool:
-    # every byte a token character: deleting them all leaves nothing
-    return bool(value) and not value.translate(None, _TOKEN)
-
-
-def _is_digits(value: bytes) -> bool:
-    return bool(value) and not value.translate(None, _DIGITS)
+    # letters and digits alone are the common case (IN, IP4, audio, rtpmap), checked in C;
+    # else every byte a token character: deleting them all leaves nothing
+    return value.isalnum() or (bool(value) and not value.translate(None, _TOKEN))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +108,7 @@ class SdpWhitelist:
     _kinds: frozenset[int] = field(init=False, repr=False, compare=False)
     _names: frozenset[bytes] = field(init=False, repr=False, compare=False)
     _prefixes: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
-    _user: bytes = field(init=False, repr=False, compare=False)
+    _o_user: bytes = field(init=False, repr=False, compare=False)
     _s_line: bytes = field(init=False, repr=False, compare=False)
     #: attribute names seen (token or not, as in the SDP) -> whether they cross; bounded
     _attribute_cache: dict[bytes, bool] = field(init=False, repr=False, compare=False)
@@ -142,7 +141,7 @@ class SdpWhitelist:
         object.__setattr__(self, "_kinds", frozenset(ord(k) for k in lines))
         object.__setattr__(self, "_names", frozenset(names))
         object.__setattr__(self, "_prefixes", tuple(sorted(prefixes)))
-        object.__setattr__(self, "_user", user.encode("utf-8"))
+        object.__setattr__(self, "_o_user", b"o=" + user.encode("utf-8"))
         object.__setattr__(self, "_s_line", ("s=" + self.session_name).encode("utf-8"))
         object.__setattr__(self, "_attribute_cache", {})
 
@@ -185,7 +184,7 @@ def rebuild_sdp(
         raise SdpError(_head_problem(lines))
     kinds = whitelist._kinds
     known = whitelist._attribute_cache
-    out = [b"v=0", _origin(lines[1], whitelist._user, origin_address, id_key), whitelist._s_line]
+    out = [b"v=0", _origin(lines[1], whitelist._o_user, origin_address, id_key), whitelist._s_line]
     append = out.append
     timing = False
     media = False
@@ -203,31 +202,35 @@ def rebuild_sdp(
             if crosses:
                 append(line)
         elif kind == b"m=":
-            fields = line[2:].split(b" ")
-            if len(fields) < 4 or not all(fields) or not _is_token(fields[0]):
+            fields = line.split(b" ")  # fields[0] is "m=<media>"
+            if len(fields) < 4 or b"" in fields or not _is_token(fields[0][2:]):
                 raise SdpError(f"SDP line {_number(lines, line)}: m= expects <media> <port> <proto> <fmt> ...")
             port, _, count = fields[1].partition(b"/")
-            if not _is_digits(port) or (count and not _is_digits(count)):
+            if not port.isdigit() or (count and not count.isdigit()):
                 raise SdpError(f"SDP line {_number(lines, line)}: m= port is not a number")
             if not timing:
                 raise SdpError(f"SDP line {_number(lines, line)}: m= before any t=")
             media = True
             append(line)
         elif kind == b"c=":
-            fields = line[2:].split(b" ")
-            if len(fields) != 3 or not _is_token(fields[0]) or not _is_token(fields[1]) or not fields[2]:
+            if line[:9] in _C_COMMON:  # "c=IN IP4 " / "c=IN IP6 ": only the address to check
+                bad = len(line) == 9 or b" " in line[9:]
+            else:
+                fields = line[2:].split(b" ")
+                bad = len(fields) != 3 or not _is_token(fields[0]) or not _is_token(fields[1]) or not fields[2]
+            if bad:
                 raise SdpError(f"SDP line {_number(lines, line)}: c= expects <nettype> <addrtype> <address>")
             if 99 in kinds:
                 append(line)
         elif kind == b"t=":
             fields = line[2:].split(b" ")
-            if media or len(fields) != 2 or not _is_digits(fields[0]) or not _is_digits(fields[1]):
+            if media or len(fields) != 2 or not fields[0].isdigit() or not fields[1].isdigit():
                 raise SdpError(f"SDP line {_number(lines, line)}: t= expects <start> <stop> in the session section")
             timing = True
             append(line)
         elif kind == b"b=":
             bwtype, _, bandwidth = line[2:].partition(b":")
-            if not _is_token(bwtype) or not _is_digits(bandwidth):
+            if not _is_token(bwtype) or not bandwidth.isdigit():
                 raise SdpError(f"SDP line {_number(lines, line)}: b= expects <bwtype>:<bandwidth>")
             if 98 in kinds:
                 append(line)
@@ -268,16 +271,22 @@ def _origin(line: bytes, user: bytes, origin_address: str | None, id_key: bytes)
     if len(fields) < 6:
         raise SdpError("SDP line 2: o= expects <username> <sess-id> <sess-version> <nettype> <addrtype> <address>")
     sess_id, version, nettype, addrtype, address = fields[-5:]
-    if not _is_token(nettype) or not _is_token(addrtype):
+    if nettype != b"IN" and not _is_token(nettype) or not _is_token(addrtype):
         raise SdpError("SDP line 2: o= nettype and addrtype must be tokens")
-    if not _is_digits(sess_id):
+    if not sess_id.isdigit():
         sess_id = _derive(sess_id, id_key)
-    if not _is_digits(version):
+    if not version.isdigit():
         version = _derive(version, id_key)
     if origin_address is not None:
-        addrtype = b"IP6" if ":" in origin_address else b"IP4"
-        address = origin_address.strip("[]").encode("ascii", "replace")
-    return b" ".join((b"o=" + user, sess_id, version, nettype, addrtype, address))
+        addrtype, address = _address(origin_address)
+    return b" ".join((user, sess_id, version, nettype, addrtype, address))
+
+
+@functools.lru_cache(maxsize=16)
+def _address(origin_address: str) -> tuple[bytes, bytes]:
+    """(addrtype, address) of o= for sipmask's own address (a configured value: encoded once)."""
+    addrtype = b"IP6" if ":" in origin_address else b"IP4"
+    return addrtype, origin_address.strip("[]").encode("ascii", "replace")
 
 
 def _derive(value: bytes, key: bytes) -> bytes:
