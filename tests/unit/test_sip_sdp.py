@@ -219,6 +219,44 @@ def test_property_arbitrary_input_is_rebuilt_to_valid_sdp_or_refused(lines: list
     assert _parses(out)
 
 
+_LINE_POOL = [
+    b"c=IN IP4 192.0.2.1", b"c=IN IP6 ::1", b"c=X Y z", b"c=IN IP4", b"c= IP4 h", b"c=IN  IP4 h", b"b=AS:64", b"b=AS",
+    b"t=0 0", b"t=1 x", b"m=audio 4000 RTP/AVP 0", b"m=video 4000/2 RTP/AVP 96 97", b"m=audio x RTP/AVP 0",
+    b"m=audio 1 RTP/AVP", b"a=rtpmap:0 PCMU/8000", b"a=RTPMAP:8 PCMA/8000", b"a=rtcp-mux", b"a=rtcp-muxx",
+    b"a=rtcp", b"a=T38FaxVersion:0", b"a=t38", b"a=ssrc:1 cname:x", b"a=tool:x", b"a=:0 PCMU", b"a=", b"a=x y",
+    b"i=t", b"z=0 0", b"r=1 2", b"q=?", b"v=0", b"s=again", b"o=- 1 1 IN IP4 h", b"x", b"", b"a=x:\x00",
+    b"a=x:\t tab", b"k=clear:1", b"e=m@x", b"p=+1", b"u=http://x",
+]
+_HEADS = [b"v=0", b"o=- 1 2 IN IP4 h", b"o=u 1 2 IN IP4 h\t", b"o=a  1 2 IN IP4 h", b"o=a 1 x IN IP4 h", b"s=x", b"s="]
+
+
+def _both(body: bytes, w: SdpWhitelist, address: str | None) -> tuple[bytes | str, bytes | str]:
+    from proxy.sip.sdp import _rebuild_lines
+
+    results: list[bytes | str] = []
+    for rebuild in (lambda: rebuild_sdp(body, w, origin_address=address, id_key=b"k"),
+                    lambda: _rebuild_lines(body, w, address, b"k")):
+        try:
+            results.append(rebuild())
+        except SdpError as exc:
+            results.append(exc.reason)
+    return results[0], results[1]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_HEADS), min_size=3, max_size=4), st.lists(st.sampled_from(_LINE_POOL), max_size=9),
+       st.sampled_from([b"\r\n", b"\n"]), st.sampled_from([b"", b"\r\n", b"\r\n\r\n"]),
+       st.sampled_from([None, "192.0.2.7", "[2001:db8::2]"]),
+       st.sampled_from([W, SdpWhitelist(lines=frozenset("vostm"), attributes=frozenset()),
+                        SdpWhitelist(lines=frozenset("vostmcbiuepkzr"), attributes=frozenset({"ssrc", "rtcp*"}))]))
+def test_property_strict_fast_path_equals_the_line_reader(head: list[bytes], lines: list[bytes], eol: bytes,
+                                                          tail: bytes, address: str | None,
+                                                          w: SdpWhitelist) -> None:
+    body = eol.join([*head, *lines]) + eol + tail
+    fast, reference = _both(body, w, address)
+    assert fast == reference
+
+
 # -- multipart ----------------------------------------------------------------------------------
 
 def test_media_type_reads_type_and_boundary() -> None:
