@@ -94,8 +94,8 @@ class B2buaBase:
     _contacts: Callable[[str, str], str]
     _via_prefix: Callable[[str], str]
     _host_name: str | None
-    #: the last body checked by ``_cross`` and the answer (see there)
-    _body_memo: tuple[bytes, tuple[bytes, str] | Refusal] | None = None
+    #: the last message whose body ``_cross`` checked, and the answer (see there)
+    _body_memo: tuple[Request | Response, tuple[bytes, str] | Refusal] | None = None
     #: the key of the numbers standing in for non-numeric o= ids (from the token key)
     _sdp_id_key: bytes | None = None
     _retry_after: list[tuple[str, str]]
@@ -134,12 +134,13 @@ class B2buaBase:
         """What of ``source``'s body crosses to the other leg (bodies.py: the one policy for
         every message kind). The last answer is kept for the same body object: the caller's
         INVITE is checked before the call exists and its B-leg INVITE built after, and a
-        response is checked before it is relayed, each from one rebuild."""
+        response is checked before it is relayed, each from one rebuild. (Kept by message,
+        not by body: two one-byte bodies are the same object in CPython.)"""
         body = source.body
         if not body:
             return b"", KEEP
         memo = self._body_memo
-        if memo is not None and memo[0] is body:
+        if memo is not None and memo[0] is source:
             return memo[1]
         key = self._sdp_id_key
         if key is None:
@@ -147,7 +148,7 @@ class B2buaBase:
         crossed = cross_body(source.headers, body, self.rules, self._host(), key)
         if isinstance(crossed, Refusal):
             self._count(crossed.counter)
-        self._body_memo = (body, crossed)
+        self._body_memo = (source, crossed)
         return crossed
 
     def _copy_body(self, source: Request | Response, out: Request | Response) -> Refusal | None:

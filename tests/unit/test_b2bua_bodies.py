@@ -304,3 +304,14 @@ def test_info_dtmf_passes_unchanged_and_other_in_dialog_bodies_are_dropped(tmp_p
     out = h.feed(with_body(in_dialog_request(h, "INFO", "in2", 3), f"my number {CALLER}", "text/plain"), A)
     info = _b_request(out, "INFO")
     assert info.body == b"" and info.headers.get("content-type") is None
+
+
+def test_one_byte_bodies_of_different_types_are_judged_each(tmp_path: Path) -> None:
+    """CPython shares one-byte bytes objects: the answer kept for a body is kept per message."""
+    h = Harness(tmp_path)
+    answered_call(h)
+    out = h.feed(with_body(in_dialog_request(h, "INFO", "one1", 2), "x", "text/plain"), A)
+    assert _b_request(out, "INFO").body == b""
+    out = h.feed(with_body(in_dialog_request(h, "UPDATE", "one2", 3), "x"), A)
+    assert not only(out, Request, method="UPDATE")
+    assert [m.status for m, d in out if isinstance(m, Response) and d == A and m.status >= 200] == [400]
