@@ -20,7 +20,7 @@ from ..pairing.model import Cdr, Match
 from ..pairing.normalize import try_normalize
 from ..sip.errors import SipParseError
 from ..sip.message import Headers, Request, Response, build_response
-from ..sip.sdp import sanitise_sdp
+from ..sip.sdp import rebuild_sdp
 from ..sip.transaction import (
     Address,
     ClientTransaction,
@@ -28,6 +28,7 @@ from ..sip.transaction import (
     TransactionLayer,
 )
 from ..sip.uri import NameAddr, SipUri
+from .bodies import KEEP, Refusal, apply_body, cross_body
 
 if TYPE_CHECKING:
     from ..config import CallsConfig, Config, Gateway, TrunkConfig
@@ -121,6 +122,10 @@ class B2buaBase:
     _contacts: Callable[[str, str], str]
     _via_prefix: Callable[[str], str]
     _host_name: str | None
+    #: the last message whose body ``_cross`` checked, and the answer (see there)
+    _body_memo: tuple[Request | Response, tuple[bytes, str] | Refusal] | None = None
+    #: the key of the numbers standing in for non-numeric o= ids (from the token key)
+    _sdp_id_key: bytes | None = None
     _retry_after: list[tuple[str, str]]
     # the B2BUA timers' callbacks, bound once (see B2bua.__init__)
     _on_ring_timer: Callable[[Call, float], None]
@@ -157,16 +162,51 @@ class B2buaBase:
             host = self._host_name = self.config.sip.advertise_host or self.local_address("udp")[0]
         return host
 
+    def _cross(self, source: Request | Response) -> tuple[bytes, str] | Refusal:
+        """What of ``source``'s body crosses to the other leg (bodies.py: the one policy for
+        every message kind). The last answer is kept for the same body object: the caller's
+        INVITE is checked before the call exists and its B-leg INVITE built after, and a
+        response is checked before it is relayed, each from one rebuild. (Kept by message,
+        not by body: two one-byte bodies are the same object in CPython.)"""
+        body = source.body
+        if not body:
+            return b"", KEEP
+        memo = self._body_memo
+        if memo is not None and memo[0] is source:
+            return memo[1]
+        key = self._sdp_id_key
+        if key is None:
+            key = self._sdp_id_key = self.tokenize("sdp-origin-id").encode()
+        crossed = cross_body(source.headers, body, self.rules, self._host(), key)
+        if isinstance(crossed, Refusal):
+            self._count(crossed.counter)
+        self._body_memo = (source, crossed)
+        return crossed
+
     def _sdp(self, body: bytes) -> bytes:
+        """An SDP body made here or by the media relay (rtpengine's offer and answer), rebuilt
+        from the whitelist like every SDP that crosses (``rebuild_sdp``). One that does not
+        parse raises ``SdpError``: the guard ends the call (the relay's SDP is not expected
+        to fail)."""
+        key = self._sdp_id_key
+        if key is None:
+            key = self._sdp_id_key = self.tokenize("sdp-origin-id").encode()
         sdp = self.rules.sdp
         if not body or not sdp.sanitise:
             return body
-        return sanitise_sdp(
-            body,
-            origin_username=sdp.origin_username,
-            session_name=sdp.session_name,
-            origin_address=self._host(),
-        )
+        return rebuild_sdp(body, sdp.whitelist, origin_address=self._host(), id_key=key)
+
+    def _copy_body(self, source: Request | Response, out: Request | Response) -> Refusal | None:
+        """Give ``out`` (headers already copied) the body of ``source`` that may cross, or
+        return why it may not (``out`` is then left without a body)."""
+        if not source.body:
+            return None
+        crossed = self._cross(source)
+        if isinstance(crossed, Refusal):
+            apply_body(out, (b"", ""))
+            return crossed
+        apply_body(out, crossed)
+        return None
 
     def _copy_headers(self, source: Request | Response, target: Request | Response) -> None:
         self.rules.headers.copy(source.headers, target.headers)
@@ -194,17 +234,21 @@ class B2buaBase:
     def _ack_reinvite(
         self, peer: Leg, client_txn: ClientTransaction, response: Response | None,
         source_ack: Request | None, now: float, *, cseq: int | None = None,
-    ) -> None:
-        """Send the end-to-end ACK for a 2xx on ``peer``'s leg (§13.2.2.4)."""
+    ) -> Refusal | None:
+        """Send the end-to-end ACK for a 2xx on ``peer``'s leg (§13.2.2.4). An answer in the
+        caller's ACK that may not cross is left out (the ACK still goes: it completes the
+        2xx) and returned, for the flow to end the call."""
         dialog = peer.dialog
         if dialog is None:
-            return
+            return None
         number = cseq if cseq is not None else client_txn.request.cseq.number
         ack = dialog.create_request("ACK", self._via(peer.transport), None, cseq=number)
+        refused = None
         if source_ack is not None and source_ack.body:
             self._copy_headers(source_ack, ack)
-            ack.body = self._sdp(source_ack.body)
+            refused = self._copy_body(source_ack, ack)
         self.layer.send_ack(client_txn, ack, self._dest(peer))
+        return refused
 
     def _dest(self, leg: Leg) -> Address:
         """Where in-dialog requests to ``leg`` go: on a stream, the connection we share with the

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..sip.errors import SipParseError
 from ..sip.message import Headers, Request, Response, build_response
 from ..sip.transaction import ClientTransaction, ServerTransaction
+from .bodies import Refusal
 from .call import ANSWERED, CONFIRMED, ENDED, Call, Leg, TransactionData
 from .media import MediaFlow
 
@@ -73,7 +74,14 @@ class InDialogFlow(MediaFlow):
             drop_timer(out.headers)  # the callee's refresh: the caller knows no session timer
         if method == "PRACK":
             self._rewrite_rack(leg, out)
-        out.body = self._sdp(request.body) if _is_sdp(request) else request.body
+        refused = self._copy_body(request, out)
+        if refused is not None:
+            # nothing crosses: the request is answered here and the call goes on (400/415)
+            self._reply(txn, refused.status, refused.reason, now, to_tag=leg.local_tag,
+                        extra=list(refused.extra) or None)
+            if method == "INVITE":
+                leg.server_invite = None
+            return
         if leg.call.media_key and method in _MEDIA_OFFERS and _is_sdp(request):
             self._media_reoffer(leg, request, txn, out)  # sent when the relay has answered
             return
@@ -130,7 +138,10 @@ class InDialogFlow(MediaFlow):
             drop_timer(out.headers)
             out.headers.add("Session-Expires", f"{call.session_interval};refresher=uas")
             out.headers.add("Require", "timer")
-        out.body = self._sdp(response.body) if _is_sdp(response) else response.body
+        refused = self._copy_body(response, out)  # refused: a non-2xx goes on without it
+        if refused is not None and 200 <= status < 300:
+            self._bad_forwarded_answer(fwd, txn, response, refused, now)
+            return
         if (200 <= status < 300 and leg.call.media_key and fwd.method in _MEDIA_OFFERS
                 and _is_sdp(response)):
             self._media_reanswer(fwd, response, txn, out)  # relayed when the relay has answered
@@ -154,6 +165,22 @@ class InDialogFlow(MediaFlow):
                 self._session_timer(leg.call, response, now)
             if status in (408, 481) and leg.call.state is not ENDED:
                 self.hangup(leg.call, f"peer_{status}", now)  # §12.2.1.2
+
+    def _bad_forwarded_answer(self, fwd: Forwarded, txn: ClientTransaction, response: Response,
+                              refused: Refusal, now: float) -> None:
+        """A 2xx to a relayed re-INVITE/UPDATE/PRACK whose answer may not cross: the sender
+        gets 488, the peer's 2xx is ACKed (§13.2.2.4) and, as the two legs no longer agree on
+        the session, the call is ended on both."""
+        leg = fwd.leg
+        call = leg.call
+        call.log.warning("call.hangup", reason=refused.counter, leg=leg.peer.name, method=fwd.method)
+        self._reply(fwd.server, 488, refused.reason, now, to_tag=leg.local_tag)
+        leg.discard_pending(fwd.server)
+        if fwd.method == "INVITE":
+            leg.server_invite = None
+            leg.peer.client_invite = None
+            self._ack_reinvite(leg.peer, txn, response, None, now)
+        self.hangup(call, f"bad_answer_{refused.counter}", now)
 
     def forwarded_failed(self, fwd: Forwarded, now: float) -> None:
         """The peer never answered a relayed request: 408 back (§8.1.3.1), and for a
@@ -179,7 +206,7 @@ class InDialogFlow(MediaFlow):
         if target is None:
             return  # retransmitted ACK or ACK for a non-2xx (absorbed by the transaction layer)
         client_txn, peer_cseq = target
-        self._ack_reinvite(leg.peer, client_txn, None, ack, now, cseq=peer_cseq)
+        refused = self._ack_reinvite(leg.peer, client_txn, None, ack, now, cseq=peer_cseq)
         if leg is call.a and call.state is ANSWERED:
             call.state = CONFIRMED
             call.b_acked = True
@@ -187,6 +214,10 @@ class InDialogFlow(MediaFlow):
             journal = self.journal
             if journal is not None:
                 journal.changed(call)
+        if refused is not None:
+            # the answer to a late offer cannot cross: the ACK went without it, the session ends
+            call.log.warning("call.hangup", reason=refused.counter, leg=leg.name, method="ACK")
+            self.hangup(call, f"bad_answer_{refused.counter}", now)
 
     def _on_bye(self, leg: Leg, request: Request, txn: ServerTransaction, now: float) -> None:
         call = leg.call
@@ -275,5 +306,7 @@ class Forwarded(TransactionData):
 
 
 def _is_sdp(message: Request | Response) -> bool:
+    """Whether the message carries an SDP body (after the body policy: only SDP is relayed
+    through the media relay)."""
     ctype = message.headers.get("content-type")
     return bool(message.body) and ctype is not None and "application/sdp" in ctype.lower()

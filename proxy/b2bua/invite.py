@@ -18,6 +18,7 @@ from ..sip.message import REASONS, Headers, Request, Response, build_response
 from ..sip.transaction import Address, ClientTransaction, RequestReceived, ServerTransaction
 from ..sip.uri import NameAddr, SipUri
 from .base import gateway_address, map_final, user_of
+from .bodies import Refusal
 from .call import ANSWERED, EARLY, ENDED, Call, Leg, TransactionData
 from .in_dialog import InDialogFlow, drop_timer
 
@@ -110,6 +111,13 @@ class InviteFlow(InDialogFlow):
             self.log.info("call.rejected", reason="bad_contact", trunk=trunk.name)
             self._reply(txn, 400, problem, now)
             return
+        if request.body:
+            # before the lookup: an answer that depended on the table would tell who is paired
+            crossed = self._cross(request)
+            if isinstance(crossed, Refusal):
+                self.log.info("call.rejected", reason=crossed.counter, trunk=trunk.name)
+                self._reply(txn, crossed.status, crossed.reason, now, extra=list(crossed.extra) or None)
+                return
         caller, dialed = self._identities(request, trunk)
         match = None
         if caller is not None and dialed is not None:
@@ -236,7 +244,7 @@ class InviteFlow(InDialogFlow):
         self._copy_headers(a_invite, req)
         if self.calls_cfg.session_expires_s and "session-expires" not in a_invite.headers:
             self._ask_session_timer(call, req)
-        req.body = self._sdp(a_invite.body)
+        self._copy_body(a_invite, req)  # checked in _new_call: the same answer, kept
         return req
 
     def _send_b_invite(self, call: Call, now: float) -> None:
@@ -298,6 +306,8 @@ class InviteFlow(InDialogFlow):
                 return
             self._update_b_dialog(call, response, early=True)
             if response.to_tag:
+                if response.body and self._bad_answer(call, response, txn, now):
+                    return
                 call.state = EARLY
                 self._relay_to_a(call, response, now)
             return
@@ -360,6 +370,8 @@ class InviteFlow(InDialogFlow):
             # answered after CANCEL / ring timeout / from another fork: ACK it and hang up (§15)
             self.release_2xx(response, txn, now)
             return
+        if response.body and self._bad_answer(call, response, txn, now):
+            return
         self._update_b_dialog(call, response, early=False)
         call.cancel_timer("ring")
         call.state = ANSWERED
@@ -383,6 +395,25 @@ class InviteFlow(InDialogFlow):
                 "answered_at": self.wall_clock(now),
                 "setup_ms": round((now - call.started_at) * 1000),
             })
+
+    def _bad_answer(self, call: Call, response: Response, txn: ClientTransaction, now: float) -> bool:
+        """The callee's 18x/2xx carries a body that may not cross (SDP that does not parse, a
+        type refused by rule): the call ends. The caller gets 488 (§21.4.26), the callee a
+        CANCEL (18x) or ACK and BYE (2xx, §13.2.2.4: ACK first, then end the session)."""
+        crossed = self._cross(response)
+        if not isinstance(crossed, Refusal):
+            return False
+        call.log.warning("call.rejected", reason=crossed.counter, leg="b", status=response.status)
+        call.cancel_timer("ring")
+        if response.status >= 200:
+            self.release_2xx(response, txn, now)
+        else:
+            self._cancel_b(call, now)
+        self._answer_caller(call, 488, crossed.reason, now)
+        call.code = 488
+        call.cause = f"b_{crossed.counter}"
+        self._end(call, "failed", now)
+        return True
 
     def _update_b_dialog(self, call: Call, response: Response, *, early: bool) -> None:
         b = call.b
@@ -425,7 +456,7 @@ class InviteFlow(InDialogFlow):
         if call.own_timer:
             drop_timer(h)  # the caller asked for no session timer: the B leg's is sipmask's
         if status < 300:
-            out.body = self._sdp(response.body)
+            self._copy_body(response, out)  # checked in b_invite_response: the same answer, kept
         if status >= 200:
             call.final_sent = True
         if self.server_header:

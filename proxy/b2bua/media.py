@@ -42,7 +42,10 @@ class MediaFlow(Teardown):
             except Exception as exc:  # noqa: BLE001 - outside handle: the same guard
                 self._internal_error(RequestReceived(a_invite, call.a.source, call.a_txn), exc, now)
 
-        self.media.offer(call.id, call.a.local_tag, call.b.local_tag, a_invite.body, done)
+        # the caller's SDP as the body policy let it cross (whitelisted, a multipart's SDP part)
+        b_invite = call.b_invite
+        offer = b_invite.body if b_invite is not None and b_invite.body else a_invite.body
+        self.media.offer(call.id, call.a.local_tag, call.b.local_tag, offer, done)
 
     def _media_offered(self, call: Call, sdp: bytes | None, now: float) -> None:
         if call.state is ENDED or call.b_invite is None:

@@ -1,4 +1,4 @@
-"""Header and SDP policy: which headers cross from one B2BUA leg to the other.
+"""Header, SDP and body policy: which headers, SDP lines and bodies cross between B2BUA legs.
 
 The policy is a whitelist read from a rules file (``proxy/rules/default.toml``): a header crosses only
 if it is named in ``headers.pass`` (or is an X- header with ``pass_x_headers``, or
@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, Final
 from ..config.fields import LocatedError, check_keys, table_keys, toml_key
 from ..config.load import read_toml
 from ..sip.grammar import is_token
+from ..sip.sdp import DEFAULT_ATTRIBUTES, DEFAULT_LINES, KNOWN_LINES, REQUIRED_LINES, SdpWhitelist
 
 if TYPE_CHECKING:
     from ..sip.message import Headers
 
 __all__ = [
+    "BodyPolicy",
     "COMPACT_FORMS",
     "DEFAULT_DROP",
     "DEFAULT_PASS",
@@ -197,23 +199,75 @@ class HeaderPolicy:
 
 @dataclass(frozen=True, slots=True)
 class SdpPolicy:
-    """How SDP bodies are sanitised when they cross legs.
+    """How SDP bodies cross legs: validated, then rebuilt from a whitelist.
 
     Args:
-        sanitise: rewrite ``o=`` username and ``s=`` (media lines are untouched).
+        sanitise: rebuild each SDP from the whitelist (false: validate it, then pass it as it
+            came; for tracing an interop problem only, it lets numbers through).
         origin_username: the ``o=`` username to write (no spaces).
         session_name: the ``s=`` value to write (non-empty, one line).
+        lines: SDP line types that cross (v, o, s, t, m always).
+        attributes: ``a=`` attributes that cross (trailing ``*``: a prefix).
+
+    Raises:
+        ValueError: see :class:`~proxy.sip.sdp.SdpWhitelist`.
     """
 
     sanitise: bool = True
     origin_username: str = "-"
     session_name: str = "-"
+    lines: frozenset[str] = DEFAULT_LINES
+    attributes: frozenset[str] = DEFAULT_ATTRIBUTES
+    whitelist: SdpWhitelist = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.origin_username or any(c.isspace() for c in self.origin_username):
             raise ValueError("origin_username: expected a non-empty token without spaces")
         if not self.session_name or "\r" in self.session_name or "\n" in self.session_name:
             raise ValueError("session_name: expected a non-empty single line")
+        whitelist = SdpWhitelist(
+            lines=frozenset(self.lines), attributes=frozenset(self.attributes),
+            origin_username=self.origin_username, session_name=self.session_name,
+        )
+        object.__setattr__(self, "lines", whitelist.lines)
+        object.__setattr__(self, "attributes", whitelist.attributes)
+        object.__setattr__(self, "whitelist", whitelist)
+
+
+BODY_MULTIPART: Final = ("sdp_part", "refuse")
+BODY_OTHER: Final = ("drop", "refuse")
+DEFAULT_PASS_TYPES: Final = ("application/dtmf-relay", "application/dtmf")
+
+
+@dataclass(frozen=True, slots=True)
+class BodyPolicy:
+    """Which message bodies cross legs, by Content-Type (application/sdp: see SdpPolicy).
+
+    Args:
+        multipart: a ``multipart/*`` body: ``sdp_part`` sends its one SDP part on (rebuilt,
+            as ``application/sdp``) and drops the other parts; ``refuse`` refuses it (415).
+        other: any other type: ``drop`` sends the message on without body and Content-Type;
+            ``refuse`` refuses it (415).
+        pass_types: types that cross unchanged (SIP INFO DTMF by default: digits only).
+    """
+
+    multipart: str = "sdp_part"
+    other: str = "drop"
+    pass_types: frozenset[str] = frozenset(DEFAULT_PASS_TYPES)
+
+    def __post_init__(self) -> None:
+        if self.multipart not in BODY_MULTIPART:
+            raise ValueError(f"multipart: expected one of {', '.join(BODY_MULTIPART)}")
+        if self.other not in BODY_OTHER:
+            raise ValueError(f"other: expected one of {', '.join(BODY_OTHER)}")
+        types = frozenset(t.strip().lower() for t in self.pass_types)
+        for kind in types:
+            main, slash, sub = kind.partition("/")
+            if not (slash and is_token(main) and is_token(sub)):
+                raise ValueError(f"pass_types: {kind!r} is not a type/subtype")
+            if main == "multipart" or kind == "application/sdp":
+                raise ValueError(f"pass_types: {kind!r} has its own rule and cannot pass unchanged")
+        object.__setattr__(self, "pass_types", types)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +276,7 @@ class Rules:
 
     headers: HeaderPolicy
     sdp: SdpPolicy
+    bodies: BodyPolicy = BodyPolicy()
 
 
 def default_rules() -> Rules:
@@ -234,6 +289,7 @@ def default_rules() -> Rules:
             pass_user_agent=False,
         ),
         sdp=SdpPolicy(sanitise=True, origin_username="-", session_name="-"),
+        bodies=BodyPolicy(),
     )
 
 
@@ -314,7 +370,51 @@ def _sdp(file: str, raw: Mapping[str, Any]) -> SdpPolicy:
     if not session or "\r" in session or "\n" in session:
         raise RulesError(file, "sdp.session_name",
                          f"expected a non-empty single line, got {session!r}")
-    return SdpPolicy(sanitise=sanitise, origin_username=origin, session_name=session)
+    lines = _strings(file, table, "lines", "sdp", sorted(DEFAULT_LINES))
+    attributes = _strings(file, table, "attributes", "sdp", sorted(DEFAULT_ATTRIBUTES))
+    for i, letter in enumerate(lines):
+        if letter not in KNOWN_LINES:
+            raise RulesError(file, f"sdp.lines[{i}]",
+                             f"expected an SDP line type ({' '.join(sorted(KNOWN_LINES))}), got {letter!r}")
+    missing = sorted(REQUIRED_LINES - set(lines))
+    if missing:
+        raise RulesError(file, "sdp.lines", f"must include v, o, s, t and m; missing {', '.join(missing)}")
+    for i, name in enumerate(attributes):
+        if not is_token(name[:-1] if name.endswith("*") else name):
+            raise RulesError(file, f"sdp.attributes[{i}]", f"expected an attribute name (a token), got {name!r}")
+    return SdpPolicy(sanitise=sanitise, origin_username=origin, session_name=session,
+                     lines=frozenset(lines), attributes=frozenset(attributes))
+
+
+def _strings(file: str, table: Mapping[str, Any], key: str, where: str, default: list[str]) -> list[str]:
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RulesError(file, f"{where}.{key}", f"expected a list of strings, got {value!r}")
+    return value
+
+
+def _choice(file: str, table: Mapping[str, Any], key: str, where: str, choices: tuple[str, ...]) -> str:
+    value = table.get(key, choices[0])
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise RulesError(file, f"{where}.{key}", f"expected one of {listed}, got {value!r}")
+    return str(value)
+
+
+def _bodies(file: str, raw: Mapping[str, Any]) -> BodyPolicy:
+    table = _section(file, raw, "bodies")
+    _unknown(file, table, BodyPolicy, "bodies")
+    types = _strings(file, table, "pass_types", "bodies", list(DEFAULT_PASS_TYPES))
+    try:
+        return BodyPolicy(
+            multipart=_choice(file, table, "multipart", "bodies", BODY_MULTIPART),
+            other=_choice(file, table, "other", "bodies", BODY_OTHER),
+            pass_types=frozenset(types),
+        )
+    except ValueError as exc:
+        raise RulesError(file, "bodies.pass_types", str(exc).partition(": ")[2]) from None
 
 
 def load_rules(path: str | Path) -> Rules:
@@ -327,4 +427,4 @@ def load_rules(path: str | Path) -> Rules:
     file = str(path)
     raw = read_toml(file, RulesError)
     _unknown(file, raw, Rules, "")
-    return Rules(headers=_headers(file, raw), sdp=_sdp(file, raw))
+    return Rules(headers=_headers(file, raw), sdp=_sdp(file, raw), bodies=_bodies(file, raw))

@@ -5,7 +5,7 @@ from .errors import SerialiseError, SipParseError
 from .headers import COMPACT_FORMS, CSeq, Via, header_key, split_list
 from .message import REASONS, Headers, Message, Request, Response, build_response
 from .parser import KEEPALIVE, KeepAlive, StreamFramer, parse_message
-from .sdp import sanitise_sdp, sdp_has_media
+from .sdp import SdpError, SdpWhitelist, rebuild_sdp, sdp_has_media
 from .uri import NameAddr, SipUri
 
 __all__ = [
@@ -21,13 +21,15 @@ __all__ = [
     "Response",
     "SerialiseError",
     "SipParseError",
+    "SdpError",
+    "SdpWhitelist",
     "SipUri",
     "StreamFramer",
     "Via",
     "build_response",
     "header_key",
     "parse_message",
-    "sanitise_sdp",
+    "rebuild_sdp",
     "sdp_has_media",
     "split_list",
 ]

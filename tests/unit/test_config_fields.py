@@ -23,8 +23,8 @@ def test_keys_are_the_fields_with_their_toml_names() -> None:
     assert table_keys(ApiConfig) == ("enabled", "listen", "default_region", "rate_limit_per_token")  # host+port: listen
     assert "source" not in table_keys(Config) and "rules_file" in table_keys(Config)
     assert table_keys(HeaderPolicy) == ("pass", "drop", "pass_x_headers", "pass_user_agent")
-    assert table_keys(SdpPolicy) == ("sanitise", "origin_username", "session_name")
-    assert table_keys(Rules) == ("headers", "sdp")
+    assert table_keys(SdpPolicy) == ("sanitise", "origin_username", "session_name", "lines", "attributes")
+    assert table_keys(Rules) == ("headers", "sdp", "bodies")
 
 
 def test_check_keys_suggests_or_lists() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from proxy.b2bua.policy import (
     GENERATED_HEADERS,
+    BodyPolicy,
     HeaderPolicy,
     Rules,
     RulesError,
@@ -123,6 +124,27 @@ def test_policy_rejects_bad_construction() -> None:
         SdpPolicy(origin_username="has space")
 
 
+def test_sdp_and_body_rules_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text('[sdp]\nlines = ["v", "o", "s", "t", "m", "c", "i"]\nattributes = ["rtpmap", "ICE-*"]\n'
+                    '[bodies]\nmultipart = "refuse"\nother = "refuse"\npass_types = ["Application/X-Foo"]\n')
+    rules = load_rules(path)
+    assert rules.sdp.lines == frozenset("vostmci") and rules.sdp.attributes == frozenset({"rtpmap", "ice-*"})
+    assert rules.sdp.whitelist.allows_attribute(b"ice-ufrag") and not rules.sdp.whitelist.allows_attribute(b"ptime")
+    assert rules.bodies == BodyPolicy(multipart="refuse", other="refuse", pass_types=frozenset({"application/x-foo"}))
+
+
+def test_default_sdp_whitelist_decisions() -> None:
+    allows = default_rules().sdp.whitelist.allows_attribute
+    for name in (b"rtpmap", b"fmtp", b"ptime", b"maxptime", b"sendrecv", b"sendonly", b"recvonly", b"inactive",
+                 b"rtcp", b"rtcp-mux", b"rtcp-fb", b"silenceSupp", b"crypto", b"setup", b"T38FaxVersion"):
+        assert allows(name), name
+    for name in (b"ssrc", b"msid", b"tool", b"label", b"x-foo", b"candidate", b"ice-ufrag", b"ice-pwd",
+                 b"fingerprint", b"extmap"):
+        assert not allows(name), name
+    assert default_rules().sdp.lines == frozenset("vosctmb")
+
+
 def test_generated_headers_are_never_passed_by_default() -> None:
     policy = default_rules().headers
     assert not any(policy.allows(name) for name in GENERATED_HEADERS)
@@ -154,6 +176,16 @@ BAD_RULES = [
     ('[sdp]\nsession_name = ""\n', "sdp.session_name", "non-empty"),
     ("[sdp]\norigin_username = 5\n", "sdp.origin_username", "expected a string"),
     ('sdp = "x"\n', "sdp", "expected a table"),
+    ('[sdp]\nlines = ["v", "o", "s", "t"]\n', "sdp.lines", "missing m"),
+    ('[sdp]\nlines = ["v", "o", "s", "t", "m", "q"]\n', "sdp.lines[5]", "SDP line type"),
+    ('[sdp]\nlines = "vostm"\n', "sdp.lines", "list of strings"),
+    ('[sdp]\nattributes = ["rtpmap", "a b"]\n', "sdp.attributes[1]", "token"),
+    ('[sdp]\nattribute = []\n', "sdp.attribute", 'did you mean "attributes"?'),
+    ('[bodies]\nmultipart = "keep"\n', "bodies.multipart", "'sdp_part', 'refuse'"),
+    ('[bodies]\nother = "pass"\n', "bodies.other", "'drop', 'refuse'"),
+    ('[bodies]\npass_types = ["text"]\n', "bodies.pass_types", "type/subtype"),
+    ('[bodies]\npass_types = ["multipart/mixed"]\n', "bodies.pass_types", "its own rule"),
+    ('[bodies]\npass_types = [1]\n', "bodies.pass_types", "list of strings"),
 ]
 
 
