@@ -468,8 +468,9 @@ def test_late_ack_from_the_caller_keeps_the_callee_connected(sipp, sipmask_facto
 # ------------------------------------------------------------- RFC 4028 §7.4: 422, then 200
 
 def test_422_from_the_callee_is_retried_in_the_same_b_leg_attempt(sipp, sipmask_factory):
-    """The callee answers 422 (Min-SE: 1800, no SDP): sipmask sends the INVITE again with the
-    same Call-ID and From tag, CSeq + 1, Session-Expires and Min-SE 1800; the callee's 200 then
+    """The callee answers 422 (Min-SE: 3600, above the 1800 s sipmask asks for by default, no
+    SDP): sipmask sends the INVITE again with the same Call-ID and From tag, CSeq + 1,
+    Session-Expires and Min-SE 3600 (refresher kept); the callee's 200 then
     carries a Session-Expires that does not parse: the call is answered and ends normally."""
     sm, caller, callee = _call(sipp, sipmask_factory, "uac_basic.xml", "uas_422.xml")
     assert_sipp_ok(caller, callee)
@@ -479,7 +480,7 @@ def test_422_from_the_callee_is_retried_in_the_same_b_leg_attempt(sipp, sipmask_
     assert first.header("Call-ID") == retry.header("Call-ID")
     assert (first.header("From") or "").split("tag=")[1] == (retry.header("From") or "").split("tag=")[1]
     assert [m.header("CSeq") for m in invites] == ["1 INVITE", "2 INVITE"]
-    assert retry.header("Session-Expires") == "1800" and retry.header("Min-SE") == "1800"
+    assert retry.header("Session-Expires") == "3600;refresher=uas" and retry.header("Min-SE") == "3600"
     caller_msgs = caller.messages()
     assert not find(caller_msgs, status=422)
     assert len(find(caller_msgs, status=200, method="INVITE")) == 1
