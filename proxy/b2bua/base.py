@@ -115,6 +115,8 @@ class B2buaBase:
     #: established calls to write to the store (``snapshot.DialogJournal``), or None
     journal: DialogJournal | None
     draining: bool
+    #: the Session-Expires and Min-SE values sipmask asks the callee for, rendered once
+    _timer_lines: tuple[str, str] | None = None
     #: whether per-call info events are emitted (binding the call's logger is skipped if not)
     _info: bool
     _number_token: Callable[[str], str]

@@ -239,15 +239,22 @@ class InDialogFlow(MediaFlow):
         (``calls.session_expires_s``), with the callee as refresher: its refreshes cross to
         the caller as ordinary re-INVITEs/UPDATEs, and a callee whose peer has gone (a lost
         worker) hangs up its leg itself after the interval instead of staying up."""
-        cfg = self.calls_cfg
+        lines = self._timer_lines
+        if lines is None:
+            cfg = self.calls_cfg
+            lines = self._timer_lines = (f"{cfg.session_expires_s};refresher=uas", str(cfg.min_se_s))
         h = request.headers
-        h.add("Session-Expires", f"{cfg.session_expires_s};refresher=uas")
-        if "min-se" not in h:
-            h.add("Min-SE", str(cfg.min_se_s))
-        supported = h.values("supported")
-        if not any(tag.lower() == "timer" for tag in supported):
-            h.remove("Supported")
-            h.add("Supported", ", ".join([*supported, "timer"]))
+        keys = h.columns()[1]
+        h.add("Session-Expires", lines[0])
+        if "min-se" not in keys:
+            h.add("Min-SE", lines[1])
+        if "supported" not in keys:
+            h.add("Supported", "timer")
+        else:
+            supported = h.values("supported")
+            if not any(tag.lower() == "timer" for tag in supported):
+                h.remove("Supported")
+                h.add("Supported", ", ".join([*supported, "timer"]))
         call.own_timer = True
 
     def _session_timer(self, call: Call, response: Response, now: float) -> None:
@@ -272,7 +279,11 @@ class InDialogFlow(MediaFlow):
 
 def drop_timer(headers: Headers) -> None:
     """Take the session timer's lines off a message for a party that asked for none:
-    Session-Expires and Min-SE, and ``timer`` from Require (RFC 4028 §7, §9)."""
+    Session-Expires and Min-SE, and ``timer`` from Require (RFC 4028 §7, §9). Most messages
+    hold none of them (a ringing 180, a callee without timers): one scan of the keys then."""
+    keys = headers.columns()[1]
+    if "session-expires" not in keys and "min-se" not in keys and "require" not in keys:
+        return
     headers.remove("Session-Expires")
     headers.remove("Min-SE")
     require = headers.values("require")
