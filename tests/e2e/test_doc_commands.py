@@ -36,6 +36,8 @@ RUN = [
     "sipmask token create ride-backend --role operator",
     "sipmask token list",
     "sipmask token revoke ride-backend",
+    "sipmask token create grafana --role read-only --expires-in 30d",
+    'sipmask token-of "+1 555-123-0001"',
     ".venv/bin/sipmask -c sipmask.toml run",
 ]
 
@@ -47,6 +49,13 @@ _SIPP = "SIPp by hand against a running sipmask; what it drives is tested in tes
 NOT_RUN: dict[str, str] = {
     "make run": "creates the venv and runs sipmask until interrupted; the venv the tests use is what it makes",
     "make test": "the whole test suite (this file is part of it)",
+    'grep -F "$(sipmask token-of +15551230001)" sipmask.log':
+        "needs a server's log; that a rejected call's line holds what token-of prints is tested in "
+        "tests/unit/cli/test_token_of.py",
+    "rtpengine --interface=203.0.113.10 --listen-ng=127.0.0.1:2223 --port-min=30000 "
+    "--port-max=40000 --table=-1 --foreground --log-stderr":
+        "an rtpengine on a public interface address; tests/e2e/rtpengine.py starts one on loopback "
+        "with the same options (test_media.py)",
     **{cmd: _CURL for cmd in (
         "curl -s -X POST http://127.0.0.1:8080/v1/sessions",
         "curl -s -H \"Authorization: Bearer $TOKEN\" "
@@ -163,9 +172,12 @@ def test_the_documented_commands_work(clone: Path) -> None:
                                 stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
-        while options_ping("127.0.0.1", sip_port, timeout_s=0.3) != 200:
+        while options_ping("127.0.0.1", sip_port, timeout_s=0.3) != 200 \
+                or "sipmask.started" not in (clone / "server.log").read_text():
+            # SIP answers before start-up ends (API, call records): wait for its last line
             assert proc.poll() is None, (clone / "server.log").read_text()
             assert time.monotonic() < deadline, (clone / "server.log").read_text()
+            time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
