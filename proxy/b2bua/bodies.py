@@ -68,7 +68,8 @@ def cross_body(headers: Headers, body: bytes, rules: Rules, origin_address: str 
             rebuilt = rebuild_sdp(body, sdp.whitelist, origin_address=origin_address, id_key=id_key)
         except SdpError as exc:
             return Refusal(400, f"Bad SDP ({exc.reason})", "bad_sdp")
-        return (rebuilt if sdp.sanitise else body), KEEP
+        # a Content-Type with parameters is written anew: parameters are free text
+        return (rebuilt if sdp.sanitise else body), KEEP if ctype == kind else kind
     policy = rules.bodies
     if kind.startswith("multipart/"):
         if policy.multipart == "refuse":
@@ -87,7 +88,7 @@ def cross_body(headers: Headers, body: bytes, rules: Rules, origin_address: str 
                 return Refusal(400, f"Bad SDP ({exc.reason})", "bad_sdp")
             return (rebuilt if sdp.sanitise else sdp_parts[0]), "application/sdp"
     elif kind in policy.pass_types:
-        return body, KEEP
+        return body, KEEP if ctype == kind else kind
     if policy.other == "refuse":
         return Refusal(415, "Body Type Not Accepted", "body_refused", _ACCEPT)
     return b"", ""

@@ -45,6 +45,9 @@ class GuardFlow(Teardown):
             data = txn.tu_data if txn is not None else None
         call = _call_of(data)
         status, reason, cause = _answer_for(exc)
+        if isinstance(event, ResponseReceived) and status < 500:
+            # the callee's response was at fault, not the caller's request (§21.5.3)
+            status, reason, cause = 502, "Bad Response From Callee", "bad_response"
         if call is not None:
             self.fail_call(call, status, reason, cause, now)
         if server is not None:

@@ -9,6 +9,7 @@ as their long names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,13 +170,21 @@ class HeaderPolicy:
         )
 
     def copy(self, source: Headers, target: Headers) -> None:
-        """Append to ``target`` the lines of ``source`` that cross, in order and spelling."""
+        """Append to ``target`` the lines of ``source`` that cross, in order and spelling,
+        except a line that holds a phone number (``holds_number``): a header the policy lets
+        cross (Subject, Privacy, Supported...) is free text the other party wrote."""
+        first = len(target)
         if self.pass_x_headers:
             add = target.add
             for name, value in self.filter(source):
                 add(name, value)
         else:
             target.extend_from(source, self._allowed)
+        if len(target) > first:
+            values = target.columns()[2]
+            # one search over every copied value: most messages copy no digit run at all
+            if _DIGIT_RUN.search("\n".join(values[first:])) is not None:
+                drop_numbers(target, first)
 
     def filter(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The ``(name, value)`` pairs that cross, in their original order and spelling."""
@@ -195,6 +204,37 @@ class HeaderPolicy:
             if lowered in allowed:
                 out.append((name, value))
         return out
+
+
+#: seven or more digits, maybe broken up by the separators people write numbers with: the
+#: shortest subscriber numbers are 7 digits (the log redactor uses the same rule)
+_DIGIT_RUN: Final = re.compile(r"(?:\d[ ().\-]{0,2}){6,}\d")
+#: headers whose value is a number by grammar, checked by range instead (RFC 3262: 1..2**31-1)
+_SEQUENCES: Final = frozenset(("rseq", "rack"))
+#: set by the body policy from what crosses (proxy/b2bua/bodies.py), not scanned here
+_DESCRIBING_BODY: Final = frozenset(("content-type", "content-length"))
+
+
+def holds_number(key: str, value: str) -> bool:
+    """Whether a copied header line may hold a phone number: seven or more digits in a row
+    (separators allowed), except the sequence numbers of RSeq and RAck within their range."""
+    if key in _DESCRIBING_BODY:
+        return False
+    if key in _SEQUENCES:
+        fields = value.split()
+        numbers = fields[:1] if key == "rseq" else fields[:2]
+        # not the grammar, or out of range: a value someone wrote
+        return not (len(fields) == (1 if key == "rseq" else 3)
+                    and all(n.isdigit() and 0 < int(n) < 2**31 for n in numbers))
+    return _DIGIT_RUN.search(value) is not None
+
+
+def drop_numbers(headers: Headers, first: int) -> int:
+    """Drop the lines from index ``first`` on that hold a phone number; returns how many."""
+    _, keys, values = headers.columns()
+    doomed = [i for i in range(first, len(keys)) if holds_number(keys[i], values[i])]
+    headers.drop_lines(doomed)
+    return len(doomed)
 
 
 @dataclass(frozen=True, slots=True)

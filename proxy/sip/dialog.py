@@ -11,9 +11,11 @@ their header keys known.
 from __future__ import annotations
 
 import enum
+import functools
 
+from .errors import SipParseError
 from .message import Headers, Request, Response, required_value
-from .uri import NameAddr, parse_params, plain_span
+from .uri import NameAddr, SipUri, parse_params, plain_span
 
 #: methods whose requests (and 2xx responses) refresh the remote target (§12.2, RFC 3311)
 TARGET_REFRESH_METHODS = frozenset(("INVITE", "UPDATE"))
@@ -55,9 +57,31 @@ def _first_contact(message: Request | Response) -> str | None:
                 if rest[:1] == ";":
                     parse_params(rest[1:], "address")
                 if not rest or rest[0] == ";":
-                    return text[1 : span[1]]
+                    return _remote_target(text[1 : span[1]])
     contacts = message.contacts()
-    return contacts[0].uri if contacts else None
+    if not contacts:
+        return None
+    return _remote_target(contacts[0].uri)
+
+
+def _remote_target(uri: str) -> str:
+    """``uri`` if it can be a dialog's remote target (§8.1.1.8, §12.1: a SIP or SIPS URI;
+    anything else would become the Request-URI of every request sent in the dialog), else
+    SipParseError. Checked once per distinct URI: a peer's Contact recurs over its calls."""
+    if not _is_sip_uri(uri):
+        raise SipParseError("Bad Contact: not a SIP URI")
+    return uri
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_sip_uri(uri: str) -> bool:
+    if uri[:4].lower() != "sip:" and uri[:5].lower() != "sips:":
+        return False
+    try:
+        SipUri.parse(uri)
+    except SipParseError:
+        return False
+    return True
 
 
 def _is_loose(route: str) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from itertools import compress
 from typing import Any, TypeVar
 
@@ -163,6 +163,19 @@ class Headers:
         self._keys = [self._keys[i] for i in keep]
         self._values = [self._values[i] for i in keep]
         return removed
+
+    def drop_lines(self, indices: Iterable[int]) -> None:
+        """Remove the lines at these positions (others keep their order)."""
+        doomed = set(indices)
+        if not doomed:
+            return
+        self.views.clear()
+        if type(self._keys) is not list:
+            self._thaw()
+        keep = [i for i in range(len(self._keys)) if i not in doomed]
+        self._names = [self._names[i] for i in keep]
+        self._keys = [self._keys[i] for i in keep]
+        self._values = [self._values[i] for i in keep]
 
     def set_top_via(self, via: Via) -> None:
         """Replace the topmost Via value (the first of its line) by ``via``, in place: the

@@ -187,6 +187,7 @@ CONTACTS = [
     ["<sip:a@b>;=x"], ["<sip:a@b>x"], ["<sip:a@b> ;q=1"], ["<sip:a@b> "], ["<>"], ["<sip:a@b"],
     ["sip:a@b"], ["*"], ['"A" <sip:a@b>'], ["A <sip:a@b>"], ["<sip:a@b>, <sip:c@d>"],
     ["<sip:a@b>", "<sip:c@d>"], ["<sip:a@b>;x=\"y\""], [], ["<sip:a@b>;+sip.instance=1"],
+    ["<garbage>"], ["<tel:+15551230001>"], ["<sip:>"], ["<SIPS:a@b>"],
 ]
 
 
@@ -198,8 +199,20 @@ def test_dialog_first_contact_matches_the_full_parse(lines: list[str]) -> None:
         return Request("INVITE", "sip:b@h", Headers([("Contact", line) for line in lines]))
 
     def reference() -> str | None:
+        from proxy.sip.errors import SipParseError
+        from proxy.sip.uri import SipUri
+
         contacts = msg().contacts()
-        return contacts[0].uri if contacts else None
+        if not contacts:
+            return None
+        uri = contacts[0].uri
+        try:  # a remote target is a SIP or SIPS URI
+            if not uri.lower().startswith(("sip:", "sips:")):
+                raise SipParseError("not sip")
+            SipUri.parse(uri)
+        except SipParseError:
+            raise SipParseError("Bad Contact: not a SIP URI") from None
+        return uri
 
     assert _outcome(lambda: _first_contact(msg())) == _outcome(reference)
 
