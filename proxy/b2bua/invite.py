@@ -17,7 +17,7 @@ from ..sip.headers import split_list
 from ..sip.message import REASONS, Headers, Request, Response, build_response
 from ..sip.transaction import Address, ClientTransaction, RequestReceived, ServerTransaction
 from ..sip.uri import NameAddr, SipUri
-from .base import gateway_address, map_final, user_of
+from .base import gateway_address, map_final, peer_reason, user_of
 from .call import ANSWERED, EARLY, ENDED, Call, Leg, TransactionData
 from .in_dialog import InDialogFlow
 
@@ -337,7 +337,7 @@ class InviteFlow(InDialogFlow):
         """Map a response to the B INVITE onto the A INVITE (§8.2.6, §12.1.1)."""
         status = status or response.status
         a = call.a
-        reason = REASONS.get(status, response.reason) if status != response.status else response.reason
+        reason = REASONS.get(status, response.reason) if status != response.status else peer_reason(response.reason)
         head = call.a_head if status < 300 else None
         if head is not None:
             # the lines every 1xx/2xx to A shares (from the A INVITE, our tag, Record-Route,
