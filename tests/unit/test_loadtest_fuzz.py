@@ -119,7 +119,8 @@ def test_a_400_that_would_not_parse_is_not_sent() -> None:
                 base.replace("CSeq: 1 INVITE", "CSeq: x INVITE"),
                 base.replace("Call-ID: a-call-1", "Call-ID: a-call-1\r\nCall-ID: b")):
         with pytest.raises(SipParseError) as exc:
-            parse_message(bad.replace("SIP/2.0\r\nVia", "SIP/2.0 x\r\nVia", 1).encode())
+            parse_message(bad.encode())
+        assert exc.value.partial is not None, "a reply could be built from the lines"
         assert error_reply(exc.value) is None
     # a request whose only fault is elsewhere still gets its 400, and it parses
     with pytest.raises(SipParseError) as exc:
