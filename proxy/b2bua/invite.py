@@ -253,13 +253,16 @@ class InviteFlow(InDialogFlow):
         status = response.status
         if status < 200:
             call.cancel_timer("failover")
+            if call.cancel_pending:
+                # §9.1: any provisional response, 100 included, lets the held CANCEL go; a
+                # callee that sends 100 and then nothing would else hold the INVITE forever
+                call.cancel_pending = False
+                call.provisional_seen = True
+                self._send_b_cancel(call, now)
+                return
             if status == 100:
                 return
             call.provisional_seen = True
-            if call.cancel_pending:
-                call.cancel_pending = False
-                self._send_b_cancel(call, now)
-                return
             if call.state is ENDED or call.final_sent:
                 return
             self._update_b_dialog(call, response, early=True)

@@ -21,10 +21,10 @@ from .b2bua_harness import CALLEE, GW1, A, Harness, invite, only, response_to
 
 CORPUS = Path(__file__).parent / "corpus" / "fuzz"
 
-#: findings of the fuzzer still open, each in files another change owns (docs/reliability.md):
-#: a number in a body (the SDP sanitiser / body policy), in a header value the default policy
-#: passes verbatim, the B leg's Contact not checked before it becomes a dialog's target, and
-#: client INVITE transactions that never end after a CANCEL (Timer B, RFC 6026)
+#: findings of the fuzzer still open (docs/reliability.md, "Fuzzing"): a number in a body (the
+#: SDP sanitiser / body policy), in a header value the default policy passes verbatim, the
+#: callee's Contact not checked before it becomes a dialog's target (the guard fires; an ACK
+#: with a garbage Request-URI), and B-leg INVITE transactions left in Proceeding after failover
 OPEN = ("leak:body", "leak:header:", "guard:internal_error", "emitted:unparseable", "stuck:state_left")
 
 
@@ -144,3 +144,24 @@ def test_a_reason_phrase_with_a_number_does_not_cross(tmp_path: Path, status: in
         to_a = [m for m, d in out if d == A and isinstance(m, Response)]
         assert [(m.status, m.reason) for m in to_a] == [(status, expect)]
         assert CALLEE[2:].encode() not in to_a[0].serialise()
+
+
+def test_a_held_cancel_goes_on_a_100_and_a_silent_callee_leaves_nothing(tmp_path: Path) -> None:
+    """Found by the fuzzer (``stuck:state_left``): the caller cancels before the callee sent
+    anything, so the B-leg CANCEL is held (§9.1); the callee then sends only 100 Trying. The
+    held CANCEL waited for a 1xx other than 100 and the B-leg INVITE, in Proceeding with no
+    timer, was never ended. Any provisional response lets the CANCEL go (§9.1)."""
+    h = Harness(tmp_path)
+    out = h.feed(invite(branch="z9hG4bKc100"), A)
+    b_inv = only(out, Request, method="INVITE")[0][0]
+    out = h.feed(
+        "CANCEL sip:+15557770001@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKc100\n"
+        "From: \"Alice\" <sip:+15551230001@127.0.0.2:5070>;tag=atag\nTo: <sip:+15557770001@127.0.0.1:5060>\n"
+        "Call-ID: a-call-1\nCSeq: 1 CANCEL\nMax-Forwards: 70\nContent-Length: 0\n\n", A)
+    assert not only(out, Request, method="CANCEL"), "no CANCEL before a provisional response"
+    out = h.feed(response_to(b_inv, 100, "Trying"), GW1)
+    (b_cancel, _), = only(out, Request, method="CANCEL")
+    h.feed(response_to(b_cancel, 200, "OK"), GW1)  # and then nothing more from the callee
+    h.advance(200)
+    assert sum(h.layer.counts.values()) == 0, h.layer.counts
+    assert h.b2b.active_calls == 0
