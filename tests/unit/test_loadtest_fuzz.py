@@ -165,3 +165,22 @@ def test_a_held_cancel_goes_on_a_100_and_a_silent_callee_leaves_nothing(tmp_path
     h.advance(200)
     assert sum(h.layer.counts.values()) == 0, h.layer.counts
     assert h.b2b.active_calls == 0
+
+
+def test_a_cancel_after_a_100_goes_at_once_and_a_callee_lost_after_it_leaves_nothing(tmp_path: Path) -> None:
+    """Found by the fuzzer (``stuck:state_left``): the callee sent 100 Trying, then a final
+    response that was lost (it did not parse); the caller cancelled. The CANCEL was held for a
+    provisional other than 100 that never came, and the B-leg INVITE, in Proceeding with no
+    timer, was held for ever. A 100 allows the CANCEL (§9.1), whose Timer B then ends it."""
+    h = Harness(tmp_path)
+    out = h.feed(invite(branch="z9hG4bKc101"), A)
+    b_inv = only(out, Request, method="INVITE")[0][0]
+    h.feed(response_to(b_inv, 100, "Trying"), GW1)
+    out = h.feed(
+        "CANCEL sip:+15557770001@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKc101\n"
+        "From: \"Alice\" <sip:+15551230001@127.0.0.2:5070>;tag=atag\nTo: <sip:+15557770001@127.0.0.1:5060>\n"
+        "Call-ID: a-call-1\nCSeq: 1 CANCEL\nMax-Forwards: 70\nContent-Length: 0\n\n", A)
+    assert only(out, Request, method="CANCEL"), "the CANCEL goes at once"
+    h.advance(200)  # the callee says nothing more, not even to the CANCEL
+    assert sum(h.layer.counts.values()) == 0, h.layer.counts
+    assert h.b2b.active_calls == 0
