@@ -13,6 +13,7 @@ they were one class: no call costs more for the split.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -355,6 +356,17 @@ def user_of(uri: str) -> str | None:
         return None
     user = rest[:at].split(":", 1)[0]
     return user.split(";", 1)[0] or None
+
+
+_HAS_DIGIT = re.compile(r"\d").search
+
+
+def peer_reason(reason: str) -> str | None:
+    """The reason phrase a peer sent, as it may cross to the other party: one with a digit in
+    it could carry a phone number (in any spelling), so it becomes None (the standard phrase of
+    the status). A number in a header value is the policy's to strip; the reason phrase is on
+    the start line, which no header policy sees."""
+    return None if _HAS_DIGIT(reason) else reason
 
 
 def map_final(status: int) -> int:

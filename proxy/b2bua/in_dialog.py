@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..sip.errors import SipParseError
 from ..sip.message import Headers, Request, Response, build_response
 from ..sip.transaction import ClientTransaction, ServerTransaction
+from .base import peer_reason
 from .bodies import Refusal
 from .call import ANSWERED, CONFIRMED, ENDED, Call, Leg, TransactionData
 from .media import MediaFlow
@@ -121,7 +122,7 @@ class InDialogFlow(MediaFlow):
             return
         if server.last_response is not None and server.last_response.status >= 200:
             return  # already finally answered (e.g. 487 on teardown)
-        out = build_response(server.request, status, response.reason, to_tag=leg.local_tag)
+        out = build_response(server.request, status, peer_reason(response.reason), to_tag=leg.local_tag)
         if 200 <= status < 300 and fwd.method in _TARGET_REFRESH:
             out.headers.add("Contact", leg.contact)
             peer_dialog = leg.peer.dialog

@@ -17,7 +17,7 @@ from ..sip.headers import split_list
 from ..sip.message import REASONS, Headers, Request, Response, build_response
 from ..sip.transaction import Address, ClientTransaction, RequestReceived, ServerTransaction
 from ..sip.uri import NameAddr, SipUri
-from .base import gateway_address, map_final, user_of
+from .base import gateway_address, map_final, peer_reason, user_of
 from .bodies import Refusal
 from .call import ANSWERED, EARLY, ENDED, Call, Leg, TransactionData
 from .in_dialog import InDialogFlow, drop_timer
@@ -295,13 +295,16 @@ class InviteFlow(InDialogFlow):
         status = response.status
         if status < 200:
             call.cancel_timer("failover")
+            if call.cancel_pending:
+                # §9.1: any provisional response, 100 included, lets the held CANCEL go; a
+                # callee that sends 100 and then nothing would else hold the INVITE forever
+                call.cancel_pending = False
+                call.provisional_seen = True
+                self._send_b_cancel(call, now)
+                return
             if status == 100:
                 return
             call.provisional_seen = True
-            if call.cancel_pending:
-                call.cancel_pending = False
-                self._send_b_cancel(call, now)
-                return
             if call.state is ENDED or call.final_sent:
                 return
             self._update_b_dialog(call, response, early=True)
@@ -432,7 +435,7 @@ class InviteFlow(InDialogFlow):
         """Map a response to the B INVITE onto the A INVITE (§8.2.6, §12.1.1)."""
         status = status or response.status
         a = call.a
-        reason = REASONS.get(status, response.reason) if status != response.status else response.reason
+        reason = REASONS.get(status, response.reason) if status != response.status else peer_reason(response.reason)
         head = call.a_head if status < 300 else None
         if head is not None:
             # the lines every 1xx/2xx to A shares (from the A INVITE, our tag, Record-Route,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..sip.message import Request, Response, build_response
 from ..sip.transaction import Address, ClientTransaction, ServerTransaction
-from .base import B2buaBase, gateway_address, map_final
+from .base import B2buaBase, gateway_address, map_final, peer_reason
 from .call import TransactionData
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ class MessageFlow(B2buaBase):
         if status < 200 or (server.last_response is not None and server.last_response.status >= 200):
             return
         status = map_final(status)  # never hand the callee's contacts or realm over
-        out = build_response(server.request, status, None if status != response.status else response.reason,
-                             to_tag=msg.a_tag)
+        reason = None if status != response.status else peer_reason(response.reason)
+        out = build_response(server.request, status, reason, to_tag=msg.a_tag)
         self._copy_headers(response, out)
         self.layer.send_response(server, out, now)
 

@@ -211,15 +211,9 @@ class HeaderPolicy:
 _DIGIT_RUN: Final = re.compile(r"(?:\d[ ().\-]{0,2}){6,}\d")
 #: headers whose value is a number by grammar, checked by range instead (RFC 3262: 1..2**31-1)
 _SEQUENCES: Final = frozenset(("rseq", "rack"))
-#: set by the body policy from what crosses (proxy/b2bua/bodies.py), not scanned here
-_DESCRIBING_BODY: Final = frozenset(("content-type", "content-length"))
-
-
 def holds_number(key: str, value: str) -> bool:
     """Whether a copied header line may hold a phone number: seven or more digits in a row
     (separators allowed), except the sequence numbers of RSeq and RAck within their range."""
-    if key in _DESCRIBING_BODY:
-        return False
     if key in _SEQUENCES:
         fields = value.split()
         numbers = fields[:1] if key == "rseq" else fields[:2]

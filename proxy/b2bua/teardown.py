@@ -11,7 +11,7 @@ from ..pairing.model import Cdr, cdr_payload
 from ..sip.dialog import Dialog, DialogState
 from ..sip.errors import SipParseError
 from ..sip.message import Response
-from ..sip.transaction import Address, ClientTransaction, build_cancel
+from ..sip.transaction import Address, ClientTransaction, TransactionState, build_cancel
 from .base import B2buaBase, dialog_dest
 from .call import ANSWERED, ENDED, Call, Leg, TransactionData
 
@@ -68,7 +68,9 @@ class Teardown(B2buaBase):
         call.compact()
 
     def _cancel_b(self, call: Call, now: float) -> None:
-        if call.provisional_seen:
+        txn = call.b_txn
+        # a 100 Trying (Proceeding) allows the CANCEL as any provisional does (§9.1)
+        if call.provisional_seen or (txn is not None and txn.state is TransactionState.PROCEEDING):
             self._send_b_cancel(call, now)
         else:
             call.cancel_pending = True  # §9.1: no CANCEL before a provisional response

@@ -33,9 +33,13 @@ def error_reply(exc: SipParseError) -> bytes | None:
         return None  # an ACK whose request line is unreadable: still never answered
     try:
         response = build_response(partial, exc.status, exc.reason, to_tag=secrets.token_hex(6))
-        return response.serialise()
+        wire = response.serialise()
+        # the copied lines may be the broken ones (two From, a malformed CSeq): a reply that
+        # would not parse is not sent, sipmask never emits a malformed message
+        parse_message(wire)
     except Exception:  # noqa: BLE001 - a header too broken to copy: nothing sensible to answer
         return None
+    return wire
 
 
 def stream_head_reply(exc: SipParseError, buffered: bytes) -> bytes | None:

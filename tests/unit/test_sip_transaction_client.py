@@ -110,6 +110,35 @@ def test_9_1_invite_client_times_out_64_t1_after_a_cancel_with_no_final_response
     assert layer.counts == ZERO and layer.next_deadline() is None
 
 
+def test_9_1_a_cancel_sent_in_calling_still_ends_a_callee_that_goes_silent_after_100() -> None:
+    """Found by loadtest.fuzz: the CANCEL went out before any response (Calling), then the
+    callee's 100 moved the INVITE to Proceeding, which disarmed Timer B, and no final response
+    came: the transaction was held forever. Its §9.1 timer now survives the move."""
+    from proxy.sip.transaction import build_cancel
+
+    layer = make_layer()
+    invite = make_request()
+    txn = layer.send_request(invite, PEER_UDP, 0.0)
+    layer.send_request(build_cancel(invite), PEER_UDP, 1.0)
+    layer.receive(reply(invite, 100), PEER_UDP, 1.2)
+    assert txn.state is TransactionState.PROCEEDING
+    log = run_until(layer, 200.0)
+    timeouts = [(t, e) for t, _, events in log for e in events if isinstance(e, TransactionTimeout)]
+    assert (33.0, TransactionTimeout(txn, "B")) in timeouts  # 1 s + 64*T1
+    assert txn.state is TransactionState.TERMINATED
+    assert layer.counts == ZERO and layer.next_deadline() is None
+
+
+def test_17_1_1_2_without_a_cancel_proceeding_waits_for_the_final_response() -> None:
+    layer = make_layer()
+    invite = make_request()
+    txn = layer.send_request(invite, PEER_UDP, 0.0)
+    layer.receive(reply(invite, 100), PEER_UDP, 0.2)
+    log = run_until(layer, 200.0)
+    assert not [e for _, _, events in log for e in events if isinstance(e, TransactionTimeout)]
+    assert txn.state is TransactionState.PROCEEDING
+
+
 def test_9_1_a_final_response_after_the_cancel_ends_the_invite_as_usual() -> None:
     from proxy.sip.transaction import build_cancel
 

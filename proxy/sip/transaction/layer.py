@@ -38,6 +38,7 @@ _ACCEPTED = TransactionState.ACCEPTED
 #: states in which a transaction only absorbs and answers retransmissions
 _LINGERING = frozenset((TransactionState.COMPLETED, TransactionState.CONFIRMED, TransactionState.ACCEPTED))
 _NON_2XX_ACKABLE = (TransactionState.COMPLETED, TransactionState.CONFIRMED)
+_CANCELLABLE = (TransactionState.CALLING, TransactionState.PROCEEDING)
 
 Key = tuple[object, ...]
 #: ``TransactionLayer.screen``: (request, source, now, queue delay) -> None or (status, extra headers)
@@ -148,11 +149,13 @@ class TransactionLayer(TimerQueues):
         self.arm(txn, Input.TIMER_B if invite else Input.TIMER_F, 64 * t1, now)
         if method == "CANCEL":
             cancelled = self._clients.get((branch, "INVITE"))
-            if cancelled is not None and cancelled.state is TransactionState.PROCEEDING \
-                    and Input.TIMER_B not in cancelled.armed:
+            if cancelled is not None and not cancelled.cancelled and cancelled.state in _CANCELLABLE:
                 # §9.1: with no final response within 64*T1 of the CANCEL, the INVITE client
                 # transaction is considered timed out (RFC 6026 keeps this); Proceeding has no
-                # timer of its own, so a callee that never answers would hold it forever
+                # timer of its own, so a callee that never answers would hold it forever. Sent
+                # in Calling, the CANCEL's Timer B must survive the move to Proceeding (a 100
+                # after the CANCEL) as well: ``cancelled`` keeps it armed there
+                cancelled.cancelled = True
                 self.arm(cancelled, Input.TIMER_B, 64 * t1, now)
         return txn
 

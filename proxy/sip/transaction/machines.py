@@ -96,8 +96,11 @@ def _ci_retransmit(fx: Effects, txn: ClientTransaction, inp: Input, msg: Respons
 
 
 def _ci_proceeding(fx: Effects, txn: ClientTransaction, inp: Input, msg: Response | None, now: float) -> None:
-    # §17.1.1.2: Timer B acts in Calling only (a CANCEL arms it again, §9.1)
-    fx.disarm(txn, Input.TIMER_A, Input.TIMER_B)
+    # §17.1.1.2: Timer B acts in Calling only, unless a CANCEL armed it for §9.1
+    if txn.cancelled:
+        fx.disarm(txn, Input.TIMER_A)
+    else:
+        fx.disarm(txn, Input.TIMER_A, Input.TIMER_B)
     _c_pass(fx, txn, inp, msg, now)
 
 

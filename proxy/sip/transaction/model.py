@@ -136,7 +136,7 @@ class Transaction:
 class ClientTransaction(Transaction):
     """RFC 3261 §17.1: a request we sent and the responses to it."""
 
-    __slots__ = ("dest", "acks", "error_ack")
+    __slots__ = ("dest", "acks", "error_ack", "cancelled")
 
     def __init__(self, request: Request, branch: str, dest: Address, state: TransactionState) -> None:
         super().__init__(request, branch, dest.transport != "udp", state)
@@ -145,6 +145,8 @@ class ClientTransaction(Transaction):
         self.acks: dict[str, Send] = {}
         #: §17.1.1.3: the ACK the layer built for a 300-699 response
         self.error_ack: Request | None = None
+        #: an INVITE the TU sent a CANCEL for: its Timer B then runs in Proceeding too (§9.1)
+        self.cancelled = False
 
     def __repr__(self) -> str:
         return f"<ClientTransaction {self.method} {self.branch} {self.state.name}>"
