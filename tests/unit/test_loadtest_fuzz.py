@@ -19,7 +19,6 @@ from proxy.transport.replies import error_reply
 
 from .b2bua_harness import CALLEE, GW1, A, Harness, invite, only, response_to
 
-
 #: findings of the fuzzer still open (docs/reliability.md, "Fuzzing"): a number in a body (the
 #: SDP sanitiser / body policy), in a header value the default policy passes verbatim, the
 #: callee's Contact not checked before it becomes a dialog's target (the guard fires; an ACK
