@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..pairing.model import MODES, Cdr, Session
 from ..pairing.normalize import mask_number
+from ..pairing.policy import policy_to_json
 from ..pairing.records import ApiToken, AuditEntry, PoolNumber
 from .problems import ApiProblem
 
@@ -157,6 +158,7 @@ def render_session(session: Session, token: ApiToken, now: float) -> dict[str, A
         "ttl_s": session.ttl_s,
         "last_activity_at": ftime(session.last_activity),
         "metadata": session.metadata,
+        **policy_to_json(session.policy),
     }
 
 
