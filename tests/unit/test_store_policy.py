@@ -17,6 +17,7 @@ from proxy.pairing.policy import DEFAULT_POLICY, SessionPolicy, parse_policy
 from proxy.pairing.records import KEEP, SessionFilter
 from proxy.pairing.stores import ApiStore
 from proxy.pairing.stores.redis import RedisStore
+from proxy.pairing.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
 
 SECRET = bytes(range(64))
 T0 = 1_700_000_000.0
@@ -100,13 +101,16 @@ def test_a_sqlite_file_from_before_policies_is_migrated(tmp_path: Path) -> None:
     store = SqliteStore(path, vault)
     session = store.create_session(Participant(ALICE, V1), Participant(BOB, V2), now=T0)
     store.close()
-    conn = sqlite3.connect(path)  # back to schema 4: no policy column
+    step = next(i for i, statements in enumerate(MIGRATIONS)
+                if any("ADD COLUMN policy" in statement for statement in statements))
+    assert step == SCHEMA_VERSION - 1  # the newest step: undone alone below
+    conn = sqlite3.connect(path)  # back to the schema before policies: no policy column
     conn.execute("ALTER TABLE sessions DROP COLUMN policy")
-    conn.execute("PRAGMA user_version = 4")
+    conn.execute(f"PRAGMA user_version = {step}")
     conn.commit()
     conn.close()
     store = SqliteStore(path, vault)
-    assert store.schema_version == 5
+    assert store.schema_version == SCHEMA_VERSION
     assert store.get_session(session.id).policy == DEFAULT_POLICY
     assert store.update_session(session.id, policy=POLICY, now=T0 + 1).policy == POLICY
     store.close()
