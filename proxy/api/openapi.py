@@ -275,7 +275,7 @@ def _paths() -> dict[str, Any]:
         "/v1/sessions/{session_id}": {
             "get": _op("Get a session", "read-only", {"200": session}, params=[_SESSION_ID],
                        errors=(404,)),
-            "patch": _op("Change expiry and/or TTL of an active session", "operator",
+            "patch": _op("Change expiry, TTL and/or call policy of an active session", "operator",
                          {"200": session}, params=[_SESSION_ID], body=_ref("SessionUpdate"),
                          errors=(400, 404, 409, 422)),
             "delete": _op("Close a session (same as POST .../close)", "operator",

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -207,10 +208,19 @@ def _window(item: Any, where: str) -> CallingWindow:
     if end <= start:
         raise PolicyError('must be after "from" (a window does not cross midnight: use two)',
                           f"{where}.to")
+    # only names the zone database lists: a free-form key would have zoneinfo probe any path
+    if item["tz"] not in _zones():
+        raise PolicyError("unknown IANA time zone (e.g. Europe/Paris)", f"{where}.tz")
     try:
         return CallingWindow(days, start, end, item["tz"])
-    except (ZoneInfoNotFoundError, ValueError):
-        raise PolicyError("unknown IANA time zone (e.g. Europe/Paris)", f"{where}.tz") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise PolicyError("unreadable IANA time zone", f"{where}.tz") from None
+
+
+@cache
+def _zones() -> frozenset[str]:
+    """The zone names of the system's database or the tzdata package (read once, ~50 ms)."""
+    return frozenset(available_timezones())
 
 
 def _parse_days(text: str, where: str) -> frozenset[int]:

@@ -65,6 +65,7 @@ def test_update_changes_only_the_policy_fields_given(api: Api) -> None:
 
 @pytest.mark.parametrize(("extra", "field"), [
     ({"calling_windows": [{**COURIER, "tz": "Mars/Olympus"}]}, "calling_windows[0].tz"),
+    ({"calling_windows": [{**COURIER, "tz": "Europe"}]}, "calling_windows[0].tz"),
     ({"calling_windows": [COURIER, {**COURIER, "to": "07:00"}]}, "calling_windows[1].to"),
     ({"calling_windows": [{**COURIER, "days": "weekdays"}]}, "calling_windows[0].days"),
     ({"calling_windows": [{**COURIER, "at": "x"}]}, "calling_windows[0].at"),

@@ -134,6 +134,9 @@ def test_limits_and_single_use_reach_both_directions() -> None:
     ({"calling_windows": {"days": "mon"}}, "calling_windows"),
     ({"calling_windows": ["mon-fri"]}, "calling_windows[0]"),
     ({"calling_windows": [{**COURIER, "tz": "Mars/Olympus"}]}, "calling_windows[0].tz"),
+    ({"calling_windows": [{**COURIER, "tz": "America"}]}, "calling_windows[0].tz"),  # a folder
+    ({"calling_windows": [{**COURIER, "tz": "x" * 300}]}, "calling_windows[0].tz"),
+    ({"calling_windows": [{**COURIER, "tz": "../../../etc/localtime"}]}, "calling_windows[0].tz"),
     ({"calling_windows": [COURIER, {**COURIER, "days": "weekdays"}]}, "calling_windows[1].days"),
     ({"calling_windows": [{**COURIER, "from": "8:00"}]}, "calling_windows[0].from"),
     ({"calling_windows": [{**COURIER, "to": "24:01"}]}, "calling_windows[0].to"),
