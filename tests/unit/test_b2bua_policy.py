@@ -5,6 +5,7 @@ limit replace the config's, and a single-use session closes when its call is ans
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from proxy.pairing.model import Participant
@@ -122,4 +123,19 @@ def test_a_single_use_close_waiting_for_the_flush_is_not_routed_again_by_a_poll(
     h.feed(response_to(b_inv, 200, "OK"), GW1)
     h.store.update_session(h.session.id, ttl_s=3600, now=h.now)  # another process's change
     h.service.poll()
+    assert h.session.id not in h.service.cache
+
+
+def test_the_async_flush_closes_a_used_session_too(tmp_path: Path) -> None:
+    """The running proxy flushes through a worker thread (`flush_async`)."""
+    h = with_policy(tmp_path, single_use=True)
+    (b_inv, _), = only(h.feed(invite(), A), Request, method="INVITE")
+    h.feed(response_to(b_inv, 200, "OK"), GW1)
+
+    async def run(fn, *args):  # the app's runner, without the thread
+        return fn(*args)
+
+    asyncio.run(h.service.flush_async(run))
+    assert h.store.get_session(h.session.id).status == "closed"
+    asyncio.run(h.service.poll_async(run))
     assert h.session.id not in h.service.cache
