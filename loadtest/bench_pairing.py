@@ -31,8 +31,18 @@ import tracemalloc
 from collections.abc import Iterator
 
 from proxy.pairing import PairingCache, Participant, Session, normalize_number
+from proxy.pairing.policy import DEFAULT_POLICY, parse_policy
 
 T0 = 1_700_000_000.0
+#: Half the sessions carry a call policy, of two kinds (as a courier service's would): the
+#: cache holds one CallPolicy object per kind and direction, and every Match a reference.
+POLICIES = (
+    DEFAULT_POLICY,
+    parse_policy({"calling_windows": [{"days": "mon-sat", "from": "08:00", "to": "20:00",
+                                       "tz": "Asia/Singapore"}], "direction": "a_to_b"}),
+    DEFAULT_POLICY,
+    parse_policy({"single_use": True, "max_call_s": 900, "ring_timeout_s": 30}),
+)
 
 
 def real(i: int) -> str:
@@ -53,6 +63,7 @@ def sessions(n: int, virtuals: list[str]) -> Iterator[Session]:
             expires_at=T0 + 86_400 if k % 2 else None,
             ttl_s=3_600.0 if k % 3 else None,
             last_activity=T0,
+            policy=POLICIES[k % len(POLICIES)],
         )
 
 

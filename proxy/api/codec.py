@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ..pairing.model import MODES, Cdr, Session
 from ..pairing.normalize import mask_number
+from ..pairing.policy import policy_to_json
 from ..pairing.records import ApiToken, AuditEntry, PoolNumber
 from .problems import ApiProblem, field_name
 
@@ -159,6 +160,7 @@ def render_session(session: Session, token: ApiToken, now: float,
         "ttl_s": session.ttl_s,
         "last_activity_at": ftime(session.last_activity),
         "metadata": session.metadata,
+        **policy_to_json(session.policy),
     }
 
 

@@ -94,6 +94,44 @@ def _schemas() -> dict[str, Any]:
                 "additionalProperties": {"type": ["string", "number", "boolean", "null"],
                                          "maxLength": 256}}
     seconds = {"type": "number", "exclusiveMinimum": 0, "maximum": 315360000}
+    return {**_session_schemas(participant_out, participant_in, metadata, seconds),
+            **_other_schemas()}
+
+
+def _policy_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    """A session's call policy: its fields as written (create, update) and as shown."""
+    limit = {"type": "number", "exclusiveMinimum": 0, "maximum": 604800}
+    direction = {"type": "string", "enum": ["both", "a_to_b", "b_to_a"], "description":
+                 "Who may call: both participants, only A (a_to_b) or only B (b_to_a); the "
+                 "other direction gets the uniform answer"}
+    written = {
+        "calling_windows": {
+            "type": "array", "maxItems": 16, "items": _ref("CallingWindow"),
+            "description": "When calls are allowed (any window); empty or absent: any time. "
+                           "Outside them a call gets the uniform answer"},
+        "max_call_s": {"oneOf": [limit, {"type": "null"}], "description":
+                       "Hang up a call after this long; null: calls.max_duration_s"},
+        "ring_timeout_s": {"oneOf": [limit, {"type": "null"}], "description":
+                           "Give up on an unanswered call after this long; null: "
+                           "calls.ring_timeout_s"},
+        "direction": {**direction, "default": "both"},
+        "single_use": {"type": "boolean", "default": False, "description":
+                       "Close the session when its first call is answered"},
+    }
+    shown = {
+        "calling_windows": {"type": "array", "items": _ref("CallingWindow")},
+        "max_call_s": {"type": ["number", "null"]},
+        "ring_timeout_s": {"type": ["number", "null"]},
+        "direction": direction,
+        "single_use": {"type": "boolean"},
+    }
+    return written, shown
+
+
+def _session_schemas(participant_out: dict[str, Any], participant_in: dict[str, Any],
+                     metadata: dict[str, Any], seconds: dict[str, Any]) -> dict[str, Any]:
+    policy_in, policy_out = _policy_schemas()
+    hhmm = {"type": "string", "pattern": "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"}
     return {
         "Problem": {
             "type": "object", "required": ["type", "title", "status", "detail"],
@@ -105,6 +143,19 @@ def _schemas() -> dict[str, Any]:
         },
         "ParticipantIn": participant_in,
         "Participant": participant_out,
+        "CallingWindow": {
+            "type": "object", "required": ["days", "from", "to", "tz"],
+            "additionalProperties": False,
+            "properties": {
+                "days": {"type": "string", "examples": ["mon-fri", "sat,sun", "fri-mon"],
+                         "description": "Days (mon..sun): ranges and lists, local to tz"},
+                "from": {**hhmm, "description": "Local start, HH:MM"},
+                "to": {**hhmm, "description": "Local end (exclusive), HH:MM after from; "
+                       "24:00 ends the day (an overnight shift is two windows)"},
+                "tz": {"type": "string", "examples": ["Asia/Singapore"],
+                       "description": "IANA time zone; DST follows the zone's rules"},
+            },
+        },
         "SessionCreate": {
             "type": "object", "required": ["a", "b"], "additionalProperties": False,
             "properties": {
@@ -114,6 +165,7 @@ def _schemas() -> dict[str, Any]:
                 "ttl_s": {**seconds, "description": "End after this long without a call"},
                 "metadata": metadata,
                 "mode": {"type": "string", "enum": ["voice", "message"], "default": "voice"},
+                **policy_in,
             },
         },
         "SessionUpdate": {
@@ -124,12 +176,14 @@ def _schemas() -> dict[str, Any]:
                 "expires_in_s": seconds,
                 "ttl_s": {"oneOf": [seconds, {"type": "null"}],
                           "description": "New inactivity TTL; null removes it"},
+                **policy_in,
             },
         },
         "Session": {
             "type": "object",
             "required": ["id", "status", "mode", "a", "b", "created_at", "expires_at", "ttl_s",
-                         "last_activity_at", "metadata"],
+                         "last_activity_at", "metadata", "calling_windows", "max_call_s",
+                         "ring_timeout_s", "direction", "single_use"],
             "properties": {
                 "id": {"type": "string"},
                 "status": {"type": "string", "enum": ["open", "closed", "expired"]},
@@ -140,6 +194,7 @@ def _schemas() -> dict[str, Any]:
                 "ttl_s": {"type": ["number", "null"]},
                 "last_activity_at": _TIME,
                 "metadata": {"type": "object"},
+                **policy_out,
             },
         },
         "SessionPage": {
@@ -148,6 +203,11 @@ def _schemas() -> dict[str, Any]:
                            "next_cursor": {"type": ["string", "null"],
                                            "description": "Pass as cursor for the next page"}},
         },
+    }
+
+
+def _other_schemas() -> dict[str, Any]:
+    return {
         "PoolNumberCreate": {"type": "object", "required": ["number"],
                              "additionalProperties": False, "properties": {"number": _NUMBER}},
         "PoolNumber": {
@@ -216,7 +276,7 @@ def _paths() -> dict[str, Any]:
         "/v1/sessions/{session_id}": {
             "get": _op("Get a session", "read-only", {"200": session}, params=[_SESSION_ID],
                        errors=(404,)),
-            "patch": _op("Change expiry and/or TTL of an active session", "operator",
+            "patch": _op("Change expiry, TTL and/or call policy of an active session", "operator",
                          {"200": session}, params=[_SESSION_ID], body=_ref("SessionUpdate"),
                          errors=(400, 404, 409, 422)),
             "delete": _op("Close a session (same as POST .../close)", "operator",

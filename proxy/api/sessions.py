@@ -8,6 +8,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..pairing.model import PairingError, Session
+from ..pairing.policy import DEFAULT_POLICY, POLICY_FIELDS, PolicyError, SessionPolicy, parse_policy
 from ..pairing.records import KEEP, IdempotencyRecord, Keep, SessionFilter
 from .auth import actor, requires, token_of
 from .codec import (
@@ -27,9 +28,10 @@ from .problems import ApiProblem, field_name
 
 __all__ = ["routes"]
 
-_CREATE_FIELDS: Final = ("a", "b", "expires_at", "expires_in_s", "ttl_s", "metadata", "mode")
+_CREATE_FIELDS: Final = ("a", "b", "expires_at", "expires_in_s", "ttl_s", "metadata", "mode",
+                          *POLICY_FIELDS)
 _PARTICIPANT_FIELDS: Final = ("number", "virtual")
-_PATCH_FIELDS: Final = ("expires_at", "expires_in_s", "ttl_s")
+_PATCH_FIELDS: Final = ("expires_at", "expires_in_s", "ttl_s", *POLICY_FIELDS)
 _MAX_KEY: Final = 255
 
 
@@ -72,6 +74,14 @@ def _ttl(body: dict[str, Any]) -> float | None | Keep:
     if "ttl_s" not in body:
         return KEEP
     return None if body["ttl_s"] is None else positive_seconds(body["ttl_s"], "ttl_s")
+
+
+def _policy(body: dict[str, Any], base: SessionPolicy) -> SessionPolicy:
+    """`base` with the policy fields of `body` applied; 422 naming the bad field."""
+    try:
+        return parse_policy(body, base)
+    except PolicyError as exc:
+        raise ApiProblem(422, exc.reason, field=exc.field[:80]) from None
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -122,12 +132,13 @@ async def _create(request: web.Request, body: dict[str, Any]) -> web.Response:
     ttl_s = _ttl(body)
     metadata = parse_metadata(body["metadata"]) if body.get("metadata") is not None else None
     mode = parse_mode(body.get("mode", "voice"))
+    policy = _policy(body, DEFAULT_POLICY)
     session = ctx.changed(await ctx.run(
         ctx.admin.create_session, actor(request), number_a, number_b,
         virtual_a=virtual_a, virtual_b=virtual_b,
         expires_at=None if isinstance(expires_at, Keep) else expires_at,
         ttl_s=None if isinstance(ttl_s, Keep) else ttl_s,
-        metadata=metadata, mode=mode,
+        metadata=metadata, mode=mode, policy=policy,
     ))
     return _json(_shown(request, session), 201,
                  {"Location": f"/v1/sessions/{session.id}"})
@@ -200,12 +211,18 @@ async def update_session(request: web.Request) -> web.Response:
     body = await read_json(request)
     reject_unknown(body, _PATCH_FIELDS)
     if not body:
-        raise ApiProblem(422, "give expires_at, expires_in_s or ttl_s", field="expires_at")
+        raise ApiProblem(422, f"give one of {', '.join(_PATCH_FIELDS)}", field="expires_at")
+    session_id = request.match_info["session_id"]
     expires_at = _expiry(body, ctx.clock())
     ttl_s = _ttl(body)
+    policy: SessionPolicy | Keep = KEEP
+    if any(name in body for name in POLICY_FIELDS):
+        # the fields not given keep their value (404 here for an unknown session)
+        current = await ctx.run(ctx.store.get_session, session_id)
+        policy = _policy(body, current.policy)
     session = ctx.changed(await ctx.run(
-        ctx.admin.update_session, actor(request), request.match_info["session_id"],
-        expires_at=expires_at, ttl_s=ttl_s))
+        ctx.admin.update_session, actor(request), session_id,
+        expires_at=expires_at, ttl_s=ttl_s, policy=policy))
     return _json(_shown(request, session))
 
 

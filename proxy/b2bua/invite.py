@@ -185,6 +185,14 @@ class InviteFlow(InDialogFlow):
                           **self._reject_tokens(request, caller, dialed))
             self._reply(txn, cfg.unknown_code, cfg.unknown_reason, now)
             return
+        policy = match.policy
+        if policy is not None:
+            refusal = policy.refusal(self.wall_clock(now))  # a calling window, a one-way session
+            if refusal is not None:  # the uniform answer, as below: the log and counter keep why
+                self._count(refusal)
+                self.log.info("call.rejected", reason=refusal, pairing_id=match.session_id)
+                self._reply(txn, cfg.unknown_code, cfg.unknown_reason, now)
+                return
         if gateways is None:
             route = self.config.route_for(match.callee)
             gateways = route.gateways if route is not None else ()
@@ -234,7 +242,8 @@ class InviteFlow(InDialogFlow):
             self._media_offer(call, now)  # the B INVITE goes when the relay has answered
         else:
             self._send_b_invite(call, now)
-        call.set_timer("ring", self.timers.schedule(now + cfg.ring_timeout_s, self._on_ring_timer, call))
+        ring_s = cfg.ring_timeout_s if policy is None or policy.ring_timeout_s is None else policy.ring_timeout_s
+        call.set_timer("ring", self.timers.schedule(now + ring_s, self._on_ring_timer, call))
 
     def _build_b_invite(self, call: Call, a_invite: Request, gw: Gateway, max_forwards: int, cseq: int,
                         dialed: str) -> Request:
@@ -385,9 +394,16 @@ class InviteFlow(InDialogFlow):
         assert call.b_invite is not None
         call.a.expect_ack(a_cseq, txn, call.b_invite.cseq.number)
         self._session_timer(call, response, now)
-        if self.calls_cfg.max_duration_s > 0:
+        limit_s = self.calls_cfg.max_duration_s
+        policy = call.match.policy
+        if policy is not None:
+            if policy.max_call_s is not None:
+                limit_s = policy.max_call_s
+            if policy.single_use:  # its one call is answered: no other may follow
+                self.pairings.close_used(call.pairing_id, self.wall_clock(now))
+        if limit_s > 0:
             call.set_timer("max_duration", self.timers.schedule(
-                now + self.calls_cfg.max_duration_s, self._on_max_duration, call
+                now + limit_s, self._on_max_duration, call
             ))
         if self._info:
             call.log.info("call.answered", setup_ms=round((now - call.started_at) * 1000))

@@ -21,6 +21,7 @@ from typing import Any
 from .crypto import NumberVault
 from .model import PairingError, Session
 from .normalize import InvalidNumber, normalize_number
+from .policy import DEFAULT_POLICY, SessionPolicy, policy_to_json
 from .records import KEEP, ApiToken, AuditEntry, Keep, PoolNumber
 from .stores.base import ApiStore
 
@@ -37,6 +38,11 @@ class InvalidField(PairingError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}")
+
+
+def _policy_details(policy: SessionPolicy) -> dict[str, Any]:
+    """An audit entry's view of a policy (it names no number): absent when the default."""
+    return {} if policy == DEFAULT_POLICY else {"policy": policy_to_json(policy)}
 
 
 def new_secret() -> str:
@@ -100,6 +106,7 @@ class PairingAdmin:
         ttl_s: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         mode: str = "voice",
+        policy: SessionPolicy = DEFAULT_POLICY,
     ) -> Session:
         """Create a session (virtual numbers from the pool unless given); numbers are
         normalised first (`InvalidField` names the bad one)."""
@@ -109,14 +116,14 @@ class PairingAdmin:
         vb = None if virtual_b is None else self.number(virtual_b, "b.virtual")
         session = self.store.allocate_session(
             a, b, virtual_a=va, virtual_b=vb, expires_at=expires_at, ttl_s=ttl_s,
-            metadata=metadata, mode=mode, now=self.clock(),
+            metadata=metadata, mode=mode, now=self.clock(), policy=policy,
         )
         self._audit(
             actor, "session.create", session.id,
             a=self.vault.token(a), b=self.vault.token(b),
             virtual_a=session.a.virtual, virtual_b=session.b.virtual, mode=session.mode,
             expires_at=session.expires_at, ttl_s=session.ttl_s,
-            metadata_keys=sorted(session.metadata),
+            metadata_keys=sorted(session.metadata), **_policy_details(session.policy),
         )
         return self._changed(session)
 
@@ -127,15 +134,18 @@ class PairingAdmin:
         *,
         expires_at: float | None | Keep = KEEP,
         ttl_s: float | None | Keep = KEEP,
+        policy: SessionPolicy | Keep = KEEP,
     ) -> Session:
-        """Change a session's expiry and/or TTL."""
+        """Change a session's expiry, TTL and/or policy."""
         session = self.store.update_session(
-            session_id, expires_at=expires_at, ttl_s=ttl_s, now=self.clock()
+            session_id, expires_at=expires_at, ttl_s=ttl_s, now=self.clock(), policy=policy,
         )
         changes = {
             name: value for name, value in (("expires_at", expires_at), ("ttl_s", ttl_s))
             if not isinstance(value, Keep)
         }
+        if not isinstance(policy, Keep):
+            changes.update(_policy_details(policy))
         self._audit(actor, "session.update", session_id, **changes)
         return self._changed(session)
 

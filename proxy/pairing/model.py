@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from .policy import DEFAULT_POLICY, CallPolicy, SessionPolicy
+
 SessionStatus = Literal["open", "closed", "expired"]
 SessionMode = Literal["voice", "message"]
 
@@ -67,6 +69,7 @@ class Session:
     last_activity: float
     metadata: dict[str, Any] = field(default_factory=dict)
     mode: SessionMode = "voice"
+    policy: SessionPolicy = DEFAULT_POLICY
 
     def deadline(self) -> float:
         """The moment this session stops being active if nothing touches it (inf: never)."""
@@ -90,12 +93,14 @@ class Match:
     """Result of a successful lookup: bridge the call to `callee`, presenting `present`.
 
     `mode` is the session's: "voice" sessions carry calls and SIP MESSAGEs, "message"
-    sessions MESSAGEs only (an INVITE gets the uniform rejection)."""
+    sessions MESSAGEs only (an INVITE gets the uniform rejection). `policy` is what the
+    session's policy asks of this direction's calls (None: nothing, the config's defaults)."""
 
     session_id: str
     callee: str
     present: str
     mode: str = "voice"
+    policy: CallPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,7 @@ def new_session_id() -> str:
 def new_session(
     a: Participant, b: Participant, *, expires_at: float | None, ttl_s: float | None,
     metadata: Mapping[str, Any] | None, mode: str, now: float,
+    policy: SessionPolicy = DEFAULT_POLICY,
 ) -> Session:
     """An open session between `a` and `b`, its arguments checked (not yet stored); the
     input rules every store applies (the contract suite holds them all to them)."""
@@ -160,4 +166,5 @@ def new_session(
         id=new_session_id(), a=a, b=b, status="open", created_at=now,
         expires_at=expires_at, ttl_s=ttl_s, last_activity=now, metadata=dict(metadata or {}),
         mode=mode,  # type: ignore[arg-type]  # checked against MODES above
+        policy=policy,
     )

@@ -2,9 +2,10 @@
 
 The running proxy owns one `PairingService`. It calls `start()` once, `poll()` every ~0.5 s
 (so a pairing added by the CLI in another process becomes routable), `lookup()` for every
-INVITE, `touch()` when a call uses a session, `record_cdr()` when a call ends, and `flush()`
-every ~200 ms and at shutdown. Touches and CDRs are buffered so a call never waits on a disk
-write; a crash loses at most one flush interval of them.
+INVITE, `touch()` when a call uses a session, `close_used()` when a single-use session's call
+is answered, `record_cdr()` when a call ends, and `flush()` every ~200 ms and at shutdown.
+Touches, closes and CDRs are buffered so a call never waits on a disk write; a crash loses at
+most one flush interval of them (a single-use session whose close was lost stays open).
 
 The ``*_async`` variants of the housekeeping calls take a `Runner` and run every store call
 through it (app.py passes one that runs them in a worker thread), while the cache, which is
@@ -21,8 +22,9 @@ from typing import Any
 import structlog
 
 from .cache import PairingCache
-from .model import Cdr, Match, Participant, Session
+from .model import Cdr, Match, NotFound, Participant, Session
 from .normalize import try_normalize
+from .policy import DEFAULT_POLICY, SessionPolicy
 from .stores.base import PairingStore
 
 __all__ = ["PairingService"]
@@ -58,6 +60,7 @@ class PairingService:
         self.resyncs = 0
         self._pending_cdrs: list[Cdr] = []
         self._pending_touches: dict[str, float] = {}
+        self._pending_closes: dict[str, float] = {}
 
     # -- cache upkeep --------------------------------------------------------------------------
 
@@ -92,10 +95,16 @@ class PairingService:
         while True:
             sessions, self._seq = self.store.changes_since(self._seq)
             for session in sessions:
-                self.cache.apply(session)
+                self._apply(session)
             applied += len(sessions)
             if not sessions:
                 return applied
+
+    def _apply(self, session: Session) -> None:
+        """Apply a change read from the store, unless it would route again a single-use
+        session whose close is still waiting for the flush."""
+        if session.id not in self._pending_closes:
+            self.cache.apply(session)
 
     def expire(self, now: float | None = None) -> list[str]:
         """Mark sessions past their deadline expired in the store and drop them from memory."""
@@ -127,7 +136,7 @@ class PairingService:
                 continue
             self._seq = seq
             for session in sessions:
-                self.cache.apply(session)
+                self._apply(session)
             applied += len(sessions)
             if not sessions:
                 return applied
@@ -135,6 +144,8 @@ class PairingService:
     async def flush_async(self, run: Runner) -> int:
         """`flush`, writing through `run`. On a store error the whole batch is kept for the
         next flush (touches are idempotent, so writing them twice is harmless)."""
+        if self._pending_closes:
+            self._closed(await run(self._write_closes, dict(self._pending_closes)))
         touches, self._pending_touches = self._pending_touches, {}
         cdrs, self._pending_cdrs = self._pending_cdrs, []
         if not touches and not cdrs:
@@ -187,6 +198,27 @@ class PairingService:
         if self.cache.touch(session_id, now):
             self._pending_touches[session_id] = now
 
+    def close_used(self, session_id: str, now: float | None = None) -> None:
+        """A single-use session's call was answered: stop routing the session now (later
+        calls get the uniform answer) and close it in the store at the next flush."""
+        self.cache.remove(session_id)
+        self._pending_closes[session_id] = self.clock() if now is None else now
+
+    def _write_closes(self, closes: Mapping[str, float]) -> list[str]:
+        """Close in the store the sessions `close_used` named (session id -> when); return
+        their ids. Until then they stay pending (an error leaves them for the next flush;
+        closing twice is harmless) and the change feed does not route them again."""
+        for session_id, when in closes.items():
+            try:
+                self.store.close_session(session_id, when)
+            except NotFound:
+                pass  # purged meanwhile: nothing left to close
+        return list(closes)
+
+    def _closed(self, session_ids: list[str]) -> None:
+        for session_id in session_ids:
+            self._pending_closes.pop(session_id, None)
+
     def record_cdr(self, cdr: Cdr) -> None:
         """Buffer a CDR; it reaches the store at the next `flush`."""
         self._pending_cdrs.append(cdr)
@@ -194,6 +226,8 @@ class PairingService:
     def flush(self) -> int:
         """Write buffered touches and CDRs; return the number of CDRs written. On a store error
         the batch is kept for the next flush and the error propagates."""
+        if self._pending_closes:
+            self._closed(self._write_closes(dict(self._pending_closes)))
         touches, self._pending_touches = self._pending_touches, {}
         cdrs, self._pending_cdrs = self._pending_cdrs, []
         try:
@@ -226,11 +260,12 @@ class PairingService:
         metadata: Mapping[str, Any] | None = None,
         mode: str = "voice",
         now: float | None = None,
+        policy: SessionPolicy = DEFAULT_POLICY,
     ) -> Session:
         """Create a session in the store and make it routable at once."""
         session = self.store.create_session(
             a, b, expires_at=expires_at, ttl_s=ttl_s, metadata=metadata, mode=mode,
-            now=self.clock() if now is None else now,
+            now=self.clock() if now is None else now, policy=policy,
         )
         self.cache.apply(session)
         return session

@@ -110,6 +110,7 @@ def test_a_schema_4_file_gains_token_expiry_and_keeps_its_tokens(tmp_path: Path)
     first.close()
     conn = sqlite3.connect(path)  # back to schema 4, as a release before expiry wrote it
     conn.execute("ALTER TABLE api_tokens DROP COLUMN expires_at")
+    conn.execute("ALTER TABLE sessions DROP COLUMN policy")  # step 6, after expiry's 5
     conn.execute("PRAGMA user_version = 4")
     conn.commit()
     conn.close()

@@ -30,6 +30,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from ..crypto import NumberVault
 from ..model import Cdr, PairingError, Participant, Session
+from ..policy import DEFAULT_POLICY, SessionPolicy
 from ..records import (
     ROLES,
     ApiToken,
@@ -145,10 +146,12 @@ class PairingStore(Protocol):
         metadata: Mapping[str, Any] | None = None,
         mode: str = "voice",
         now: float,
+        policy: SessionPolicy = DEFAULT_POLICY,
     ) -> Session:
         """Insert an open session; `ConflictError` when a participant already has an active
         session on the virtual number it would dial (open sessions past their deadline do not
-        count and are marked expired on the way); `PairingError` for invalid input."""
+        count and are marked expired on the way); `PairingError` for invalid input. `policy`
+        is kept as given and read back equal (`get_session`, the change feed)."""
         ...
 
     def get_session(self, session_id: str) -> Session:
@@ -255,6 +258,7 @@ class SessionAdminStore(Protocol):
         metadata: Mapping[str, Any] | None = None,
         mode: str = "voice",
         now: float,
+        policy: SessionPolicy = DEFAULT_POLICY,
     ) -> Session:
         """Create a session, picking from the pool each virtual number not given.
 
@@ -282,9 +286,11 @@ class SessionAdminStore(Protocol):
         expires_at: float | None | Keep = ...,
         ttl_s: float | None | Keep = ...,
         now: float,
+        policy: SessionPolicy | Keep = ...,
     ) -> Session:
-        """Change the absolute expiry and/or the inactivity TTL of an active session (`KEEP`
-        leaves one alone, None removes it) and return it; a change (new seq). `NotFound` for
+        """Change the absolute expiry, the inactivity TTL and/or the policy of an active
+        session (`KEEP` leaves one alone, None removes expiry or TTL) and return it; a change
+        (new seq). `NotFound` for
         an unknown id, `ConflictError` for a session that is no longer active, `PairingError`
         for an expiry not after `now` or a non-positive ttl."""
         ...

@@ -76,3 +76,25 @@ def test_a_new_redis_store_gets_its_key_from_the_first_command_and_an_old_one_ne
     code, _, err = on_redis("pool", "list")
     assert code == 1 and "key file not found" in err
     assert not sipmask.key.exists()
+
+
+def test_session_policy_options(sipmask) -> None:
+    sipmask("pool", "add", V1, V2)
+    code, out, err = sipmask("session", "create", "--a", ALICE, "--b", BOB,
+                             "--window", "mon-fri 08:00-20:00 Asia/Singapore",
+                             "--window", "sat 10:00-14:00 Europe/Paris",
+                             "--direction", "a_to_b", "--single-use", "--max-call", "600")
+    assert code == 0, err
+    session_id = re.search(r"ps_[0-9a-f]+", out).group(0)
+    assert "windows=mon-fri 08:00-20:00 Asia/Singapore; sat 10:00-14:00 Europe/Paris" in out
+    assert "direction=a_to_b" in out and "single_use=True" in out and "max_call_s=600.0" in out
+    code, out, err = sipmask("session", "update", session_id, "--no-windows", "--no-single-use",
+                             "--ring-timeout", "15")
+    assert code == 0, err
+    code, out, _ = sipmask("session", "get", session_id)
+    assert "windows=" not in out and "single_use" not in out
+    assert "ring_timeout_s=15.0" in out and "direction=a_to_b" in out
+    code, _, err = sipmask("session", "update", session_id, "--window", "mon 08:00-09:00 Nowhere/X")
+    assert code == 1 and "calling_windows[0].tz" in err and "time zone" in err
+    code, _, err = sipmask("session", "create", "--a", CAROL, "--b", BOB, "--window", "mon 08:00")
+    assert code == 1 and "--window #1" in err

@@ -1,9 +1,9 @@
 -- After common.lua, create_function.lua and active_holder.lua.
--- ARGV: prefix, the 14 arguments of `create` (va / vb '' to pick), draw A, draw B. At most
+-- ARGV: prefix, the 15 arguments of `create` (va / vb '' to pick), draw A, draw B. At most
 -- 16 ties are collected, as in SqliteStore.
 -- Returns create's answer with the virtual numbers used appended on 'ok', or
 -- {'exhausted', 'A'|'B'} | {'draining', 'A'|'B'}.
-local a = {unpack(ARGV, 2, 15)}
+local a = {unpack(ARGV, 2, 16)}
 local now = tonumber(a[2])
 local pending = {}
 local function pick(index, draw)
@@ -31,7 +31,7 @@ local function pick(index, draw)
   if #ties == 0 then return nil end
   return ties[math.floor(tonumber(draw) * #ties) + 1]
 end
-for _, side in ipairs({{'A', 6, 7, ARGV[16]}, {'B', 9, 10, ARGV[17]}}) do
+for _, side in ipairs({{'A', 6, 7, ARGV[17]}, {'B', 9, 10, ARGV[18]}}) do
   local virtual = a[side[3]]
   if virtual == '' then
     virtual = pick(a[side[2]], side[4])

@@ -1,2 +1,2 @@
 -- After common.lua and create_function.lua. ARGV: prefix, then the arguments of `create`.
-return create({unpack(ARGV, 2, 15)})
+return create({unpack(ARGV, 2, 16)})

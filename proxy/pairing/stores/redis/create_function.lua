@@ -1,6 +1,6 @@
 -- After common.lua. `create(a)` inserts an open session unless a participant is busy on its
--- virtual number. `a` holds ARGV[2..15] of create.lua: id, now, kc, mode, na, ia, va, nb, ib,
--- vb, expires_at, ttl_s, metadata, deadline. Returns {'ok'} | {'conflict', 'A'|'B', holder id}
+-- virtual number. `a` holds ARGV[2..16] of create.lua: id, now, kc, mode, na, ia, va, nb, ib,
+-- vb, expires_at, ttl_s, metadata, deadline, policy (JSON). Returns {'ok'} | {'conflict', 'A'|'B', holder id}
 -- | {'key'} | {'rotating'}
 local function create(a)
 local meta = redis.call('HMGET', p .. 'meta', 'key_check', 'rotation')
@@ -40,7 +40,7 @@ local seq = redis.call('INCR', p .. 'seq')
 redis.call('HSET', p .. 's:' .. id, 'seq', seq, 'cseq', seq, 'status', 'open', 'mode', a[4],
   'na', a[5], 'ia', a[6], 'va', a[7], 'nb', a[8], 'ib', a[9], 'vb', a[10],
   'created_at', now_s, 'expires_at', a[11], 'ttl_s', a[12], 'last_activity', now_s,
-  'ended_at', '', 'metadata', a[13], 'kc', a[3], 'counted', '1')
+  'ended_at', '', 'metadata', a[13], 'kc', a[3], 'counted', '1', 'policy', a[15])
 redis.call('ZADD', p .. 'all', seq, id)
 redis.call('ZADD', p .. 'st:open', seq, id)
 redis.call('ZADD', p .. 'changes', seq, id)

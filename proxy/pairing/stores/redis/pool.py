@@ -41,6 +41,7 @@ from ...model import (
     Session,
     new_session,
 )
+from ...policy import DEFAULT_POLICY, SessionPolicy, store_text
 from ...records import KEEP, POOL_STATUSES, Keep, Page, PoolNumber, SessionFilter
 from ..base import EXHAUSTED, check_update, decode_cursor, encode_cursor
 from .scripts import lua
@@ -161,11 +162,13 @@ class RedisPoolMixin:
         metadata: Mapping[str, Any] | None = None,
         mode: str = "voice",
         now: float,
+        policy: SessionPolicy = DEFAULT_POLICY,
     ) -> Session:
         """Create a session, picking missing virtual numbers from the pool (see `ApiStore`)."""
         session = new_session(
             Participant(number_a, virtual_a or ""), Participant(number_b, virtual_b or ""),
             expires_at=expires_at, ttl_s=ttl_s, metadata=metadata, mode=mode, now=now,
+            policy=policy,
         )
         rng = self.alloc_random
         if rng is None:
@@ -280,11 +283,14 @@ class RedisPoolMixin:
         expires_at: float | None | Keep = KEEP,
         ttl_s: float | None | Keep = KEEP,
         now: float,
+        policy: SessionPolicy | Keep = KEEP,
     ) -> Session:
-        """Change the expiry and/or TTL of an active session (a change: new seq)."""
+        """Change the expiry, TTL and/or policy of an active session (a change: new seq)."""
         check_update(expires_at, ttl_s, now)
-        outcome = self._update(args=[self._p, session_id, repr(float(now)), _arg(expires_at),
-                                     _arg(ttl_s)])
+        outcome = self._update(args=[
+            self._p, session_id, repr(float(now)), _arg(expires_at), _arg(ttl_s),
+            "keep" if isinstance(policy, Keep) else store_text(policy),
+        ])
         if outcome == b"missing":
             raise NotFound(f"no session with id {session_id}")
         if outcome == b"inactive":

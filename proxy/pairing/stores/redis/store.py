@@ -61,6 +61,7 @@ from ...model import (
     Session,
     new_session,
 )
+from ...policy import DEFAULT_POLICY, SessionPolicy, policy_from_json, store_text
 from ..base import KEY_CHECK_LABEL, StoreError
 from .admin import RedisAdminMixin
 from .dialogs import RedisDialogMixin
@@ -196,10 +197,11 @@ class RedisStore(RedisPoolMixin, RedisAdminMixin, RedisDialogMixin):
         metadata: Mapping[str, Any] | None = None,
         mode: str = "voice",
         now: float,
+        policy: SessionPolicy = DEFAULT_POLICY,
     ) -> Session:
         """Insert an open session between `a` and `b`; see `PairingStore.create_session`."""
         session = new_session(a, b, expires_at=expires_at, ttl_s=ttl_s,
-                                    metadata=metadata, mode=mode, now=now)
+                              metadata=metadata, mode=mode, now=now, policy=policy)
         result = self._create(args=[self._p, *self._session_args(session)])
         self._check_outcome(result, session)
         return session
@@ -215,6 +217,7 @@ class RedisStore(RedisPoolMixin, RedisAdminMixin, RedisDialogMixin):
             _num(session.expires_at), _num(session.ttl_s),
             json.dumps(session.metadata, sort_keys=True, separators=(",", ":")),
             "" if math.isinf(deadline) else repr(deadline),
+            store_text(session.policy),
         ]
 
     @staticmethod
@@ -426,6 +429,7 @@ class RedisStore(RedisPoolMixin, RedisAdminMixin, RedisDialogMixin):
             last_activity=float(f[b"last_activity"]),
             metadata=json.loads(f[b"metadata"]),
             mode=mode,  # type: ignore[arg-type]  # checked against MODES
+            policy=policy_from_json(f.get(b"policy")),  # absent: written before policies
         )
 
 

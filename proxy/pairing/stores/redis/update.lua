@@ -1,5 +1,5 @@
 -- After common.lua. ARGV: prefix, id, now, expires_at, ttl_s (each 'keep', '' for none, or a
--- value). Returns 'missing' | 'inactive' | 'ok'.
+-- value), policy ('keep' or its JSON). Returns 'missing' | 'inactive' | 'ok'.
 local id, now = ARGV[2], tonumber(ARGV[3])
 local h = p .. 's:' .. id
 local f = redis.call('HMGET', h, 'status', 'expires_at', 'ttl_s', 'last_activity')
@@ -10,6 +10,7 @@ if ea == 'keep' then ea = f[2] end
 if ttl == 'keep' then ttl = f[3] end
 local seq = redis.call('INCR', p .. 'seq')
 redis.call('HSET', h, 'expires_at', ea, 'ttl_s', ttl, 'seq', seq)
+if ARGV[6] ~= 'keep' then redis.call('HSET', h, 'policy', ARGV[6]) end
 redis.call('ZADD', p .. 'changes', seq, id)
 local d = nil
 if ea ~= '' then d = tonumber(ea) end

@@ -30,6 +30,7 @@ from ...model import (
     Session,
     new_session,
 )
+from ...policy import DEFAULT_POLICY, SessionPolicy, store_text
 from ...records import KEEP, POOL_STATUSES, Keep, Page, PoolNumber, SessionFilter
 from ..base import EXHAUSTED, check_update, decode_cursor, encode_cursor
 
@@ -206,11 +207,13 @@ class SqlitePoolMixin:
         metadata: Mapping[str, Any] | None = None,
         mode: str = "voice",
         now: float,
+        policy: SessionPolicy = DEFAULT_POLICY,
     ) -> Session:
         """Create a session, picking missing virtual numbers from the pool (see `ApiStore`)."""
         session = new_session(
             Participant(number_a, virtual_a or ""), Participant(number_b, virtual_b or ""),
             expires_at=expires_at, ttl_s=ttl_s, metadata=metadata, mode=mode, now=now,
+            policy=policy,
         )
         rng = self.alloc_random
         if rng is None:
@@ -287,7 +290,7 @@ class SqlitePoolMixin:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT rowid, id, status, mode, number_a, virtual_a, number_b, virtual_b, "
-                "created_at, expires_at, ttl_s, last_activity, metadata FROM sessions "
+                "created_at, expires_at, ttl_s, last_activity, metadata, policy FROM sessions "
                 f"{sql_where} ORDER BY rowid LIMIT :limit",
                 params,
             ).fetchall()
@@ -332,12 +335,13 @@ class SqlitePoolMixin:
         expires_at: float | None | Keep = KEEP,
         ttl_s: float | None | Keep = KEEP,
         now: float,
+        policy: SessionPolicy | Keep = KEEP,
     ) -> Session:
-        """Change the expiry and/or TTL of an active session (a change: new seq)."""
+        """Change the expiry, TTL and/or policy of an active session (a change: new seq)."""
         check_update(expires_at, ttl_s, now)
         with self._write() as conn:
             row = conn.execute(
-                f"SELECT {_ACTIVE}, expires_at, ttl_s FROM sessions WHERE id = :id",
+                f"SELECT {_ACTIVE}, expires_at, ttl_s, policy FROM sessions WHERE id = :id",
                 {"id": session_id, "now": now},
             ).fetchone()
             if row is None:
@@ -346,12 +350,13 @@ class SqlitePoolMixin:
                 raise ConflictError(f"session {session_id} is not active")
             new_expires = row[1] if isinstance(expires_at, Keep) else expires_at
             new_ttl = row[2] if isinstance(ttl_s, Keep) else ttl_s
+            new_policy = row[3] if isinstance(policy, Keep) else store_text(policy)
             seq = conn.execute(
                 "UPDATE counters SET value = value + 1 WHERE name = 'session_seq' RETURNING value"
             ).fetchone()[0]
             conn.execute(
-                "UPDATE sessions SET expires_at = ?, ttl_s = ?, seq = ? WHERE id = ?",
-                (new_expires, new_ttl, seq, session_id),
+                "UPDATE sessions SET expires_at = ?, ttl_s = ?, policy = ?, seq = ? WHERE id = ?",
+                (new_expires, new_ttl, new_policy, seq, session_id),
             )
         return self._get(session_id)
 

@@ -40,6 +40,7 @@ from ...model import (
     Session,
     new_session,
 )
+from ...policy import DEFAULT_POLICY, SessionPolicy, policy_from_json, store_text
 from ..base import KEY_CHECK_LABEL, StoreError
 from .admin import ADMIN_SCHEMA, TOKEN_EXPIRY, SqliteAdminMixin
 from .dialogs import DIALOG_SCHEMA, SqliteDialogMixin
@@ -120,12 +121,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
     DIALOG_SCHEMA,
     # 5: API tokens may expire.
     TOKEN_EXPIRY,
+    # 6: each session's call policy (calling windows, limits, direction, single use), JSON.
+    ("ALTER TABLE sessions ADD COLUMN policy TEXT NOT NULL DEFAULT '{}'",),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SESSION_COLUMNS = (
     "id, status, mode, number_a, virtual_a, number_b, virtual_b, created_at, expires_at, "
-    "ttl_s, last_activity, metadata"
+    "ttl_s, last_activity, metadata, policy"
 )
 _CDR_COLUMNS = (
     "call_id_token, session_id, caller_token, callee_token, started_at, answered_at, "
@@ -231,6 +234,7 @@ class SqliteStore(SqlitePoolMixin, SqliteAdminMixin, SqliteDialogMixin):
         metadata: Mapping[str, Any] | None = None,
         mode: str = "voice",
         now: float,
+        policy: SessionPolicy = DEFAULT_POLICY,
     ) -> Session:
         """Insert an open session between `a` and `b` (numbers already E.164).
 
@@ -239,7 +243,8 @@ class SqliteStore(SqlitePoolMixin, SqliteAdminMixin, SqliteDialogMixin):
         count and are marked expired on the way.
         """
         session = new_session(
-            a, b, expires_at=expires_at, ttl_s=ttl_s, metadata=metadata, mode=mode, now=now
+            a, b, expires_at=expires_at, ttl_s=ttl_s, metadata=metadata, mode=mode, now=now,
+            policy=policy,
         )
         with self._write() as conn:
             self._insert_session(conn, session)
@@ -262,13 +267,14 @@ class SqliteStore(SqlitePoolMixin, SqliteAdminMixin, SqliteDialogMixin):
         conn.execute(
             "INSERT INTO sessions (id, seq, status, mode, number_a, index_a, virtual_a, "
             "number_b, index_b, virtual_b, created_at, expires_at, ttl_s, last_activity, "
-            "metadata) VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "metadata, policy) VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 session.id, self._next_seq(conn), session.mode,
                 self._vault.encrypt(a.number), index_a, a.virtual,
                 self._vault.encrypt(b.number), index_b, b.virtual,
                 session.created_at, session.expires_at, session.ttl_s, session.last_activity,
                 json.dumps(session.metadata, sort_keys=True, separators=(",", ":")),
+                store_text(session.policy),
             ),
         )
 
@@ -504,7 +510,7 @@ class SqliteStore(SqlitePoolMixin, SqliteAdminMixin, SqliteDialogMixin):
 
     def _to_session(self, row: Sequence[Any]) -> Session:
         (session_id, status, mode, number_a, virtual_a, number_b, virtual_b, created_at,
-         expires_at, ttl_s, last_activity, metadata) = row
+         expires_at, ttl_s, last_activity, metadata, policy) = row
         return Session(
             id=session_id,
             a=Participant(self._vault.decrypt(number_a), virtual_a),
@@ -516,4 +522,5 @@ class SqliteStore(SqlitePoolMixin, SqliteAdminMixin, SqliteDialogMixin):
             last_activity=last_activity,
             metadata=json.loads(metadata),
             mode=mode,
+            policy=policy_from_json(policy),
         )
