@@ -42,6 +42,7 @@ from ...model import (
 )
 from ..base import KEY_CHECK_LABEL, StoreError
 from .admin import ADMIN_SCHEMA, SqliteAdminMixin
+from .cdrs import SqliteCdrExportMixin
 from .dialogs import DIALOG_SCHEMA, SqliteDialogMixin
 from .pool import POOL_INDEX_TRIM, POOL_SCHEMA, SqlitePoolMixin
 
@@ -136,7 +137,7 @@ _ACTIVE_SQL = (
 )
 
 
-class SqliteStore(SqlitePoolMixin, SqliteAdminMixin, SqliteDialogMixin):
+class SqliteStore(SqlitePoolMixin, SqliteAdminMixin, SqliteDialogMixin, SqliteCdrExportMixin):
     """Sessions and CDRs in one SQLite file (WAL, synchronous=NORMAL), numbers encrypted.
 
     Safe to share between threads (calls are serialised by a lock); several processes may
