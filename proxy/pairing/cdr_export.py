@@ -23,8 +23,8 @@ from typing import Any, Final
 from .model import Cdr
 from .stores.base import PairingStore
 
-__all__ = ["CDR_FIELDS", "FORMATS", "MEDIA_TYPES", "PAGE_SIZE", "export_chunks", "iter_cdrs",
-           "iter_pages"]
+__all__ = ["CDR_FIELDS", "FORMATS", "MEDIA_TYPES", "PAGE_SIZE", "export_chunks", "export_header",
+           "export_page", "iter_cdrs", "iter_pages"]
 
 CDR_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(Cdr))
 FORMATS: Final[tuple[str, ...]] = ("csv", "jsonl")
@@ -70,31 +70,36 @@ def _values(cdr: Cdr) -> list[Any]:
             for name in CDR_FIELDS]
 
 
-class _Csv:
-    """RFC 4180 rows (CRLF, quoting as needed) through the csv module, one string a call."""
+def _csv(rows: Iterable[Iterable[Any]]) -> str:
+    """RFC 4180 rows (CRLF line ends, quoting where needed) through the csv module."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue()
 
-    def __init__(self) -> None:
-        self._buffer = io.StringIO()
-        self._writer = csv.writer(self._buffer, lineterminator="\r\n")
 
-    def rows(self, rows: Iterable[Iterable[Any]]) -> str:
-        self._buffer.seek(0)
-        self._buffer.truncate()
-        self._writer.writerows(rows)
-        return self._buffer.getvalue()
+def _check(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+
+
+def export_header(fmt: str) -> str:
+    """What comes before the first CDR: the CSV header line; nothing for JSON lines."""
+    _check(fmt)
+    return _csv([CDR_FIELDS]) if fmt == "csv" else ""
+
+
+def export_page(cdrs: Iterable[Cdr], fmt: str) -> str:
+    """The text of `cdrs` in `fmt`: one CSV row, or one JSON object, a line each."""
+    _check(fmt)
+    if fmt == "csv":
+        return _csv(["" if v is None else v for v in _values(c)] for c in cdrs)
+    return "".join(json.dumps(dict(zip(CDR_FIELDS, _values(c), strict=True)),
+                              separators=(",", ":")) + "\n" for c in cdrs)
 
 
 def export_chunks(pages: Iterable[Sequence[Cdr]], fmt: str) -> Iterator[str]:
-    """The export text of `pages` in `fmt`, one chunk per page ("csv": RFC 4180 rows under a
-    header line; "jsonl": one JSON object a line). `ValueError` for another format."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}")
-    if fmt == "csv":
-        writer = _Csv()
-        yield writer.rows([CDR_FIELDS])
-        for page in pages:
-            yield writer.rows(["" if v is None else v for v in _values(c)] for c in page)
-        return
+    """The whole export of `pages` in `fmt` ("csv" or "jsonl"): `export_header`, then
+    `export_page` of each page. `ValueError` for another format."""
+    yield export_header(fmt)
     for page in pages:
-        yield "".join(json.dumps(dict(zip(CDR_FIELDS, _values(c), strict=True)),
-                                 separators=(",", ":")) + "\n" for c in page)
+        yield export_page(page, fmt)
