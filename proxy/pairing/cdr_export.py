@@ -15,9 +15,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final
 
 from .model import Cdr
@@ -58,11 +60,23 @@ def iter_cdrs(
         yield from page
 
 
+@lru_cache(maxsize=4096)
+def _second(whole: int) -> str:
+    return datetime.fromtimestamp(whole, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def _time(ts: float | None) -> str | None:
+    """`ts` as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")`` writes
+    it (microseconds rounded half-even, then truncated to milliseconds), with Z. The text of
+    the whole second is cached: an export's times come in runs of the same few seconds, and
+    formatting a datetime was a third of an export's CPU (docs/benchmarks.md)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    whole = math.floor(ts)
+    micros = round((ts - whole) * 1_000_000)
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    return f"{_second(whole)}.{micros // 1000:03d}Z"
 
 
 def _values(cdr: Cdr) -> list[Any]:
