@@ -570,6 +570,31 @@ def _assert_no_real_number(raw: bytes) -> None:
         assert digits.encode("utf-16-le") not in raw, number
 
 
+def test_sqlite_export_page_deep_in_the_range_seeks_to_its_cursor(
+        tmp_path: Path, vault: NumberVault) -> None:
+    store = SqliteStore(tmp_path / "s.db", vault)
+    store.record_cdrs(make_cdr(vault, None, T0 + i * 0.01, i) for i in range(30_000))
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    def cost(cursor: str | None) -> int:
+        steps[0] = 0
+        store._conn.set_progress_handler(count, 100)
+        try:
+            assert len(store.export_cdrs(T0, T0 + 10**6, limit=100, cursor=cursor).items) == 100
+        finally:
+            store._conn.set_progress_handler(None, 0)
+        return steps[0]
+
+    deep = store.export_cdrs(T0, T0 + 10**6, limit=29_000).next_cursor
+    # keyset paging: the page after row 29,000 costs what the first page costs, not 290 times
+    assert cost(deep) <= 2 * cost(None) + 5
+    store.close()
+
+
 def test_sqlite_keeps_no_real_number_in_clear(tmp_path: Path, vault: NumberVault) -> None:
     path = tmp_path / "sipmask.db"
     store = SqliteStore(path, vault)

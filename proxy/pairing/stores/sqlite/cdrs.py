@@ -36,10 +36,14 @@ class SqliteCdrExportMixin:
         (see ``PairingStore.export_cdrs``)."""
         check_export_range(start, end)
         limit = max(1, limit)
-        where = ["ended_at >= :start", "ended_at < :end"]
-        params: dict[str, Any] = {"start": start, "end": end, "n": limit + 1}
+        where = ["ended_at >= :low", "ended_at < :end"]
+        params: dict[str, Any] = {"low": start, "end": end, "n": limit + 1}
         if cursor is not None:
             params["after_at"], params["after_id"] = decode_cdr_cursor(_CURSOR_PREFIX, cursor)
+            # The index range must start at the cursor: given both `ended_at >= start` and the
+            # row value, SQLite seeks to `start` and filters every row up to the cursor (a
+            # page 290,000 rows in took 130 ms instead of 0.7 ms).
+            params["low"] = max(start, params["after_at"])
             where.append("(ended_at, id) > (:after_at, :after_id)")
         if session_id is not None:
             params["session"] = session_id
