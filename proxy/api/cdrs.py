@@ -81,14 +81,24 @@ async def export_cdrs(request: web.Request) -> web.StreamResponse:
     response.enable_chunked_encoding()
     await response.prepare(request)
 
-    await response.write(export_header(fmt).encode())
-    current = first
-    while True:
-        if current.items:
-            await response.write(export_page(current.items, fmt).encode())
-        if current.next_cursor is None:
-            break
-        current = await page(current.next_cursor)
+    try:
+        await response.write(export_header(fmt).encode())
+        current = first
+        while True:
+            if current.items:
+                await response.write(export_page(current.items, fmt).encode())
+            if current.next_cursor is None:
+                break
+            current = await page(current.next_cursor)
+    except ConnectionResetError:
+        return response  # the client went away: nothing left to tell it
+    except Exception:
+        # The status line is out, so no problem+json can follow: cut the connection before
+        # the closing chunk, so the client sees a truncated body, never a short "complete"
+        # export. The problem middleware logs the error (api.failed).
+        if request.transport is not None:
+            request.transport.abort()
+        raise
     await response.write_eof()
     return response
 

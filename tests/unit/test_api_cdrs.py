@@ -4,6 +4,7 @@ redis-server: streamed CSV and JSON lines, the issue's 10,000-CDR export, parame
 from __future__ import annotations
 
 import csv
+import http.client
 import io
 import json
 from collections.abc import Iterator
@@ -121,3 +122,28 @@ def test_export_needs_a_token_and_read_only_is_enough(api: Api) -> None:
     for token in ("viewer", "operator", "admin"):
         reply = export(api, token=token, **window)
         assert reply.status == 200 and len(reply.body.decode().splitlines()) == 4
+
+
+def test_a_store_failure_mid_export_truncates_the_body(api: Api,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    api.store.record_cdrs(cdrs(2500))
+    real = api.store.export_cdrs
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(kwargs.get("cursor"))
+        if len(calls) == 2:
+            raise OSError("store went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api.store, "export_cdrs", failing)
+    conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+    conn.request("GET", "/v1/cdrs/export?" + urlencode({"from": str(T0), "to": str(T0 + 1e4)}),
+                 headers={"Authorization": f"Bearer {api.tokens['viewer']}"})
+    response = conn.getresponse()
+    assert response.status == 200  # the first page went out before the failure
+    with pytest.raises(http.client.IncompleteRead) as caught:
+        response.read()
+    assert caught.value.partial.startswith(b"call_id_token,")
+    assert len(caught.value.partial.splitlines()) == 1001  # the header and the first page
+    conn.close()
