@@ -291,6 +291,31 @@ def _paths() -> dict[str, Any]:
                        {"200": _json(_ref("InteractionList"), "Interactions")},
                        params=[_SESSION_ID, _LIMIT], errors=(404, 422)),
         },
+        "/v1/cdrs/export": {
+            "get": _op(
+                "Call records that ended in [from, to), oldest first, as CSV or JSON lines",
+                "read-only",
+                {"200": {
+                    "description": "The records, streamed (chunked). Columns/keys are the "
+                                   "Interaction fields; numbers appear only as keyed tokens. "
+                                   "A body cut short (no closing chunk) is an incomplete export",
+                    "content": {"text/csv": {"schema": {"type": "string"}},
+                                "application/jsonl": {"schema": {"type": "string"}}}}},
+                params=[
+                    _param("from", "query", {"type": "string"},
+                           "Ended at or after: RFC 3339 date-time or epoch seconds",
+                           required=True),
+                    _param("to", "query", {"type": "string"},
+                           "Ended before: RFC 3339 date-time or epoch seconds", required=True),
+                    _param("session", "query",
+                           {"type": "string", "pattern": "^ps_[0-9a-f]{16}$"},
+                           "Only the calls of this session"),
+                    _param("format", "query", {"type": "string", "enum": ["csv", "jsonl"],
+                                               "default": "csv"},
+                           "csv: RFC 4180 with a header line; jsonl: one JSON object a line"),
+                ],
+                errors=(422,)),
+        },
         "/v1/pool/numbers": {
             "post": _op("Add a virtual number to the pool", "admin", {"201": pool_number},
                         body=_ref("PoolNumberCreate"), errors=(400, 409, 422)),

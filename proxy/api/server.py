@@ -19,7 +19,7 @@ from ..pairing.admin import PairingAdmin
 from ..pairing.crypto import NumberVault
 from ..pairing.service import PairingService
 from ..pairing.stores import ApiStore
-from . import ops, pool, sessions
+from . import cdrs, ops, pool, sessions
 from .auth import auth_middleware
 from .context import CTX, ApiContext
 from .limits import Limits
@@ -34,7 +34,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def route_table() -> list[web.RouteDef]:
     """Every route of the API (the OpenAPI test checks each is documented)."""
-    return [*sessions.routes(), *pool.routes(), *ops.routes()]
+    return [*sessions.routes(), *pool.routes(), *cdrs.routes(), *ops.routes()]
 
 
 def _metrics_middleware(ctx: ApiContext) -> Any:

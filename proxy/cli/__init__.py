@@ -8,7 +8,7 @@ commands                                   what for                             
 ``init``                                   write a commented example config        init.py
 ``run``, ``check-config``                  the B2BUA; validate a config first      run.py
 ``pairing add|list|remove``                pairings with virtual numbers by hand   pairing.py
-``cdr list``                               call detail records                     cdr.py
+``cdr list|export``                        call detail records; CSV/JSONL export   cdr.py
 ``session create|list|get|update|close``   sessions from the pool, like the API    session.py
 ``pool add|list|drain|activate|remove``    the virtual-number pool                 pool.py
 ``token create|list|revoke``               API bearer tokens                       token.py

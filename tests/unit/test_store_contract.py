@@ -28,6 +28,7 @@ from proxy.pairing import (
     StoreError,
 )
 from proxy.pairing.stores import PairingStore
+from proxy.pairing.stores.base import encode_cdr_cursor, encode_cursor
 from proxy.pairing.stores.redis import RedisStore
 
 SECRET = bytes(range(64))
@@ -350,6 +351,115 @@ def test_cdrs_round_trip(store: PairingStore, vault: NumberVault) -> None:
     assert store.list_cdrs(session_id="ps_unknown") == []
 
 
+def export_all(store: PairingStore, start: float, end: float, limit: int,
+               session_id: str | None = None) -> tuple[list[Cdr], int]:
+    """Every CDR `export_cdrs` yields for the range, following cursors; and the page count."""
+    found: list[Cdr] = []
+    cursor: str | None = None
+    for pages in range(1, 10_000):
+        page = store.export_cdrs(start, end, session_id=session_id, limit=limit, cursor=cursor)
+        assert len(page.items) <= limit
+        found += page.items
+        if page.next_cursor is None:
+            return found, pages
+        assert page.items  # a page with a cursor onward is never empty
+        cursor = page.next_cursor
+    raise AssertionError("the cursor never ends")
+
+
+def test_export_cdrs_range_is_start_inclusive_end_exclusive(store: PairingStore,
+                                                            vault: NumberVault) -> None:
+    cdrs = [make_cdr(vault, None, T0 + i, i) for i in range(10)]
+    store.record_cdrs(reversed(cdrs))  # recorded newest first: the export orders by ended_at
+    page = store.export_cdrs(T0 + 2, T0 + 5)
+    assert page.items == cdrs[2:5] and page.next_cursor is None
+    assert store.export_cdrs(T0 + 2.5, T0 + 4.5).items == cdrs[3:5]
+    assert store.export_cdrs(T0 - 100, T0 + 100).items == cdrs
+    assert store.export_cdrs(T0 + 9, T0 + 9).items == []  # an empty range
+    assert store.export_cdrs(T0 + 10, T0 + 99).items == []  # past the last CDR
+
+
+def test_export_cdrs_on_an_empty_store(store: PairingStore) -> None:
+    page = store.export_cdrs(T0, T0 + 86_400, limit=5)
+    assert page.items == [] and page.next_cursor is None
+    assert export_all(store, T0, T0 + 1, 1) == ([], 1)
+
+
+def test_export_cdrs_cursor_walks_every_page_once(store: PairingStore,
+                                                  vault: NumberVault) -> None:
+    # ties on ended_at straddle page boundaries: the cursor must key on (ended_at, id)
+    cdrs = [make_cdr(vault, None, T0 + i // 3, i) for i in range(25)]
+    store.record_cdrs(cdrs)
+    for limit in (1, 2, 3, 4, 7, 25, 26, 1000):
+        found, pages = export_all(store, T0, T0 + 100, limit)
+        assert sorted(c.call_id_token for c in found) == sorted(c.call_id_token for c in cdrs)
+        assert len(found) == 25 and [c.ended_at for c in found] == sorted(c.ended_at for c in cdrs)
+        assert pages == -(-25 // limit)  # no trailing empty page
+    # a full last page says so: no cursor to an empty page
+    assert store.export_cdrs(T0, T0 + 100, limit=25).next_cursor is None
+    assert store.export_cdrs(T0, T0 + 100, limit=24).next_cursor is not None
+
+
+def test_export_cdrs_pages_are_stable_while_cdrs_are_recorded_and_purged(
+        store: PairingStore, vault: NumberVault) -> None:
+    store.record_cdrs([make_cdr(vault, None, T0 + i, i) for i in range(10)])
+    first = store.export_cdrs(T0 + 3, T0 + 100, limit=3)
+    assert [c.ended_at for c in first.items] == [T0 + 3, T0 + 4, T0 + 5]
+    store.record_cdrs([make_cdr(vault, None, T0 + 4, 99),   # before the cursor: not repeated
+                       make_cdr(vault, None, T0 + 50, 98)])  # ahead: included
+    store.purge(older_than=T0 + 6)  # the cursor's own CDR and all before it are gone
+    rest, _ = export_all_from(store, first.next_cursor, T0 + 3, T0 + 100, 3)
+    assert [c.ended_at for c in rest] == [T0 + t for t in (6, 7, 8, 9, 50)]
+
+
+def export_all_from(store: PairingStore, cursor: str | None, start: float, end: float,
+                    limit: int) -> tuple[list[Cdr], int]:
+    found: list[Cdr] = []
+    pages = 0
+    while cursor is not None:
+        page = store.export_cdrs(start, end, limit=limit, cursor=cursor)
+        found += page.items
+        cursor, pages = page.next_cursor, pages + 1
+    return found, pages
+
+
+def test_export_cdrs_of_one_session(store: PairingStore, vault: NumberVault) -> None:
+    one, two = pair(store), pair(store, CAROL, DAVE)
+    mine = [make_cdr(vault, one.id, T0 + 10 - i % 4, i) for i in range(9)]
+    store.record_cdrs(mine)
+    store.record_cdrs([make_cdr(vault, two.id, T0 + 5, 50), make_cdr(vault, None, T0 + 5, 51)])
+    found, pages = export_all(store, T0, T0 + 100, 2, session_id=one.id)
+    assert pages == 5 and len(found) == 9 and {c.session_id for c in found} == {one.id}
+    assert [c.ended_at for c in found] == sorted(c.ended_at for c in mine)
+    assert store.export_cdrs(T0 + 8, T0 + 10, session_id=one.id).items == [
+        c for c in sorted(mine, key=lambda c: c.ended_at) if T0 + 8 <= c.ended_at < T0 + 10]
+    assert store.export_cdrs(T0, T0 + 100, session_id="ps_0000000000000000").items == []
+
+
+def test_export_cdrs_refuses_foreign_cursors_and_infinite_ranges(store: PairingStore,
+                                                                 vault: NumberVault) -> None:
+    store.record_cdrs([make_cdr(vault, None, T0 + i, i) for i in range(3)])
+    cursor = store.export_cdrs(T0, T0 + 10, limit=1).next_cursor
+    assert cursor is not None
+    other_backend = [encode_cdr_cursor(p, T0, 1) for p in ("sqlite-cdr:", "redis-cdr:")]
+    assert cursor in other_backend  # exactly one of them is this backend's
+    other_backend.remove(cursor)
+    for bad in ("", "nope", cursor[:-2] + "!!", cursor.split(".")[0], "x." + cursor,
+                encode_cursor("sqlite:", 1), *other_backend):
+        with pytest.raises(PairingError):
+            store.export_cdrs(T0, T0 + 10, cursor=bad)
+    for start, end in ((float("-inf"), T0), (T0, float("inf")), (float("nan"), T0)):
+        with pytest.raises(PairingError):
+            store.export_cdrs(start, end)
+
+
+def test_exported_cdrs_carry_tokens_never_numbers(store: PairingStore, vault: NumberVault) -> None:
+    store.record_cdrs([make_cdr(vault, None, T0 + i, i) for i in range(5)])
+    text = repr(store.export_cdrs(T0, T0 + 10).items)
+    assert vault.token(ALICE) in text
+    assert not any(number in text or number[1:] in text for number in REAL_NUMBERS)
+
+
 def test_purge_removes_old_closed_and_expired_sessions_and_cdrs(store: PairingStore,
                                                                 vault: NumberVault) -> None:
     old_closed = pair(store, ALICE, BOB, V1, V2)
@@ -458,6 +568,31 @@ def _assert_no_real_number(raw: bytes) -> None:
         digits = number[2:]
         assert digits.encode() not in raw, number
         assert digits.encode("utf-16-le") not in raw, number
+
+
+def test_sqlite_export_page_deep_in_the_range_seeks_to_its_cursor(
+        tmp_path: Path, vault: NumberVault) -> None:
+    store = SqliteStore(tmp_path / "s.db", vault)
+    store.record_cdrs(make_cdr(vault, None, T0 + i * 0.01, i) for i in range(30_000))
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    def cost(cursor: str | None) -> int:
+        steps[0] = 0
+        store._conn.set_progress_handler(count, 100)
+        try:
+            assert len(store.export_cdrs(T0, T0 + 10**6, limit=100, cursor=cursor).items) == 100
+        finally:
+            store._conn.set_progress_handler(None, 0)
+        return steps[0]
+
+    deep = store.export_cdrs(T0, T0 + 10**6, limit=29_000).next_cursor
+    # keyset paging: the page after row 29,000 costs what the first page costs, not 290 times
+    assert cost(deep) <= 2 * cost(None) + 5
+    store.close()
 
 
 def test_sqlite_keeps_no_real_number_in_clear(tmp_path: Path, vault: NumberVault) -> None:

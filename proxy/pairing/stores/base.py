@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Protocol, runtime_checkable
@@ -54,8 +55,11 @@ __all__ = [
     "SessionAdminStore",
     "StoreError",
     "check_new_token",
+    "check_export_range",
     "check_update",
+    "decode_cdr_cursor",
     "decode_cursor",
+    "encode_cdr_cursor",
     "encode_cursor",
     "valid_token_name",
 ]
@@ -122,6 +126,32 @@ def decode_cursor(prefix: str, cursor: str) -> int:
     if f"{head}:" != prefix or not position.isdigit():
         raise PairingError("cursor is not valid (pass next_cursor of a previous page)")
     return int(position)
+
+
+def check_export_range(start: float, end: float) -> None:
+    """Raise `PairingError` unless `export_cdrs` may read [start, end): finite times."""
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise PairingError("the export range needs finite start and end times")
+
+
+def encode_cdr_cursor(prefix: str, ended_at: float, cdr_id: int) -> str:
+    """An opaque CDR export cursor: the (ended_at, id) key of the last CDR of a page."""
+    return encode_cursor(prefix, cdr_id) + "." + base64.urlsafe_b64encode(
+        repr(float(ended_at)).encode()).decode().rstrip("=")
+
+
+def decode_cdr_cursor(prefix: str, cursor: str) -> tuple[float, int]:
+    """The (ended_at, id) in a cursor made by `encode_cdr_cursor` with `prefix`;
+    `PairingError` for any other text."""
+    head, _, tail = cursor.partition(".")
+    cdr_id = decode_cursor(prefix, head)
+    try:
+        ended_at = float(base64.urlsafe_b64decode(tail + "=" * (-len(tail) % 4)).decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        ended_at = math.nan
+    if not math.isfinite(ended_at):
+        raise PairingError("cursor is not valid (pass next_cursor of a previous page)")
+    return ended_at, cdr_id
 
 
 @runtime_checkable
@@ -213,6 +243,19 @@ class PairingStore(Protocol):
 
     def list_cdrs(self, session_id: str | None = None, limit: int = 100) -> list[Cdr]:
         """The newest CDRs first, optionally only those of one session."""
+        ...
+
+    def export_cdrs(
+        self, start: float, end: float, *, session_id: str | None = None, limit: int = 1000,
+        cursor: str | None = None,
+    ) -> Page[Cdr]:
+        """CDRs that ended in [`start`, `end`), optionally only those of one session, in
+        ended_at order (ties in a stable order of the backend's), at most `limit`, after the
+        opaque `cursor` of a previous page (`Page.next_cursor`; None on the last page).
+
+        Keyset paging on (ended_at, id), never an offset: a page costs the same wherever it
+        starts, and CDRs recorded or purged between two pages neither repeat nor shift the
+        others. `PairingError` for a cursor this store did not make."""
         ...
 
     # -- retention and keys ------------------------------------------------------------------

@@ -14,7 +14,8 @@ prefix (default ``sipmask:``)::
     {p}deadline             sorted set: open ids with a finite deadline, scored by it
     {p}ended                sorted set: closed/expired ids scored by ended_at (purge)
     {p}cdr:seq, {p}cdr      counter and hash id -> CDR (JSON, tokens only)
-    {p}cdr:ids, {p}cdr:ended, {p}cdr:s:{session}  sorted sets of CDR ids (order, purge, session)
+    {p}cdr:ids, {p}cdr:ended, {p}cdr:s:{session}  sorted sets of CDR ids (order, purge and
+                            export (`cdrs.py`), session)
     {p}p:{index}            sorted set: every session of a participant (HMAC index), by creation
     {p}vload                hash: virtual number -> open sessions using it (one per side)
     {p}vs:{virtual}         set: ids of the open sessions using that virtual number
@@ -64,6 +65,7 @@ from ...model import (
 from ...policy import DEFAULT_POLICY, SessionPolicy, policy_from_json, store_text
 from ..base import KEY_CHECK_LABEL, StoreError
 from .admin import RedisAdminMixin
+from .cdrs import RedisCdrExportMixin
 from .dialogs import RedisDialogMixin
 from .pool import RedisPoolMixin
 from .scripts import lua
@@ -97,7 +99,7 @@ def _opt(raw: bytes) -> float | None:
     return None if raw == b"" else float(raw)
 
 
-class RedisStore(RedisPoolMixin, RedisAdminMixin, RedisDialogMixin):
+class RedisStore(RedisPoolMixin, RedisAdminMixin, RedisDialogMixin, RedisCdrExportMixin):
     """Sessions and CDRs in Redis, numbers encrypted; several processes share one table.
 
     `client` is a ready ``redis.Redis`` answering bytes (no ``decode_responses``; hence the
@@ -132,6 +134,7 @@ class RedisStore(RedisPoolMixin, RedisAdminMixin, RedisDialogMixin):
         self._init_pool()
         self._init_admin()
         self._init_dialogs()
+        self._init_cdr_export()
 
     @classmethod
     def from_url(

@@ -43,6 +43,7 @@ from ...model import (
 from ...policy import DEFAULT_POLICY, SessionPolicy, policy_from_json, store_text
 from ..base import KEY_CHECK_LABEL, StoreError
 from .admin import ADMIN_SCHEMA, TOKEN_EXPIRY, SqliteAdminMixin
+from .cdrs import SqliteCdrExportMixin
 from .dialogs import DIALOG_SCHEMA, SqliteDialogMixin
 from .pool import POOL_INDEX_TRIM, POOL_SCHEMA, SqlitePoolMixin
 
@@ -141,7 +142,7 @@ _ACTIVE_SQL = (
 )
 
 
-class SqliteStore(SqlitePoolMixin, SqliteAdminMixin, SqliteDialogMixin):
+class SqliteStore(SqlitePoolMixin, SqliteAdminMixin, SqliteDialogMixin, SqliteCdrExportMixin):
     """Sessions and CDRs in one SQLite file (WAL, synchronous=NORMAL), numbers encrypted.
 
     Safe to share between threads (calls are serialised by a lock); several processes may
