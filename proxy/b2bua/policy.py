@@ -217,9 +217,10 @@ def holds_number(key: str, value: str) -> bool:
     if key in _SEQUENCES:
         fields = value.split()
         numbers = fields[:1] if key == "rseq" else fields[:2]
-        # not the grammar, or out of range: a value someone wrote
+        # not the grammar (RAck: response-num CSeq-num Method), or out of range: free text
         return not (len(fields) == (1 if key == "rseq" else 3)
-                    and all(n.isdigit() and 0 < int(n) < 2**31 for n in numbers))
+                    and all(n.isdigit() and 0 < int(n) < 2**31 for n in numbers)
+                    and (key == "rseq" or is_token(fields[2])))
     return _DIGIT_RUN.search(value) is not None
 
 

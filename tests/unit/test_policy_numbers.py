@@ -36,6 +36,7 @@ def test_what_is_no_number_crosses(key: str, value: str) -> None:
 @pytest.mark.parametrize(("key", "value"), [
     ("rseq", "15551230001"), ("rack", "15551230001 1 INVITE"), ("rack", "1 15551230001 INVITE"),
     ("rseq", "1 5551230001"), ("expires", "15551230001"), ("min-se", "5551230001"),
+    ("rack", "1 1 INVITE<sip:5551230001@127.0.0.2>"),  # found by the fuzzer
 ])
 def test_sequence_numbers_out_of_their_range_or_grammar_are_dropped(key: str, value: str) -> None:
     assert holds_number(key, value)
