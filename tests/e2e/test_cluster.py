@@ -71,16 +71,20 @@ class Namespace:
 
     def start(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
         out = open(self.workdir / log, "wb")  # noqa: SIM115 - closed with the process
+        # a process group each: Kamailio forks its workers, which a kill of the main process
+        # alone would leave running (they outlived every test run before)
         proc = subprocess.Popen(self.cmd(args), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=self.workdir)
+                                stdin=subprocess.DEVNULL, cwd=self.workdir, start_new_session=True)
         self.procs.append(proc)
         return proc
 
     def close(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the process and everything it forked
+            except ProcessLookupError:
+                pass
+            proc.wait()
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
