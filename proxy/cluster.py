@@ -56,7 +56,6 @@ class DialogKeeper:
         self.loop = loop
         self.journal = DialogJournal()
         b2bua.journal = self.journal
-        self.offset = time.time() - loop.time()
         #: figures for /metrics
         self.written = 0
         self.reloaded = 0
@@ -86,7 +85,7 @@ class DialogKeeper:
 
     async def flush(self) -> None:
         """Write the calls that changed and delete the records of the calls that ended."""
-        records, deleted = self.journal.take(lambda now: now + self.offset, self.b2bua.media)
+        records, deleted = self.journal.take(self.b2bua.wall_clock, self.b2bua.media)
         if not records and not deleted:
             return
         blobs = {key: self._seal(record) for key, record in records.items()}
@@ -153,7 +152,7 @@ class DialogKeeper:
             except (VaultError, ValueError) as exc:
                 self.log.error("cluster.record_unreadable", error=type(exc).__name__)
         now = self.loop.time()
-        calls, _failed = self.b2bua.adopt(records, now, time.time(), refresh=mode == "update")
+        calls, _failed = self.b2bua.adopt(records, now, self.b2bua.wall_clock(now), refresh=mode == "update")
         if mode == "end":
             for call in calls:
                 self.b2bua.end_lost(call, now)

@@ -179,10 +179,7 @@ class B2buaBase:
         memo = self._body_memo
         if memo is not None and memo[0] is source:
             return memo[1]
-        key = self._sdp_id_key
-        if key is None:
-            key = self._sdp_id_key = self.tokenize("sdp-origin-id").encode()
-        crossed = cross_body(source.headers, body, self.rules, self._host(), key)
+        crossed = cross_body(source.headers, body, self.rules, self._host(), self._sdp_key())
         if isinstance(crossed, Refusal):
             self._count(crossed.counter)
         self._body_memo = (source, crossed)
@@ -193,13 +190,17 @@ class B2buaBase:
         from the whitelist like every SDP that crosses (``rebuild_sdp``). One that does not
         parse raises ``SdpError``: the guard ends the call (the relay's SDP is not expected
         to fail)."""
-        key = self._sdp_id_key
-        if key is None:
-            key = self._sdp_id_key = self.tokenize("sdp-origin-id").encode()
         sdp = self.rules.sdp
         if not body or not sdp.sanitise:
             return body
-        return rebuild_sdp(body, sdp.whitelist, origin_address=self._host(), id_key=key)
+        return rebuild_sdp(body, sdp.whitelist, origin_address=self._host(), id_key=self._sdp_key())
+
+    def _sdp_key(self) -> bytes:
+        """The key of the o= session ids sipmask writes in place of non-numeric ones."""
+        key = self._sdp_id_key
+        if key is None:
+            key = self._sdp_id_key = self.tokenize("sdp-origin-id").encode()
+        return key
 
     def _copy_body(self, source: Request | Response, out: Request | Response) -> Refusal | None:
         """Give ``out`` (headers already copied) the body of ``source`` that may cross, or

@@ -61,9 +61,7 @@ class DialogJournal:
         records = {}
         for key, call in self.dirty.items():
             if call.state is CONFIRMED:
-                records[key] = snapshot(call, wall)
-                if call.media_key and media is not None:
-                    records[key]["media"] = [call.media_key, media.holder(call.media_key)]
+                records[key] = snapshot(call, wall, media)
                 self.written.add(key)
         self.dirty = {}
         deleted = list(self.deleted)
@@ -75,10 +73,11 @@ class DialogJournal:
         self.written.add(call.id)
 
 
-def snapshot(call: Call, wall: Any) -> dict[str, Any]:
-    """The record of an established call (see the module docstring)."""
+def snapshot(call: Call, wall: Any, media: Any = None) -> dict[str, Any]:
+    """The record of an established call (see the module docstring); ``media``, the relay,
+    names the rtpengine holding an anchored call's session."""
     answered = call.answered_at if call.answered_at is not None else call.started_at
-    return {
+    record = {
         "v": RECORD_VERSION,
         "id": call.id,
         "session": call.pairing_id,
@@ -94,6 +93,9 @@ def snapshot(call: Call, wall: Any) -> dict[str, Any]:
         "a": _leg(call.a),
         "b": _leg(call.b),
     }
+    if call.media_key and media is not None:
+        record["media"] = [call.media_key, media.holder(call.media_key)]
+    return record
 
 
 def _leg(leg: Leg) -> dict[str, Any]:

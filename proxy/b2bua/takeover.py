@@ -18,7 +18,7 @@ from ..sip.message import Response
 from ..sip.transaction import ClientTransaction, ServerTransaction
 from .call import CONFIRMED, ENDED, Call, Leg, TransactionData
 from .in_dialog import InDialogFlow
-from .snapshot import DialogJournal, restore
+from .snapshot import restore
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
@@ -29,10 +29,6 @@ WORKER_LOST = "worker_lost"
 
 class TakeoverFlow(InDialogFlow):
     """Rebuilding established calls from records, continuing or ending them; draining."""
-
-    journal: DialogJournal | None
-    #: SIGTERM: new calls are refused with 503 while established ones run to their end
-    draining: bool
 
     def adopt(self, records: list[dict[str, Any]], now: float, wall_now: float, *,
               refresh: bool) -> tuple[list[Call], int]:
