@@ -252,7 +252,7 @@ class InDialogFlow(MediaFlow):
         if "supported" not in keys:
             h.add("Supported", "timer")
         else:
-            supported = h.values("supported")
+            supported = [tag for tag in h.values("supported") if tag]  # an empty line is legal
             if not any(tag.lower() == "timer" for tag in supported):
                 h.remove("Supported")
                 h.add("Supported", ", ".join([*supported, "timer"]))

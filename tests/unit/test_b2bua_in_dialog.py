@@ -177,3 +177,18 @@ def test_reinvite_reusing_the_first_invites_branch_is_relayed_and_answered(h: Ha
     out = h.feed(response_to(b_reinvite, 200, "OK"), GW1)
     (ok, dest), = only(out, Response, status=200)
     assert dest == A and ok.cseq.number == 2 and ok.cseq.method == "INVITE"
+
+
+@pytest.mark.parametrize(("supported", "expected"), [
+    ("Supported:\n", "timer"),            # baresip sends an empty Supported (no option tags)
+    ("Supported: \nSupported: 100rel\n", "100rel, timer"),
+    ("Supported: 100rel, , replaces\n", "100rel, replaces, timer"),
+])
+def test_the_timer_sipmask_asks_for_is_added_to_supported_without_empty_tags(
+        h: Harness, supported: str, expected: str) -> None:
+    """RFC 3261 §20.37: Supported is ``[option-tag *(COMMA option-tag)]``. A caller's empty
+    Supported line (a real softphone's) must not become ``Supported: , timer`` on the B leg."""
+    out = h.feed(invite(extra=supported), A)
+    (b_inv, _), = only(out, Request, method="INVITE")
+    assert b_inv.headers.get_all("supported") == [expected]
+    assert (b_inv.headers.get("session-expires") or "").endswith("refresher=uas")
