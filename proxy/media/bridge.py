@@ -9,7 +9,10 @@ requests in flight, so a call cancelled while its offer is out is still deleted.
 The options sent with every offer and answer are the privacy floor of docs/media.md:
 ``replace = [origin, session connection]`` (rtpengine's address in ``o=`` and ``c=``),
 ``ICE = remove`` (candidates carry the peers' addresses), ``generate RTCP = on`` (rtpengine
-consumes the peers' RTCP, whose SDES CNAME can carry a number, and sends its own).
+consumes the peers' RTCP reports, whose SDES CNAME can carry a number, and sends its own),
+``rtcp-mux = [demux, reject]`` (no party multiplexes RTCP onto the RTP port). Each SDP rtpengine
+returns then tells its party to send RTCP nowhere (:func:`.rtcp.rtcp_nowhere`): rtpengine
+forwards a compound without a report (SDES alone, BYE + SDES) whatever it is told.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, Final
 from ..config import MediaConfig
 from ..observability.logging import get_logger
 from .ng import Engine, NgClient, NgError, NgUnavailable
+from .rtcp import rtcp_nowhere
 
 __all__ = ["PRIVACY_OPTIONS", "MediaBridge"]
 
@@ -30,6 +34,7 @@ PRIVACY_OPTIONS: Final[Mapping[str, Any]] = {
     "replace": ["origin", "session connection"],
     "ICE": "remove",
     "generate RTCP": "on",
+    "rtcp-mux": ["demux", "reject"],
 }
 """Sent with every offer and answer, whatever ``media.flags`` adds (see the module docstring)."""
 
@@ -147,7 +152,7 @@ class MediaBridge:
             log.warning("media.bad_reply", command=command["command"])
             return None
         self._engines[call_key] = engine
-        return sdp.encode()
+        return rtcp_nowhere(sdp.encode())
 
     async def _delete(self, call_key: str, waiting: list[asyncio.Task[Any]]) -> None:
         if waiting:

@@ -48,8 +48,8 @@ class Packet:
 
 
 class LoopbackCapture(threading.Thread):
-    """Every IPv4 UDP/TCP packet on ``lo`` to one of the ``phones``' ports (its SIP port and
-    its RTP/RTCP range), whatever the destination address: baresip binds SIP to its own
+    """Every IPv4 UDP/TCP packet on ``lo`` to or from one of the ``phones``' ports (its SIP port
+    and its RTP/RTCP range), whatever the address: baresip binds SIP to its own
     loopback address but sends RTP from unbound sockets (source 127.0.0.1), and rtpengine
     sends the media back to where it came from, so a phone's media arrives at 127.0.0.1."""
 
@@ -90,7 +90,8 @@ class LoopbackCapture(threading.Thread):
             return None
         total = struct.unpack("!H", ip[2:4])[0]
         segment = ip[ihl:total]
-        if len(segment) < 4 or struct.unpack("!H", segment[2:4])[0] not in self.owner:
+        if len(segment) < 4 or not any(port in self.owner
+                                       for port in struct.unpack("!HH", segment[:4])):
             return None
         if proto == 17 and len(segment) >= 8:
             sport, dport = struct.unpack("!HH", segment[:4])
@@ -105,7 +106,13 @@ class LoopbackCapture(threading.Thread):
 
     def to(self, phone: Baresip) -> list[Packet]:
         with self._lock:
-            return [p for p in self.packets if self.owner[p.dst[1]] == phone.name]
+            return [p for p in self.packets if self.owner.get(p.dst[1]) == phone.name]
+
+    def sent_by(self, phone: Baresip) -> list[Packet]:
+        """What ``phone`` sent (from its SIP port or its RTP/RTCP range)."""
+        with self._lock:
+            return [p for p in self.packets if self.owner.get(p.src[1]) == phone.name
+                    and self.owner.get(p.dst[1]) != phone.name]
 
     def stop(self) -> None:
         self._halt.set()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from proxy.media.rtcp import DISCARD_PORT
+
 from .baresip import Baresip, LoopbackCapture, Packet, capture_possible
 from .conftest import (
     A_REAL,
@@ -132,6 +134,14 @@ def test_two_softphones_through_sipmask_and_rtpengine_see_nothing_of_each_other(
         assert heard and heard[0].stat().st_size > 8000, \
             f"{phone.name} decoded what it heard (sndfile dump: {heard})"
         phone.rtcp_seen = len(rtcp)  # type: ignore[attr-defined]
+        # rtpengine forwards an RTCP compound without a report (baresip's BYE + SDES at hang-up)
+        # whatever it is told, so each phone is told to send its RTCP to the discard port
+        # (proxy/media/rtcp.py): none may reach rtpengine, however the BYE and the hang-up race
+        sent = [p for p in capture.sent_by(phone) if is_rtcp(p.payload)]
+        assert sent, f"{phone.name} sent RTCP (its reports, its BYE at hang-up)"
+        astray = [p for p in sent if p.dst[1] != DISCARD_PORT]
+        assert not astray, f"{phone.name}'s RTCP went to {sorted({p.dst for p in astray})}, " \
+            f"not the discard port: rtpengine would forward a compound without a report"
 
     invite = next(p.payload for p in to_bob if p.payload.startswith(b"INVITE "))
     assert f"c=IN IP4 {SIPMASK_IP}".encode() in invite, "bob's offer names rtpengine only"
